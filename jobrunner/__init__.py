@@ -1,0 +1,3 @@
+"""jobrunner: create Genesys Cloud users from a CSV, exactly once, through crashes and rate limits."""
+
+__version__ = "0.1.0"
