@@ -73,5 +73,90 @@ def cli(ctx: click.Context, db: Path, log_level: str, log_format: str) -> None:
 cli.add_command(emulator_command)
 
 
+def _open_ledger(ctx_obj: Context, create: bool) -> Any:
+    from jobrunner.ledger import Ledger
+
+    try:
+        return Ledger.open(ctx_obj.db, create=create)
+    except JobrunnerError as exc:
+        raise fail(exc) from None
+
+
+@cli.command()
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=True, exists=False))
+@click.pass_obj
+def ingest(obj: Context, file: Path) -> None:
+    """Validate FILE (CSV, UTF-8) and add its new rows to the ledger.
+
+    Columns: first_name, last_name, email (required); phone_number (E.164, e.g.
+    +13175550101), division_id (UUID), title, department (optional). Invalid rows are
+    kept as `invalid` with a reason and never sent. Rows whose email is already in the
+    ledger are skipped, so ingesting a file twice adds nothing.
+    """
+    from jobrunner.ingest import ingest_file
+
+    ledger = _open_ledger(obj, create=True)
+    try:
+        summary = ingest_file(ledger, file)
+    except JobrunnerError as exc:
+        raise fail(exc) from None
+    finally:
+        ledger.close()
+    out = click.echo
+    out(f"{summary.file}: {summary.rows_read:,} rows read")
+    out(f"  added:            {summary.added_pending:,} to create")
+    if summary.corrected:
+        out(f"  corrected:        {summary.corrected:,} (replace invalid rows of an earlier ingest)")
+    out(f"  invalid:          {summary.added_invalid:,}")
+    for reason, n in summary.invalid_by_reason.most_common():
+        out(f"    {reason:<20} {n:>7,}   e.g. {summary.invalid_examples[reason]}")
+    already = ", ".join(f"{n:,} from {src}" for src, n in summary.already_from.most_common())
+    out(f"  already present:  {summary.already_present:,}" + (f" ({already})" if already else ""))
+    if summary.unknown_columns:
+        out(f"  ignored columns:  {', '.join(summary.unknown_columns)}")
+    if summary.delimiter != ",":
+        names = {";": "semicolon", "\t": "tab", "|": "pipe"}
+        out(f"  delimiter:        {names.get(summary.delimiter, summary.delimiter)}")
+    out(f"ledger: {obj.db}")
+
+
+@cli.command()
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json", "csv"]),
+    default="table",
+    show_default=True,
+    help="table: counts, then failed and invalid rows; json/csv: every row.",
+)
+@click.option(
+    "--status",
+    "statuses",
+    multiple=True,
+    type=click.Choice(["pending", "in_progress", "created", "exists", "failed", "invalid"]),
+    help="Only rows with this status (repeatable).",
+)
+@click.pass_obj
+def report(obj: Context, fmt: str, statuses: tuple[str, ...]) -> None:
+    """What happened to every row: counts per status and the rows themselves."""
+    from jobrunner import render
+    from jobrunner.report import counts, report_rows
+
+    ledger = _open_ledger(obj, create=False)
+    try:
+        totals = counts(ledger)
+        out = click.get_text_stream("stdout")
+        if fmt == "json":
+            render.write_json_report(out, totals, report_rows(ledger, statuses or None))
+        elif fmt == "csv":
+            render.write_csv_report(out, report_rows(ledger, statuses or None))
+        else:
+            shown = statuses or ("failed", "invalid")
+            heading = " and ".join(shown) + " rows"
+            render.write_table_report(out, totals, report_rows(ledger, shown), heading)
+    finally:
+        ledger.close()
+
+
 def main() -> Any:
     return cli(prog_name="jobrunner")

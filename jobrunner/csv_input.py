@@ -1,0 +1,369 @@
+"""CSV file -> validated rows. Pure: no database, no network.
+
+`read_csv(path)` returns a `CsvFile` whose `rows()` streams `InputRow`s, each either valid or
+carrying the reason it is invalid. Problems with the file as a whole raise `InputFileError`
+with one line naming the file (and the line, where there is one).
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import hashlib
+import io
+import re
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from jobrunner.errors import InputFileError
+
+REQUIRED_COLUMNS = ("first_name", "last_name", "email")
+OPTIONAL_COLUMNS = ("phone_number", "division_id", "title", "department")
+KNOWN_COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
+
+# Genesys has no published limits for these; beyond them a value is a mistake, not a name.
+MAX_LENGTH = {
+    "first_name": 100,
+    "last_name": 100,
+    "email": 254,  # RFC 5321 path limit
+    "phone_number": 40,
+    "division_id": 36,
+    "title": 255,
+    "department": 255,
+}
+# A field beyond this size cannot be a record at all: the file is refused.
+MAX_FIELD_BYTES = 1_000_000
+DELIMITERS = (",", ";", "\t", "|")
+_DELIMITER_NAMES = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
+_SNIFF_BYTES = 64 * 1024
+
+# The common shape of an address, which email-validator always accepts; anything else goes
+# through email-validator itself (tests/test_csv_input.py checks the two agree).
+_SIMPLE_EMAIL = re.compile(
+    r"[A-Za-z0-9_+-]+(?:\.[A-Za-z0-9_+-]+)*@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"
+    r"[A-Za-z]{2,63}"
+)
+_SPECIAL_TLDS = frozenset({"arpa", "invalid", "local", "localhost", "onion", "test"})
+_E164 = re.compile(r"\+[1-9][0-9]{6,14}")
+
+
+@dataclass
+class InputRow:
+    line: int
+    first_name: str = ""
+    last_name: str = ""
+    email: str = ""
+    phone_number: str | None = None
+    division_id: str | None = None
+    title: str | None = None
+    department: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+
+    @property
+    def valid(self) -> bool:
+        return self.error_code is None
+
+    @property
+    def email_norm(self) -> str:
+        return self.email.strip().lower()
+
+    def invalidate(self, code: str, message: str) -> None:
+        if self.error_code is None:
+            self.error_code, self.error_message = code, message
+
+
+@dataclass
+class CsvFile:
+    path: Path
+    delimiter: str
+    columns: list[str]  # the header as found
+    mapping: dict[str, int]  # known column -> index
+    unknown_columns: list[str] = field(default_factory=list)
+    sha256: str = ""
+    _stream: IO[bytes] | None = None
+
+    def rows(self) -> Iterator[InputRow]:
+        assert self._stream is not None
+        yield from _read_rows(self)
+
+
+def file_sha256(raw: IO[bytes]) -> str:
+    digest = hashlib.sha256()
+    for chunk in iter(lambda: raw.read(1 << 20), b""):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_csv(path: Path | str) -> CsvFile:
+    """Open `path`, check what it is, read its header. Raises InputFileError."""
+    path = Path(path)
+    name = str(path)
+    try:
+        raw = open(path, "rb")  # noqa: SIM115 - closed by _read_rows
+    except FileNotFoundError:
+        raise InputFileError(f"{name}: no such file") from None
+    except IsADirectoryError:
+        raise InputFileError(f"{name}: is a folder, not a CSV file") from None
+    except PermissionError:
+        raise InputFileError(f"{name}: permission denied") from None
+    except OSError as exc:
+        raise InputFileError(f"{name}: cannot read ({exc.strerror})") from None
+    try:
+        head = raw.read(_SNIFF_BYTES)
+    except OSError as exc:
+        raw.close()
+        raise InputFileError(f"{name}: cannot read ({exc.strerror})") from None
+    try:
+        _check_head(name, head)
+        raw.seek(0)
+        sha256 = file_sha256(raw)
+        raw.seek(0)
+        text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="strict", newline="")
+        header_line = _first_record_text(name, text)
+        delimiter, columns = _choose_delimiter(name, header_line)
+        mapping, unknown = _map_columns(name, columns, delimiter)
+    except BaseException:
+        raw.close()
+        raise
+    csv_file = CsvFile(path, delimiter, columns, mapping, unknown, sha256)
+    csv_file._stream = raw
+    csv_file._text = text  # type: ignore[attr-defined]
+    csv_file._header_line = header_line  # type: ignore[attr-defined]
+    return csv_file
+
+
+def _check_head(name: str, head: bytes) -> None:
+    if not head:
+        raise InputFileError(f"{name}: the file is empty")
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or (
+        len(head) > 3 and head[1:2] == b"\x00" and head[3:4] == b"\x00"
+    ):
+        raise InputFileError(f"{name}: the file is UTF-16, not UTF-8: save it as 'CSV UTF-8'")
+    if head.startswith((b"PK\x03\x04", b"\xd0\xcf\x11\xe0")):
+        raise InputFileError(
+            f"{name}: this is a spreadsheet (Excel) file, not CSV: save it as 'CSV UTF-8'"
+        )
+    if b"\x00" in head:
+        line = head[: head.index(b"\x00")].count(b"\n") + 1
+        raise InputFileError(
+            f"{name}: line {line} contains a NUL byte: this looks like a binary file, not CSV"
+        )
+    if not head.strip(b"\xef\xbb\xbf \t\r\n"):
+        raise InputFileError(f"{name}: the file is empty")
+
+
+def _decode_error(name: str, exc: UnicodeDecodeError, line: int | None) -> InputFileError:
+    bad = exc.object[exc.start : exc.start + 1].hex() if exc.object else "?"
+    where = f"line {line}: " if line else ""
+    return InputFileError(
+        f"{name}: {where}not UTF-8 (byte 0x{bad}): save the file as 'CSV UTF-8' "
+        "(it may be Windows-1252 or Latin-1)"
+    )
+
+
+def _first_record_text(name: str, text: IO[str]) -> str:
+    try:
+        line = text.readline()
+    except UnicodeDecodeError as exc:
+        raise _decode_error(name, exc, 1) from None
+    if not line.strip():
+        raise InputFileError(f"{name}: line 1 is blank: the first line must be the header")
+    return line
+
+
+def _split_header(line: str, delimiter: str) -> list[str]:
+    try:
+        return next(csv.reader([line], delimiter=delimiter, strict=True))
+    except (csv.Error, StopIteration):
+        return [line]
+
+
+def _normalise_header(cell: str) -> str:
+    return cell.strip().lower().replace(" ", "_")
+
+
+def _choose_delimiter(name: str, header_line: str) -> tuple[str, list[str]]:
+    best: tuple[str, list[str]] | None = None
+    for delimiter in DELIMITERS:
+        cells = _split_header(header_line.rstrip("\r\n"), delimiter)
+        normalised = {_normalise_header(c) for c in cells}
+        if all(col in normalised for col in REQUIRED_COLUMNS):
+            return delimiter, cells
+        if best is None:
+            best = (delimiter, cells)
+    assert best is not None
+    return best
+
+
+def _map_columns(name: str, columns: list[str], delimiter: str) -> tuple[dict[str, int], list[str]]:
+    mapping: dict[str, int] = {}
+    unknown: list[str] = []
+    for index, cell in enumerate(columns):
+        key = _normalise_header(cell)
+        if key in KNOWN_COLUMNS:
+            if key in mapping:
+                raise InputFileError(f"{name}: line 1: column {key!r} appears twice in the header")
+            mapping[key] = index
+        else:
+            unknown.append(cell.strip())
+    missing = [c for c in REQUIRED_COLUMNS if c not in mapping]
+    if missing:
+        found = ", ".join(repr(c.strip()) for c in columns) if columns else "none"
+        seen = ""
+        line = delimiter.join(columns)
+        others = [d for d in DELIMITERS if d != "," and d in line]
+        if delimiter == "," and others:
+            seen = f" (the header has {_DELIMITER_NAMES[others[0]]}s, but no required columns)"
+        raise InputFileError(
+            f"{name}: line 1: missing required column(s) {', '.join(missing)}; "
+            f"columns found: {found}{seen}"
+        )
+    return mapping, unknown
+
+
+def _read_rows(f: CsvFile) -> Iterator[InputRow]:
+    name = str(f.path)
+    text: IO[str] = f._text  # type: ignore[attr-defined]
+    header_line: str = f._header_line  # type: ignore[attr-defined]
+    old_limit = csv.field_size_limit(MAX_FIELD_BYTES)
+    width = len(f.columns)
+    m = f.mapping
+    get_index = [(col, m.get(col)) for col in KNOWN_COLUMNS]
+    reader = csv.reader(text, delimiter=f.delimiter, strict=True)
+    previous_end = 1  # the header is line 1 (one physical line; checked below)
+    if header_line.count('"') % 2:
+        raise InputFileError(f"{name}: line 1: the header has an unterminated quote")
+    seen: dict[str, int] = {}
+    try:
+        while True:
+            try:
+                record = next(reader)
+            except StopIteration:
+                break
+            except UnicodeDecodeError as exc:
+                raise _decode_error(name, exc, previous_end + 1) from None
+            except csv.Error as exc:
+                raise _csv_error(name, str(exc), previous_end + 1) from None
+            start = previous_end + 1
+            previous_end = reader.line_num + 1
+            if not record or (len(record) == 1 and not record[0].strip()):
+                continue  # blank line
+            row = InputRow(line=start)
+            for col, index in get_index:
+                if index is not None and index < len(record):
+                    setattr(row, col, record[index].strip())
+            if len(record) > width:
+                extra = record[width:]
+                if any(cell.strip() for cell in extra):
+                    row.invalidate(
+                        "too_many_fields",
+                        f"has {len(record)} fields but the header has {width}: "
+                        "an unquoted comma (or delimiter) in a value?",
+                    )
+            _validate(row, seen)
+            yield row
+    finally:
+        csv.field_size_limit(old_limit)
+        if f._stream is not None:
+            f._stream.close()
+
+
+def _csv_error(name: str, message: str, line: int) -> InputFileError:
+    if "unexpected end of data" in message or "EOF" in message:
+        return InputFileError(
+            f"{name}: line {line}: unterminated quote (a \" opens a value that never closes)"
+        )
+    if "field larger than field limit" in message:
+        return InputFileError(
+            f"{name}: line {line}: a value is larger than {MAX_FIELD_BYTES:,} characters "
+            "(broken quoting?)"
+        )
+    if "NUL" in message:
+        return InputFileError(f"{name}: line {line}: contains a NUL byte: not a text CSV file")
+    return InputFileError(f"{name}: line {line}: malformed CSV ({message})")
+
+
+def _validate(row: InputRow, seen: dict[str, int]) -> None:
+    for col in KNOWN_COLUMNS:
+        value = getattr(row, col)
+        if value and len(value) > MAX_LENGTH[col]:
+            row.invalidate(
+                "too_long", f"{col} is {len(value):,} characters long (at most {MAX_LENGTH[col]})"
+            )
+    for col in ("phone_number", "division_id", "title", "department"):
+        if getattr(row, col) == "":
+            setattr(row, col, None)
+    if not row.first_name:
+        row.invalidate("first_name_missing", "first_name is empty")
+    if not row.last_name:
+        row.invalidate("last_name_missing", "last_name is empty")
+    if not row.email:
+        row.invalidate("email_missing", "email is empty")
+    elif row.valid:
+        problem = email_problem(row.email)
+        if problem:
+            row.invalidate("email_invalid", f"email {row.email!r} is not valid: {problem}")
+    if row.phone_number and row.valid:
+        e164, problem = normalise_phone(row.phone_number)
+        if problem:
+            row.invalidate(
+                "phone_invalid", f"phone_number {row.phone_number!r} is not valid: {problem}"
+            )
+        else:
+            row.phone_number = e164
+    if row.division_id and row.valid:
+        try:
+            row.division_id = str(uuid.UUID(row.division_id))
+        except ValueError:
+            row.invalidate(
+                "division_invalid",
+                f"division_id {row.division_id!r} is not a division id (a UUID such as "
+                "'0b9a8ea6-5c79-4d2e-9a3e-3c1d1a2b3c4d')",
+            )
+        else:
+            if len(row.division_id) != 36:
+                row.invalidate("division_invalid", f"division_id {row.division_id!r} is not a UUID")
+    if row.email:
+        key = row.email_norm
+        first = seen.get(key)
+        if first is not None:
+            row.invalidate("duplicate", f"duplicate of line {first} (same email)")
+        elif row.valid:
+            seen[key] = row.line
+
+
+def email_problem(email: str) -> str | None:
+    """None when `email` is a deliverable-looking address (syntax only, no DNS)."""
+    if len(email) <= 254 and _SIMPLE_EMAIL.fullmatch(email):
+        local, _, domain = email.rpartition("@")
+        if len(local) <= 64 and domain.rsplit(".", 1)[-1].lower() not in _SPECIAL_TLDS:
+            return None
+    from email_validator import EmailNotValidError, validate_email
+
+    try:
+        validate_email(email, check_deliverability=False)
+    except EmailNotValidError as exc:
+        return str(exc)
+    return None
+
+
+def normalise_phone(raw: str) -> tuple[str | None, str | None]:
+    """(E.164, None) or (None, problem). Numbers must carry their country code (+1 ...)."""
+    import phonenumbers
+
+    try:
+        number = phonenumbers.parse(raw, None)
+    except phonenumbers.NumberParseException:
+        return None, "write it in international form with the country code, e.g. +13175550101"
+    # Length and country code are checked; the per-range validity tables are not, because they
+    # lag behind new number allocations and Genesys itself only requires E.164.
+    if not phonenumbers.is_possible_number(number):
+        return None, "wrong number of digits for its country"
+    e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    if not _E164.fullmatch(e164):
+        return None, "cannot be written in E.164 form"
+    return e164, None
