@@ -145,7 +145,7 @@ def report(obj: Context, fmt: str, statuses: tuple[str, ...]) -> None:
     ledger = _open_ledger(obj, create=False)
     try:
         totals = counts(ledger)
-        out = click.get_text_stream("stdout")
+        out = sys.stdout
         if fmt == "json":
             render.write_json_report(out, totals, report_rows(ledger, statuses or None))
         elif fmt == "csv":

@@ -91,10 +91,26 @@ class CsvFile:
         yield from _read_rows(self)
 
 
-def file_sha256(raw: IO[bytes]) -> str:
+def _hash_and_check_utf8(name: str, raw: IO[bytes]) -> str:
+    """sha256 of the file; refuses it, naming the line, unless it is all UTF-8."""
     digest = hashlib.sha256()
+    decoder = codecs.getincrementaldecoder("utf-8")("strict")
+    lines_before = 0
     for chunk in iter(lambda: raw.read(1 << 20), b""):
         digest.update(chunk)
+        try:
+            decoder.decode(chunk)
+        except UnicodeDecodeError as exc:
+            # Positions are within this chunk, plus whatever the decoder held back (< 4 bytes).
+            pending = len(exc.object) - len(chunk)
+            at = max(exc.start - pending, 0)
+            line = lines_before + chunk[:at].count(b"\n") + 1
+            raise _decode_error(name, exc, line) from None
+        lines_before += chunk.count(b"\n")
+    try:
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError as exc:
+        raise _decode_error(name, exc, lines_before + 1) from None
     return digest.hexdigest()
 
 
@@ -120,7 +136,7 @@ def read_csv(path: Path | str) -> CsvFile:
     try:
         _check_head(name, head)
         raw.seek(0)
-        sha256 = file_sha256(raw)
+        sha256 = _hash_and_check_utf8(name, raw)
         raw.seek(0)
         text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="strict", newline="")
         header_line = _first_record_text(name, text)

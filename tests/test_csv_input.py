@@ -1,0 +1,57 @@
+"""Field validation details that the CLI tests do not pin down."""
+
+from __future__ import annotations
+
+import pytest
+from email_validator import EmailNotValidError, validate_email
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from jobrunner.csv_input import _SIMPLE_EMAIL, email_problem, normalise_phone
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.from_regex(
+        r"[A-Za-z0-9_+-]{1,70}(\.[A-Za-z0-9_+-]{1,9}){0,2}@([A-Za-z0-9-]{1,64}\.){1,3}[A-Za-z]{2,12}",
+        fullmatch=True,
+    )
+)
+def test_fast_path_never_accepts_what_email_validator_rejects(email: str) -> None:
+    """Addresses the regex fast path accepts must be ones email-validator accepts too."""
+    try:
+        validate_email(email, check_deliverability=False)
+        reference_ok = True
+    except EmailNotValidError:
+        reference_ok = False
+    assert (email_problem(email) is None) == reference_ok, email
+
+
+@pytest.mark.parametrize(
+    "email", ["a@b.test", "x@localhost", "a..b@example.com", "a@-example.com"]
+)
+def test_rejected_emails(email: str) -> None:
+    assert email_problem(email) is not None
+
+
+def test_international_addresses_go_through_email_validator() -> None:
+    assert not _SIMPLE_EMAIL.fullmatch("josé@example.com")
+    assert email_problem("josé@example.com") is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "e164"),
+    [
+        ("+1 (317) 555-0101", "+13175550101"),
+        ("+44 20 7946 0958", "+442079460958"),
+        ("+13175550101", "+13175550101"),
+        ("00 44 20 7946 0958", None),
+        ("3175550101", None),
+        ("+1 317 555", None),
+        ("call me", None),
+    ],
+)
+def test_phone_numbers_must_carry_a_country_code(raw: str, e164: str | None) -> None:
+    got, problem = normalise_phone(raw)
+    assert got == e164
+    assert (problem is None) == (e164 is not None)
