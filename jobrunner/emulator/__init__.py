@@ -1,0 +1,13 @@
+"""A local stand-in for the Genesys Cloud users API, faithful enough for the official SDK.
+
+Modules:
+
+    errors.py     ApiError and the Genesys error body
+    directory.py  users and divisions: validation, search, conflicts, persistence helpers
+    access.py     OAuth client-credentials tokens and the per-token sliding-window rate limit
+    server.py     EmulatorConfig, Emulator: the HTTP server, routing, faults, statistics
+    command.py    `jobrunner emulator`
+
+This package's __init__ stays empty on purpose: the CLI imports `command` at start-up and
+must not pay for the server.
+"""

@@ -1,9 +1,247 @@
-"""`jobrunner emulator` (placeholder until the emulator lands)."""
+"""`jobrunner emulator`: serve a local Genesys Cloud users API until Ctrl-C or SIGTERM.
+
+Only click is imported here; the server loads when the command runs, so `jobrunner --help`
+stays fast.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
 
 import click
 
+DEMO_CLIENT_ID = "jobrunner-demo"
+DEMO_CLIENT_SECRET = "jobrunner-demo-secret"
+
+
+def _parse_divisions(
+    _ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]
+) -> dict[str, str]:
+    divisions: dict[str, str] = {}
+    for value in values:
+        name, sep, division_id = value.partition("=")
+        name, division_id = name.strip(), division_id.strip()
+        if not sep or not name or not division_id:
+            raise click.BadParameter(f"{value!r} is not NAME=UUID")
+        try:
+            uuid.UUID(division_id)
+        except ValueError:
+            raise click.BadParameter(f"{division_id!r} is not a UUID") from None
+        if name in divisions or name == "Home":
+            raise click.BadParameter(f"division {name!r} given twice (or named Home)")
+        divisions[name] = division_id
+    return divisions
+
 
 @click.command()
-def emulator() -> None:
-    """Serve a local stand-in for the Genesys Cloud users API."""
-    raise click.ClickException("the emulator is not built yet")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Interface to listen on. Keep it loopback unless you mean it.",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8089,
+    show_default=True,
+    help="0 picks a free port (printed on start).",
+)
+@click.option(
+    "--client-id",
+    envvar="GENESYS_CLOUD_CLIENT_ID",
+    default=DEMO_CLIENT_ID,
+    show_default=True,
+    help="OAuth client id to accept. Env: GENESYS_CLOUD_CLIENT_ID.",
+)
+@click.option(
+    "--client-secret",
+    envvar="GENESYS_CLOUD_CLIENT_SECRET",
+    default=DEMO_CLIENT_SECRET,
+    show_default=False,
+    help="OAuth client secret to accept. Env: GENESYS_CLOUD_CLIENT_SECRET.",
+)
+@click.option(
+    "--rate-per-minute",
+    type=click.IntRange(min=1),
+    default=300,
+    show_default=True,
+    help="API requests per token per sliding 60 s window; beyond it 429.",
+)
+@click.option(
+    "--token-lifetime",
+    "token_lifetime",
+    type=click.IntRange(min=1),
+    default=86400,
+    show_default=True,
+    metavar="SECONDS",
+    help="Access token lifetime.",
+)
+@click.option(
+    "--latency-ms",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="Base latency added to every /api/v2 request.",
+)
+@click.option(
+    "--latency-jitter-ms",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="Uniform jitter: latency is base +/- this.",
+)
+@click.option(
+    "--fault-5xx-rate",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="Share of /api/v2 requests answered 502/503/504 without acting.",
+)
+@click.option(
+    "--drop-after-create-rate",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="Share of successful user creations whose connection is dropped unanswered.",
+)
+@click.option(
+    "--revoke-tokens-after",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="After N API requests, invalidate every token issued so far (once).",
+)
+@click.option(
+    "--search-index-delay",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="New users appear in /api/v2/users/search only after this long.",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Seed for faults and latency (reproducible runs).",
+)
+@click.option(
+    "--existing-users",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="CSV (name,email[,title,department]) or JSON list of users that exist before the job.",
+)
+@click.option(
+    "--existing-email",
+    multiple=True,
+    metavar="EMAIL",
+    help="A user with this email exists before the job (repeatable).",
+)
+@click.option(
+    "--division",
+    "divisions",
+    multiple=True,
+    metavar="NAME=UUID",
+    callback=_parse_divisions,
+    help="An extra division (repeatable).",
+)
+@click.option(
+    "--state-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Load users from this JSON file at start, save them to it (atomically) "
+    "while running and on exit.",
+)
+def emulator(
+    host: str,
+    port: int,
+    client_id: str,
+    client_secret: str,
+    rate_per_minute: int,
+    token_lifetime: int,
+    latency_ms: float,
+    latency_jitter_ms: float,
+    fault_5xx_rate: float,
+    drop_after_create_rate: float,
+    revoke_tokens_after: int | None,
+    search_index_delay: float,
+    seed: int,
+    existing_users: Path | None,
+    existing_email: tuple[str, ...],
+    divisions: dict[str, str],
+    state_file: Path | None,
+) -> None:
+    """Serve a local stand-in for the Genesys Cloud users API.
+
+    One port answers both the login host (/oauth/token) and the API host (/api/v2/...), as
+    the SDK's ApiClient.set_gateway() expects. Inspect it at /emulator/stats and
+    /emulator/users; POST /emulator/revoke-tokens revokes every token. Stops on Ctrl-C.
+    """
+    import signal
+    import threading
+
+    from jobrunner.emulator.directory import read_existing_users
+    from jobrunner.emulator.server import Emulator, EmulatorConfig
+    from jobrunner.log import get_logger
+
+    seeds: list[dict[str, Any]] = []
+    try:
+        if existing_users is not None:
+            seeds.extend(read_existing_users(existing_users))
+        seeds.extend({"email": email} for email in existing_email)
+        config = EmulatorConfig(
+            client_id=client_id,
+            client_secret=client_secret,
+            rate_per_minute=rate_per_minute,
+            token_lifetime_s=token_lifetime,
+            latency_ms=latency_ms,
+            latency_jitter_ms=latency_jitter_ms,
+            fault_5xx_rate=fault_5xx_rate,
+            drop_after_create_rate=drop_after_create_rate,
+            revoke_tokens_after=revoke_tokens_after,
+            search_index_delay_s=search_index_delay,
+            seed=seed,
+            existing_users=seeds,
+            divisions=divisions,
+            state_file=state_file,
+            host=host,
+            port=port,
+        )
+        emu = Emulator(config)
+    except (OSError, ValueError) as error:
+        raise click.ClickException(str(error)) from None
+    try:
+        emu.start()
+    except OSError as error:
+        raise click.ClickException(
+            f"cannot listen on {host}:{port}: {error.strerror or error}"
+        ) from None
+
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: Any) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        click.echo(f"GENESYS_CLOUD_ENVIRONMENT={emu.url}")
+        click.echo(f"GENESYS_CLOUD_CLIENT_ID={client_id}")
+        if client_secret == DEMO_CLIENT_SECRET:
+            # The built-in demo secret is public anyway; a secret you supplied is never echoed.
+            click.echo(f"GENESYS_CLOUD_CLIENT_SECRET={client_secret}")
+        get_logger("jobrunner.emulator").info(
+            "emulator.ready",
+            url=emu.url,
+            users=len(emu.directory),
+            home_division_id=emu.home_division_id,
+        )
+        while not stop.wait(1.0):
+            pass
+    finally:
+        emu.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
