@@ -43,6 +43,7 @@ from jobrunner.emulator.errors import ApiError, bad_request, invalid_value, not_
 from jobrunner.log import get_logger
 
 MAX_BODY_BYTES = 512_000
+_DISCARD_LIMIT = 16 * 1024 * 1024
 FAULT_STATUSES = (502, 503, 504)
 _FAULT_CODES = {502: "bad.gateway", 503: "service.unavailable", 504: "gateway.timeout"}
 _USER_PATH = re.compile(r"^/api/v2/users/([^/]+)$")
@@ -654,8 +655,17 @@ class _Handler(BaseHTTPRequestHandler):
                 self.rfile.readline(65537)
         else:
             length = int(self.headers.get("Content-Length") or 0)
+            if length < 0:
+                raise ValueError("negative Content-Length")
             if length <= MAX_BODY_BYTES:
                 return self.rfile.read(length) if length > 0 else b""
+            if length <= _DISCARD_LIMIT:
+                # Swallow the body so the client, still sending it, gets to read the 413.
+                while length > 0:
+                    chunk = self.rfile.read(min(length, 65536))
+                    if not chunk:
+                        break
+                    length -= len(chunk)
         self.close_connection = True
         self._write(
             _error_reply(
@@ -689,12 +699,9 @@ class _Handler(BaseHTTPRequestHandler):
                     ApiError(500, "internal.server.error", "The emulator failed on this request.")
                 ),
             )
-        if reply.drop:
-            self._drop()
-            status: int | str = "dropped"
-        else:
-            self._write(reply)
-            status = reply.status
+        status: int | str = "dropped" if reply.drop else reply.status
+        # Counted and logged before the client can see the outcome, so what a client has
+        # heard is always in the stats and the log.
         if route:
             emulator._stats.record(route, status)
         log.debug(
@@ -704,6 +711,10 @@ class _Handler(BaseHTTPRequestHandler):
             status=status,
             duration_ms=round((time.perf_counter() - started) * 1000, 2),
         )
+        if reply.drop:
+            self._drop()
+        else:
+            self._write(reply)
 
     do_GET = do_POST = do_PATCH = do_DELETE = do_PUT = _dispatch
 
