@@ -450,3 +450,22 @@ def test_requests_are_logged_without_secrets(http_client: Any) -> None:
     text = repr(logs)
     for secret in (CLIENT_SECRET, c.token, "pw-Secret-1", "Bearer", "Basic"):
         assert secret not in text
+
+
+def test_concurrent_creates_of_one_email_make_one_user(emu: Emulator, http_client: Any) -> None:
+    login = http_client(emu.port, CLIENT_ID, CLIENT_SECRET)
+    login.login()
+    clients = [http_client(emu.port) for _ in range(20)]
+    statuses: list[int] = []
+
+    def create(c: Any) -> None:
+        body = {"name": "Racer", "email": "racer@example.com"}
+        statuses.append(c.api("POST", "/api/v2/users", body, token=login.token)[0])
+
+    threads = [threading.Thread(target=create, args=(c,)) for c in clients]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(statuses) == [200] + [409] * 19
+    assert emu.stats()["creations_by_email"]["racer@example.com"] == 1

@@ -474,12 +474,12 @@ class Emulator:
             return route, self._division if method == "GET" else None, unquote(match.group(1))
         match = _USER_PATH.match(path)
         if match:
-            handler = {
+            handlers: dict[str, Callable[..., _Reply]] = {
                 "GET": self._get_user,
                 "PATCH": self._patch_user,
                 "DELETE": self._delete_user,
-            }.get(method)
-            return f"{method} /api/v2/users/{{id}}", handler, unquote(match.group(1))
+            }
+            return f"{method} /api/v2/users/{{id}}", handlers.get(method), unquote(match.group(1))
         return f"{method} (unknown)", None, ""
 
     def _api(
@@ -640,7 +640,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _read_body(self) -> bytes | None:
         """The request body, or None after answering 413 (too large)."""
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            chunks, size = [], 0
+            chunks: list[bytes] = []
+            size = 0
             while True:
                 line = self.rfile.readline(65537)
                 length = int(line.split(b";")[0].strip() or b"0", 16)
