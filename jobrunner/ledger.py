@@ -310,6 +310,137 @@ class Ledger:
             {**values, "row_id": row_id, "now": utc_now_iso()},
         )
 
+    # -- runner --------------------------------------------------------------------------
+
+    def recover_abandoned(self) -> tuple[int, int]:
+        """Rows a dead runner left in_progress go back to pending.
+
+        Their in_doubt flag is kept: a row whose create may have been sent is looked up
+        before it is created again. Returns (rows recovered, of which in doubt). Only call
+        this while holding the run lock, when no other runner can be alive.
+        """
+        with self.transaction():
+            rows = self.execute(
+                "UPDATE rows SET status = 'pending', claim_owner = NULL, lease_expires_at = NULL, "
+                "next_attempt_at = 0, updated_at = ? WHERE status = 'in_progress' "
+                "RETURNING in_doubt",
+                (utc_now_iso(),),
+            ).fetchall()
+        return len(rows), sum(1 for (d,) in rows if d)
+
+    def requeue_failed(self) -> int:
+        """--retry-failed: failed rows go back to the queue with fresh attempts."""
+        cur = self.execute(
+            "UPDATE rows SET status = 'pending', attempts = 0, next_attempt_at = 0, "
+            "updated_at = ? WHERE status = 'failed'",
+            (utc_now_iso(),),
+        )
+        return cur.rowcount
+
+    def claim_next(self, owner: str, now: float, lease_s: float) -> Row | None:
+        """Atomically take the next due pending row (BEGIN IMMEDIATE + UPDATE ... RETURNING)."""
+        with self.transaction():
+            found = self.execute(
+                "UPDATE rows SET status = 'in_progress', claim_owner = ?, lease_expires_at = ?, "
+                "updated_at = ? WHERE id = (SELECT id FROM rows WHERE status = 'pending' "
+                "AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT 1) "
+                f"RETURNING {_ROW_COLUMNS}",
+                (owner, now + lease_s, utc_now_iso(), now),
+            ).fetchone()
+        return _row(found) if found else None
+
+    def queue_state(self, owner: str) -> tuple[int, float | None, int]:
+        """(pending rows, earliest next_attempt_at among them, rows this owner holds)."""
+        pending, due = self.execute(
+            "SELECT count(*), min(next_attempt_at) FROM rows WHERE status = 'pending'"
+        ).fetchone()
+        (held,) = self.execute(
+            "SELECT count(*) FROM rows WHERE status = 'in_progress' AND claim_owner = ?", (owner,)
+        ).fetchone()
+        return pending, due, held
+
+    def mark_attempt(self, row_id: int, owner: str) -> bool:
+        """Committed before a create is sent: from now on the person may exist."""
+        cur = self.execute(
+            "UPDATE rows SET attempts = attempts + 1, in_doubt = 1, updated_at = ? "
+            "WHERE id = ? AND claim_owner = ? AND status = 'in_progress'",
+            (utc_now_iso(), row_id, owner),
+        )
+        return cur.rowcount == 1
+
+    def finish(
+        self,
+        row_id: int,
+        owner: str,
+        status: str,
+        *,
+        user_id: str | None = None,
+        in_doubt: bool = False,
+        error_code: str | None = None,
+        error_message: str | None = None,
+    ) -> bool:
+        """Record a final outcome (created, exists, failed) the moment it is known."""
+        cur = self.execute(
+            "UPDATE rows SET status = ?, user_id = coalesce(?, user_id), in_doubt = ?, "
+            "error_code = ?, error_message = ?, claim_owner = NULL, lease_expires_at = NULL, "
+            "updated_at = ? WHERE id = ? AND claim_owner = ? AND status = 'in_progress'",
+            (status, user_id, int(in_doubt), error_code, error_message, utc_now_iso(), row_id, owner),
+        )
+        return cur.rowcount == 1
+
+    def release(
+        self,
+        row_id: int,
+        owner: str,
+        *,
+        next_attempt_at: float,
+        in_doubt: bool,
+        undo_attempt: bool = False,
+        count_attempt: bool = False,
+        error_code: str | None = None,
+        error_message: str | None = None,
+    ) -> bool:
+        """Put a claimed row back in the queue, due at `next_attempt_at`."""
+        delta = (-1 if undo_attempt else 0) + (1 if count_attempt else 0)
+        cur = self.execute(
+            "UPDATE rows SET status = 'pending', next_attempt_at = ?, in_doubt = ?, "
+            "attempts = max(0, attempts + ?), error_code = coalesce(?, error_code), "
+            "error_message = coalesce(?, error_message), claim_owner = NULL, "
+            "lease_expires_at = NULL, updated_at = ? "
+            "WHERE id = ? AND claim_owner = ? AND status = 'in_progress'",
+            (
+                next_attempt_at, int(in_doubt), delta, error_code, error_message, utc_now_iso(),
+                row_id, owner,
+            ),
+        )
+        return cur.rowcount == 1
+
+    def set_user_id(self, row_id: int, user_id: str | None, note: str | None) -> None:
+        """Add what a look-up found to a row that is already settled."""
+        self.execute(
+            "UPDATE rows SET user_id = coalesce(?, user_id), "
+            "error_message = coalesce(?, error_message), updated_at = ? WHERE id = ?",
+            (user_id, note, utc_now_iso(), row_id),
+        )
+
+    def release_all(self, owner: str) -> int:
+        """On shutdown: whatever this owner still holds goes back to pending (doubt kept)."""
+        cur = self.execute(
+            "UPDATE rows SET status = 'pending', claim_owner = NULL, lease_expires_at = NULL, "
+            "updated_at = ? WHERE status = 'in_progress' AND claim_owner = ?",
+            (utc_now_iso(), owner),
+        )
+        return cur.rowcount
+
+    def record_run_start(self, owner: str, pid: int, host: str, now: float) -> None:
+        self.execute(
+            "INSERT INTO runners (id, pid, host, started_at, heartbeat_at) VALUES (?, ?, ?, ?, ?)",
+            (owner, pid, host, utc_now_iso(), now),
+        )
+
+    def record_run_heartbeat(self, owner: str, now: float) -> None:
+        self.execute("UPDATE runners SET heartbeat_at = ? WHERE id = ?", (now, owner))
+
     # -- report --------------------------------------------------------------------------
 
     def counts(self) -> dict[str, int]:

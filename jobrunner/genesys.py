@@ -1,0 +1,364 @@
+"""The only module that imports the Genesys Cloud SDK; it maps the SDK's errors to ours.
+
+The SDK's own transport silently re-sends POSTs and retries 429s (urllib3 Retry with POST
+allowed) and has no timeouts. We give its ApiClient our own transport: no retries at all,
+explicit connect and read timeouts, and every network failure raised as a `TransportError`
+that says whether the request may have reached the server. Retrying is the runner's job,
+because only the runner knows whether a retry could create a person twice.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+from jobrunner.config import Settings
+from jobrunner.errors import ConfigError, JobrunnerError
+
+CONNECT_TIMEOUT_S = 10.0
+READ_TIMEOUT_S = 30.0
+
+
+class CallError(JobrunnerError):
+    """A call that did not succeed. `maybe_acted`: the server may have done the work."""
+
+    maybe_acted = False
+    retryable = False
+
+
+class ApiError(CallError):
+    """The API answered with an error status."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str | None,
+        message: str,
+        retry_after: float | None = None,
+        field_names: tuple[str, ...] = (),
+    ) -> None:
+        self.status = status
+        self.code = code or f"http.{status}"
+        self.message = message
+        self.retry_after = retry_after
+        self.field_names = field_names
+        # A 5xx from a gateway may come after the API acted on the request.
+        self.maybe_acted = status >= 500
+        self.retryable = status >= 500 or status in (408, 429)
+        super().__init__(f"HTTP {status} {self.code}: {message}")
+
+
+class TransportError(CallError):
+    """No HTTP answer: refused, timed out, or the connection dropped."""
+
+    retryable = True
+
+    def __init__(self, kind: str, message: str, maybe_acted: bool) -> None:
+        self.kind = kind  # connect | timeout | dropped | tls
+        self.code = f"network.{kind}"
+        self.message = message
+        self.maybe_acted = maybe_acted
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class FoundUser:
+    id: str
+    name: str | None
+    email: str | None
+    state: str | None
+    division_id: str | None
+    title: str | None
+    department: str | None
+    phones: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class NewUser:
+    """What we send to POST /api/v2/users, and what a look-up compares against."""
+
+    name: str
+    email: str
+    phone: str | None = None
+    division_id: str | None = None
+    title: str | None = None
+    department: str | None = None
+
+    def matches(self, user: FoundUser) -> bool:
+        """Is `user` the one we (may have) created? Every field we sent must agree."""
+
+        def same(a: str | None, b: str | None) -> bool:
+            return (a or "").strip() == (b or "").strip()
+
+        return (
+            same(self.name, user.name)
+            and (self.email or "").lower() == (user.email or "").lower()
+            and (self.division_id is None or self.division_id == user.division_id)
+            and same(self.title, user.title)
+            and same(self.department, user.department)
+            and (self.phone is None or self.phone in user.phones)
+            and (self.phone is not None or not user.phones)
+        )
+
+
+def _api_error(status: int, body: str | None, headers: Any) -> ApiError:
+    code, message, fields = None, "", ()
+    try:
+        data = json.loads(body or "")
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        code = data.get("code") or data.get("error")
+        message = data.get("message") or data.get("description") or data.get("error_description") or ""
+        details = data.get("details") or []
+        if isinstance(details, list):
+            fields = tuple(
+                str(d.get("fieldName")) for d in details if isinstance(d, dict) and d.get("fieldName")
+            )
+    if not message:
+        message = (body or "").strip()[:200] or "no message"
+    retry_after = None
+    if headers is not None:
+        value = headers.get("Retry-After") if hasattr(headers, "get") else None
+        if value is not None:
+            try:
+                retry_after = max(0.0, float(value))
+            except ValueError:
+                retry_after = None
+    return ApiError(status, code, " ".join(str(message).split()), retry_after, fields)
+
+
+class _Response:
+    """What the SDK expects back from a transport (the shape of its RESTResponse)."""
+
+    def __init__(self, status: int, reason: str, data: str, headers: Any) -> None:
+        self.status = status
+        self.reason = reason
+        self.data = data
+        self._headers = headers
+
+    def getheaders(self) -> Any:
+        return self._headers
+
+    def getheader(self, name: str, default: Any = None) -> Any:
+        return self._headers.get(name, default)
+
+
+def _make_transport(pool_size: int, connect_timeout: float, read_timeout: float) -> Any:
+    import certifi
+    import urllib3
+    from PureCloudPlatformClientV2.abstract_http_client import AbstractHttpClient
+    from PureCloudPlatformClientV2.rest import ApiException
+    from urllib3 import exceptions as ux
+
+    class Transport(AbstractHttpClient):  # type: ignore[misc]
+        """No retries, real timeouts, our own errors."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.pool = urllib3.PoolManager(
+                num_pools=4,
+                maxsize=pool_size,
+                block=True,
+                retries=False,
+                timeout=urllib3.Timeout(connect=connect_timeout, read=read_timeout),
+                cert_reqs="CERT_REQUIRED",
+                ca_certs=certifi.where(),
+            )
+
+        def request(self, options: Any) -> Any:
+            method = options.method
+            url = options.url
+            headers = dict(options.headers or {})
+            headers.setdefault("Content-Type", "application/json")
+            body: bytes | None = None
+            if method in ("POST", "PUT", "PATCH"):
+                if headers["Content-Type"] == "application/x-www-form-urlencoded":
+                    body = urlencode(options.post_params or {}).encode()
+                else:
+                    body = json.dumps(options.body).encode() if options.body is not None else b"{}"
+            if options.query_params:
+                url += "?" + urlencode(options.query_params, doseq=True)
+            try:
+                r = self.pool.request(
+                    method, url, body=body, headers=headers, retries=False, redirect=False,
+                    preload_content=True,
+                )
+            except ux.MaxRetryError as exc:  # urllib3 may still wrap the cause
+                raise _transport_error(exc.reason or exc, method) from None
+            except Exception as exc:  # noqa: BLE001 - classified below, re-raised as ours
+                raise _transport_error(exc, method) from None
+            data = r.data.decode("utf-8", errors="replace")
+            response = _Response(r.status, r.reason or "", data, r.headers)
+            if not 200 <= r.status <= 205:
+                raise ApiException(http_resp=response)
+            return response
+
+    return Transport()
+
+
+def _transport_error(exc: BaseException, method: str) -> TransportError:
+    from urllib3 import exceptions as ux
+
+    sent = method not in ("GET", "HEAD")  # for reads it does not matter; be safe for writes
+    if isinstance(exc, ux.ConnectTimeoutError):
+        return TransportError("connect", f"connection timed out ({exc})", maybe_acted=False)
+    if isinstance(exc, (ux.NewConnectionError, ConnectionRefusedError)):
+        reason = str(exc).split(": ", 1)[-1]
+        return TransportError("connect", f"cannot connect: {reason}", maybe_acted=False)
+    if isinstance(exc, ux.NameResolutionError):
+        return TransportError("connect", "host name not found (DNS)", maybe_acted=False)
+    if isinstance(exc, ux.SSLError):
+        return TransportError("tls", f"TLS error: {exc}", maybe_acted=False)
+    if isinstance(exc, (ux.ReadTimeoutError, TimeoutError)):
+        return TransportError("timeout", "no answer within the read timeout", maybe_acted=sent)
+    if isinstance(exc, (ux.ProtocolError, ConnectionError, ux.HTTPError, OSError)):
+        return TransportError("dropped", "connection dropped before an answer", maybe_acted=sent)
+    return TransportError("dropped", f"request failed: {type(exc).__name__}", maybe_acted=sent)
+
+
+class GenesysClient:
+    """One ApiClient and one token, shared by every worker thread."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        pool_size: int = 8,
+        connect_timeout: float = CONNECT_TIMEOUT_S,
+        read_timeout: float = READ_TIMEOUT_S,
+    ) -> None:
+        import PureCloudPlatformClientV2 as sdk  # ~3 s: only the code path that calls the API
+        from PureCloudPlatformClientV2.rest import ApiException
+
+        self._sdk = sdk
+        self._api_exception = ApiException
+        self.settings = settings
+        client = sdk.ApiClient()
+        endpoint = settings.endpoint
+        if endpoint.gateway:
+            host, protocol, port = endpoint.gateway
+            client.set_gateway(host, protocol, port, "", "")
+        else:
+            client.host = endpoint.api_url
+        client.set_http_client(_make_transport(pool_size, connect_timeout, read_timeout))
+        self.client = client
+        self.users = sdk.UsersApi(client)
+        self._token_lock = threading.Lock()
+        self._token_generation = 0
+
+    # -- authentication ------------------------------------------------------------------
+
+    def authenticate(self) -> None:
+        """Fetch a client-credentials token. Every failure is a ConfigError: nothing was sent."""
+        where = self.settings.endpoint.login_url
+        try:
+            self.client.get_client_credentials_token(
+                self.settings.client_id, self.settings.client_secret
+            )
+        except self._api_exception as exc:
+            err = _api_error(exc.status or 0, exc.body, exc.headers)
+            if err.status in (400, 401) and err.code in ("invalid_client", "unauthorized_client"):
+                raise ConfigError(
+                    f"{where} refused the OAuth client ({err.code}): check "
+                    "GENESYS_CLOUD_CLIENT_ID and GENESYS_CLOUD_CLIENT_SECRET, and that the "
+                    "client's grant type is Client Credentials"
+                ) from None
+            raise ConfigError(f"cannot get a token from {where}: {err}") from None
+        except TransportError as exc:
+            raise ConfigError(
+                f"cannot reach {where}: {exc.message} (check GENESYS_CLOUD_ENVIRONMENT)"
+            ) from None
+        except (ValueError, KeyError) as exc:
+            raise ConfigError(f"{where} answered the token request with no token ({exc})") from None
+        with self._token_lock:
+            self._token_generation += 1
+
+    def _refresh_token(self, seen_generation: int) -> None:
+        """After a 401: fetch a new token, once for all the threads that saw the old one fail."""
+        with self._token_lock:
+            if self._token_generation != seen_generation:
+                return  # another thread already did it
+            self.client.access_token = ""
+        self.authenticate()
+
+    def _call(self, fn: Any, *args: Any) -> Any:
+        generation = self._token_generation
+        for attempt in (1, 2):
+            try:
+                return fn(*args)
+            except self._api_exception as exc:
+                err = _api_error(exc.status or 0, exc.body, exc.headers)
+                if err.status == 401 and attempt == 1:
+                    self._refresh_token(generation)
+                    continue
+                if err.status == 401:
+                    raise ConfigError(
+                        f"the API refused a fresh token ({err.code}): {err.message}"
+                    ) from None
+                raise err from None
+        raise AssertionError("unreachable")
+
+    # -- calls ---------------------------------------------------------------------------
+
+    def create_user(self, new: NewUser) -> str:
+        """POST /api/v2/users; returns the new user's id."""
+        sdk = self._sdk
+        body = sdk.CreateUser()
+        body.name = new.name
+        body.email = new.email
+        if new.division_id:
+            body.division_id = new.division_id
+        if new.title:
+            body.title = new.title
+        if new.department:
+            body.department = new.department
+        if new.phone:
+            contact = sdk.Contact()
+            contact.address = new.phone
+            contact.media_type = "PHONE"
+            contact.type = "WORK"
+            body.addresses = [contact]
+        user = self._call(self.users.post_users, body)
+        return str(user.id)
+
+    def find_user_by_email(self, email: str) -> FoundUser | None:
+        """POST /api/v2/users/search, exact email, any state (deleted users keep their email)."""
+        sdk = self._sdk
+        by_email = sdk.UserSearchCriteria()
+        by_email.type = "EXACT"
+        by_email.fields = ["email"]
+        by_email.value = email
+        any_state = sdk.UserSearchCriteria()
+        any_state.type = "EXACT"
+        any_state.fields = ["state"]
+        any_state.values = ["active", "inactive", "deleted"]
+        request = sdk.UserSearchRequest()
+        request.query = [by_email, any_state]
+        request.page_size = 25
+        response = self._call(self.users.post_users_search, request)
+        for user in response.results or []:
+            if (user.email or "").lower() == email.lower():
+                return _found(user)
+        return None
+
+
+def _found(user: Any) -> FoundUser:
+    phones = tuple(
+        a.address
+        for a in (user.addresses or [])
+        if getattr(a, "media_type", None) == "PHONE" and getattr(a, "address", None)
+    )
+    division = getattr(user, "division", None)
+    return FoundUser(
+        id=str(user.id),
+        name=user.name,
+        email=user.email,
+        state=user.state,
+        division_id=getattr(division, "id", None),
+        title=getattr(user, "title", None),
+        department=getattr(user, "department", None),
+        phones=phones,
+    )

@@ -1,0 +1,638 @@
+"""`jobrunner run`: claim -> call -> record, at the API's pace, safe under kill -9.
+
+The rules that make a create happen exactly once:
+
+* A row's attempt is committed (`in_doubt = 1`) before its create is sent.
+* A create that was never answered (timeout, dropped connection, 5xx, a crash mid-request)
+  leaves the row in doubt. Before creating it again the runner looks the email up: a user who
+  matches every field we sent is ours (`created`), one who differs was there before
+  (`exists`), nobody means create again. Email is unique, so even a stale search index can
+  at worst produce a 409, which for a row in doubt is resolved by another look-up.
+* A 409 for a row that was never in doubt means the person was there before the job.
+* Only one runner works on a ledger at a time (an OS lock next to the ledger file); at start
+  it returns rows a dead runner left in_progress to the queue, doubt and all.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import random
+import signal
+import socket
+import sys
+import threading
+import time
+import uuid
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from jobrunner.errors import ConfigError, Interrupted, JobrunnerError, LedgerBusy
+from jobrunner.genesys import ApiError, CallError, NewUser, TransportError
+from jobrunner.ledger import Ledger, Row
+from jobrunner.log import get_logger
+
+log = get_logger("jobrunner.runner")
+
+DEFAULT_CONCURRENCY = 8
+LEASE_S = 600.0
+GRACE_S = 5.0  # after SIGINT/SIGTERM, how long in-flight requests may take to finish
+# Consecutive "cannot connect" failures (no HTTP answer at all) before the run stops:
+# the API is unreachable, and burning every row's attempts would help nobody.
+UNREACHABLE_AFTER = 25
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with full jitter for 5xx and network errors (not 429s)."""
+
+    max_attempts: int = 10
+    base_delay_s: float = 1.0
+    max_delay_s: float = 300.0
+
+    def delay(self, attempts: int, rand: Callable[[], float] = random.random) -> float:
+        ceiling = min(self.max_delay_s, self.base_delay_s * 2 ** max(0, attempts - 1))
+        return rand() * ceiling
+
+
+class Pacer:
+    """One pace for every worker: honours Retry-After, then paces from what the API showed.
+
+    The limit is per token over a sliding minute. Until the first 429 the runner goes as fast
+    as its workers allow (or at `rate_per_minute` if given). On a 429, every worker pauses
+    until Retry-After has passed, and from then on requests are spaced by 60 s divided by the
+    number of requests the API accepted in the minute before the 429, so 429s stay rare.
+    """
+
+    WINDOW_S = 60.0
+    MARGIN = 1.02
+
+    def __init__(
+        self, rate_per_minute: float | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self.interval = 60.0 / rate_per_minute if rate_per_minute else 0.0
+        self._next_slot = 0.0
+        self.paused_until = 0.0
+        self._accepted: deque[float] = deque()
+        self.limited = 0  # 429s seen
+        self.accepted = 0
+
+    def _reserve(self) -> float:
+        with self._lock:
+            now = self._clock()
+            at = max(now, self.paused_until, self._next_slot)
+            self._next_slot = at + self.interval
+            return at
+
+    def wait(self, stop: threading.Event) -> bool:
+        """Block until this caller may send. False if `stop` was set meanwhile."""
+        at = self._reserve()
+        while True:
+            delay = at - self._clock()
+            if delay > 0 and stop.wait(delay):
+                return False
+            with self._lock:
+                paused = self.paused_until
+            if self._clock() >= paused:
+                return not stop.is_set()
+            at = self._reserve()  # a 429 arrived while we waited: queue up again
+
+    def answered(self, status: int, retry_after: float | None = None) -> None:
+        with self._lock:
+            now = self._clock()
+            if status != 429:
+                self.accepted += 1
+                self._accepted.append(now)
+                while self._accepted and self._accepted[0] < now - self.WINDOW_S:
+                    self._accepted.popleft()
+                return
+            self.limited += 1
+            self.paused_until = max(self.paused_until, now + (retry_after or 1.0))
+            while self._accepted and self._accepted[0] < now - self.WINDOW_S:
+                self._accepted.popleft()
+            seen = len(self._accepted)
+            if seen:
+                self.interval = max(self.interval, self.WINDOW_S / seen * self.MARGIN)
+
+    def pause_remaining(self) -> float:
+        return max(0.0, self.paused_until - self._clock())
+
+
+@dataclass
+class RunStats:
+    """Counters for the progress display and the closing summary."""
+
+    started_at: float = field(default_factory=time.monotonic)
+    total: int = 0  # rows to settle in this run (pending + in_progress at start)
+    outcomes: Counter[str] = field(default_factory=Counter)
+    calls: Counter[str] = field(default_factory=Counter)  # create, search, token
+    retries: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def outcome(self, status: str) -> None:
+        with self.lock:
+            self.outcomes[status] += 1
+
+    def call(self, kind: str) -> None:
+        with self.lock:
+            self.calls[kind] += 1
+
+    @property
+    def done(self) -> int:
+        return sum(self.outcomes.values())
+
+
+@dataclass
+class RunResult:
+    counts: dict[str, int]
+    stats: RunStats
+    recovered: int = 0
+    recovered_in_doubt: int = 0
+    requeued: int = 0
+
+    @property
+    def exit_code(self) -> int:
+        left = self.counts["failed"] + self.counts["pending"] + self.counts["in_progress"]
+        return 1 if left else 0
+
+
+class RunLock:
+    """An exclusive OS lock next to the ledger; it dies with its process, even under kill -9."""
+
+    def __init__(self, db: Path) -> None:
+        self.path = db.with_name(db.name + ".lock")
+        self._fd: int | None = None
+
+    def acquire(self, owner: str) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_holder(fd)
+            os.close(fd)
+            raise LedgerBusy(
+                f"another `jobrunner run` is working on this ledger ({holder}); "
+                "wait for it to finish or stop it, then run again"
+            ) from None
+        info = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "owner": owner,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(info).encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+def _read_holder(fd: int) -> str:
+    try:
+        info = json.loads(os.pread(fd, 4096, 0) or b"{}")
+        return f"pid {info['pid']} on {info['host']}, started {info['started']}"
+    except (ValueError, KeyError, OSError):
+        return "holder unknown"
+
+
+class _StopRun(Exception):
+    def __init__(self, error: JobrunnerError) -> None:
+        self.error = error
+
+
+class Runner:
+    """Creates the pending rows of one ledger. `client` is a GenesysClient (or a stand-in)."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        client: Any,
+        *,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        policy: RetryPolicy | None = None,
+        pacer: Pacer | None = None,
+        clock: Callable[[], float] = time.time,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self.ledger = ledger
+        self.client = client
+        self.concurrency = max(1, concurrency)
+        self.policy = policy or RetryPolicy()
+        self.pacer = pacer or Pacer()
+        self.clock = clock
+        self.rand = rand
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.stop = threading.Event()
+        self.stats = RunStats()
+        self.fatal: JobrunnerError | None = None
+        self._fatal_lock = threading.Lock()
+        self._abandoned = False
+        self._unreachable = 0
+        self._unreachable_lock = threading.Lock()
+
+    # -- the whole run -------------------------------------------------------------------
+
+    def run(self, retry_failed: bool = False, progress: Progress | None = None) -> RunResult:
+        lock = RunLock(self.ledger.path)
+        lock.acquire(self.owner)
+        try:
+            return self._run_locked(retry_failed, progress)
+        finally:
+            lock.release()
+
+    def _run_locked(self, retry_failed: bool, progress: Progress | None) -> RunResult:
+        recovered, in_doubt = self.ledger.recover_abandoned()
+        if recovered:
+            log.warning("recovered", rows=recovered, in_doubt=in_doubt,
+                        detail="rows a stopped run left in progress are back in the queue")
+        requeued = self.ledger.requeue_failed() if retry_failed else 0
+        if requeued:
+            log.info("retry_failed", rows=requeued)
+        counts = self.ledger.counts()
+        self.stats.total = counts["pending"]
+        self.ledger.record_run_start(self.owner, os.getpid(), socket.gethostname(), self.clock())
+        log.info("run.start", pending=counts["pending"], concurrency=self.concurrency)
+        if counts["pending"]:
+            self.client.authenticate()  # ConfigError here: nothing sent, nothing marked
+            self.stats.call("token")
+            self._work(progress)
+        self.ledger.record_run_heartbeat(self.owner, self.clock())
+        result = RunResult(self.ledger.counts(), self.stats, recovered, in_doubt, requeued)
+        if self.fatal is not None:
+            raise self.fatal
+        log.info("run.end", **result.counts, calls=dict(self.stats.calls), limited=self.pacer.limited)
+        return result
+
+    def _work(self, progress: Progress | None) -> None:
+        workers = [
+            threading.Thread(target=self._worker, name=f"worker-{i}", daemon=True)
+            for i in range(self.concurrency)
+        ]
+        interrupts = 0
+
+        def on_signal(signum: int, _frame: Any) -> None:
+            nonlocal interrupts
+            interrupts += 1
+            if interrupts > 1:
+                sys.stderr.write("\njobrunner: stopped at once; the next run recovers\n")
+                os._exit(Interrupted.exit_code)
+            log.warning("stopping", signal=signal.Signals(signum).name,
+                        detail="finishing in-flight requests; press Ctrl-C again to quit at once")
+            self.stop.set()
+
+        in_main = threading.current_thread() is threading.main_thread()
+        previous = {}
+        if in_main:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.signal(sig, on_signal)
+        if progress:
+            progress.start(self)
+        try:
+            for w in workers:
+                w.start()
+            stop_seen_at: float | None = None
+            while any(w.is_alive() for w in workers):
+                for w in workers:
+                    w.join(0.1)
+                if self.stop.is_set():
+                    stop_seen_at = stop_seen_at or time.monotonic()
+                    if time.monotonic() - stop_seen_at > GRACE_S:
+                        break  # requests still in flight: their rows go back to pending below
+        finally:
+            self._abandoned = True
+            released = self.ledger.release_all(self.owner)
+            if released:
+                log.warning("released", rows=released,
+                            detail="requests still in flight; the next run looks them up")
+            if progress:
+                progress.stop()
+            if in_main:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+        if interrupts and self.fatal is None:
+            self.fatal = Interrupted(
+                "interrupted: the ledger is consistent; run `jobrunner run` again to resume"
+            )
+
+    def _set_fatal(self, error: JobrunnerError) -> None:
+        with self._fatal_lock:
+            if self.fatal is None:
+                self.fatal = error
+                log.error("run.stop", error=str(error))
+        self.stop.set()
+
+    # -- one worker ----------------------------------------------------------------------
+
+    def _worker(self) -> None:
+        try:
+            while not self.stop.is_set():
+                row = self.ledger.claim_next(self.owner, self.clock(), LEASE_S)
+                if row is None:
+                    if not self._wait_for_work():
+                        return
+                    continue
+                if not self.pacer.wait(self.stop):
+                    self.ledger.release(row.id, self.owner, next_attempt_at=0, in_doubt=row.in_doubt)
+                    return
+                try:
+                    self._process(row)
+                except _StopRun as stop:
+                    self._set_fatal(stop.error)
+        except Exception as exc:  # a bug: stop cleanly, the ledger stays consistent
+            if self._abandoned:
+                return
+            log.exception("worker.crash", error=repr(exc))
+            self._set_fatal(JobrunnerError(f"internal error in the runner: {exc!r}"))
+
+    def _wait_for_work(self) -> bool:
+        """No due row now. False when the queue is empty and nothing is in flight."""
+        pending, due, held = self.ledger.queue_state(self.owner)
+        if pending == 0 and held == 0:
+            return False
+        delay = 0.2 if pending == 0 else min(1.0, max(0.05, (due or 0) - self.clock()))
+        return not self.stop.wait(delay)
+
+    def _process(self, row: Row) -> None:
+        new = NewUser(
+            name=row.name,
+            email=row.email,
+            phone=row.phone_number,
+            division_id=row.division_id,
+            title=row.title,
+            department=row.department,
+        )
+        was_in_doubt = row.in_doubt
+        if was_in_doubt:
+            if self._settle_by_lookup(row, new, after_conflict=False):
+                return
+            if not self.pacer.wait(self.stop):
+                self.ledger.release(row.id, self.owner, next_attempt_at=0, in_doubt=True)
+                return
+        if not self.ledger.mark_attempt(row.id, self.owner):
+            return  # the claim was taken back (shutdown): leave the row alone
+        attempts = row.attempts + 1
+        self.stats.call("create")
+        try:
+            user_id = self.client.create_user(new)
+        except ApiError as err:
+            self._reachable()
+            self.pacer.answered(err.status, err.retry_after)
+            self._on_create_error(row, new, err, attempts, was_in_doubt)
+        except TransportError as err:
+            self._on_transport_error(row, err, attempts, was_in_doubt)
+        except ConfigError as err:  # 401, and a fresh token was refused too: not acted on
+            self.ledger.release(row.id, self.owner, next_attempt_at=0, in_doubt=was_in_doubt,
+                                undo_attempt=True)
+            raise _StopRun(err) from None
+        else:
+            self._reachable()
+            self.pacer.answered(200)
+            self._finish(row, "created", user_id=user_id)
+
+    def _on_create_error(
+        self, row: Row, new: NewUser, err: ApiError, attempts: int, was_in_doubt: bool
+    ) -> None:
+        if err.status == 409:
+            if was_in_doubt:
+                # Our own unanswered create may be the one holding this email.
+                if not self._settle_by_lookup(row, new, after_conflict=True):
+                    self._retry_later(row, err, attempts, in_doubt=True, count=False)
+                return
+            self._record_exists(row)
+            return
+        if err.status == 429:
+            # Not acted on; does not use up the row's attempts.
+            self.ledger.release(
+                row.id, self.owner, next_attempt_at=0, in_doubt=was_in_doubt, undo_attempt=True
+            )
+            return
+        if err.status == 403 and not row.division_id:
+            self.ledger.release(
+                row.id, self.owner, next_attempt_at=0, in_doubt=was_in_doubt, undo_attempt=True
+            )
+            raise _StopRun(
+                ConfigError(
+                    f"the API refused to create users ({err.code}: {err.message}); give the "
+                    "OAuth client a role with the directory:user:add permission. Every row is "
+                    "still pending"
+                )
+            )
+        if err.status == 403:
+            self._finish(
+                row, "failed", in_doubt=was_in_doubt, error_code=err.code,
+                error_message=f"{err} (the OAuth client may lack access to division "
+                f"{row.division_id})",
+            )
+            return
+        if err.retryable:  # 5xx (a gateway may have passed it on), 408
+            self._retry_later(row, err, attempts, in_doubt=err.maybe_acted or was_in_doubt)
+            return
+        self._finish(row, "failed", in_doubt=was_in_doubt, error_code=err.code,
+                     error_message=str(err))
+
+    def _on_transport_error(
+        self, row: Row, err: TransportError, attempts: int, was_in_doubt: bool
+    ) -> None:
+        if err.kind == "connect":
+            with self._unreachable_lock:
+                self._unreachable += 1
+                unreachable = self._unreachable >= UNREACHABLE_AFTER
+            if unreachable:
+                self.ledger.release(row.id, self.owner, next_attempt_at=0,
+                                    in_doubt=was_in_doubt, undo_attempt=True)
+                raise _StopRun(ConfigError(
+                    f"the API stopped answering ({err.message}); every unfinished row is "
+                    "still pending: run again when it is reachable"
+                ))
+        self._retry_later(row, err, attempts, in_doubt=err.maybe_acted or was_in_doubt)
+
+    def _reachable(self) -> None:
+        with self._unreachable_lock:
+            self._unreachable = 0
+
+    def _retry_later(
+        self, row: Row, err: CallError, attempts: int, in_doubt: bool, count: bool = False
+    ) -> None:
+        code = getattr(err, "code", "error")
+        message = str(err)
+        attempts += 1 if count else 0
+        if attempts >= self.policy.max_attempts:
+            self._finish(row, "failed", in_doubt=in_doubt, error_code=code,
+                         error_message=f"{message} (gave up after {attempts} attempts)")
+            return
+        delay = self.policy.delay(attempts, self.rand)
+        self.stats.retries += 1
+        log.info("row.retry", line=row.line, email=row.email, attempts=attempts, error=message,
+                 in_doubt=in_doubt, retry_in_s=round(delay, 2))
+        self.ledger.release(row.id, self.owner, next_attempt_at=self.clock() + delay,
+                            in_doubt=in_doubt, count_attempt=count, error_code=code,
+                            error_message=message)
+
+    def _lookup(self, row: Row) -> Any:
+        """Search by email, paced. Raises CallError; 429s wait and try again."""
+        while True:
+            self.stats.call("search")
+            try:
+                found = self.client.find_user_by_email(row.email)
+            except ApiError as err:
+                self._reachable()
+                self.pacer.answered(err.status, err.retry_after)
+                if err.status == 429:
+                    if not self.pacer.wait(self.stop):
+                        raise
+                    continue
+                if err.status in (401, 403):
+                    raise _StopRun(ConfigError(
+                        f"the API refused a user search ({err}); the OAuth client needs "
+                        "directory:user:view to check unanswered creates. Every unfinished "
+                        "row is still pending"
+                    )) from None
+                raise
+            self._reachable()
+            self.pacer.answered(200)
+            return found
+
+    def _settle_by_lookup(self, row: Row, new: NewUser, after_conflict: bool) -> bool:
+        """For a row in doubt: True if the look-up settled it (created or exists)."""
+        try:
+            found = self._lookup(row)
+        except _StopRun:
+            self.ledger.release(row.id, self.owner, next_attempt_at=0, in_doubt=True)
+            raise
+        except ApiError as err:
+            if err.status == 429:  # stopped while waiting out a 429
+                self.ledger.release(row.id, self.owner, next_attempt_at=0, in_doubt=True)
+                return True
+            self._retry_later(row, err, row.attempts, in_doubt=True, count=True)
+            return True
+        except TransportError as err:
+            self._retry_later(row, err, row.attempts, in_doubt=True, count=True)
+            return True
+        except ConfigError as err:
+            self.ledger.release(row.id, self.owner, next_attempt_at=0, in_doubt=True)
+            raise _StopRun(err) from None
+        if found is None:
+            if after_conflict:
+                # 409 but the search does not show the user yet (its index lags): look again.
+                return False
+            return False
+        if new.matches(found):
+            self._finish(row, "created", user_id=found.id, recovered=True)
+        else:
+            self._finish(row, "exists", user_id=found.id,
+                         error_message=f"a different user with this email was already there "
+                         f"(state {found.state})")
+        return True
+
+    def _record_exists(self, row: Row) -> None:
+        """409 on a clean row: the person was there before the job. One search for the id.
+
+        The outcome is committed first; the id is added when the search brings it.
+        """
+        self._finish(row, "exists")
+        try:
+            found = self._lookup(row)
+        except _StopRun:
+            raise
+        except JobrunnerError as err:
+            self.ledger.set_user_id(row.id, None, f"could not look up the existing user ({err})")
+            return
+        if found is None:
+            self.ledger.set_user_id(row.id, None, "the search did not return the existing user")
+            return
+        note = f"the existing user is {found.state}" if found.state not in (None, "active") else None
+        self.ledger.set_user_id(row.id, found.id, note)
+        log.info("row.exists.id", line=row.line, email=row.email, user_id=found.id)
+
+    def _finish(
+        self,
+        row: Row,
+        status: str,
+        *,
+        user_id: str | None = None,
+        in_doubt: bool = False,
+        error_code: str | None = None,
+        error_message: str | None = None,
+        recovered: bool = False,
+    ) -> None:
+        if not self.ledger.finish(row.id, self.owner, status, user_id=user_id, in_doubt=in_doubt,
+                                  error_code=error_code, error_message=error_message):
+            return
+        self.stats.outcome(status)
+        fields: dict[str, Any] = {"line": row.line, "email": row.email, "user_id": user_id}
+        if recovered:
+            fields["recovered"] = True
+        if status == "failed":
+            log.warning("row.failed", **fields, error_code=error_code, error=error_message)
+        else:
+            log.info(f"row.{status}", **fields, **({"note": error_message} if error_message else {}))
+
+
+class Progress:
+    """A live status line on a terminal: done of total, rate, ETA, outcomes, pauses."""
+
+    def __init__(self, stream: TextIO, interval_s: float = 0.5) -> None:
+        self.stream = stream
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._runner: Runner | None = None
+
+    def start(self, runner: Runner) -> None:
+        self._runner = runner
+        self._thread = threading.Thread(target=self._loop, name="progress", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(1.0)
+        self._draw(final=True)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self._draw()
+
+    def line(self) -> str:
+        runner = self._runner
+        assert runner is not None
+        stats = runner.stats
+        elapsed = max(0.001, time.monotonic() - stats.started_at)
+        done, total = stats.done, stats.total
+        rate = done / elapsed
+        eta = (total - done) / rate if rate > 0 else None
+        parts = [f"{done:,}/{total:,} done", f"{rate * 60:,.0f}/min"]
+        parts.append(f"ETA {_duration(eta)}" if eta is not None else "ETA --")
+        parts.append(" ".join(f"{k} {v:,}" for k, v in sorted(stats.outcomes.items())) or "")
+        pause = runner.pacer.pause_remaining()
+        if pause > 0:
+            parts.append(f"rate limited: waiting {pause:.0f}s")
+        if runner.stop.is_set():
+            parts.append("stopping")
+        return " | ".join(p for p in parts if p)
+
+    def _draw(self, final: bool = False) -> None:
+        if self._runner is None:
+            return
+        self.stream.write("\r\033[K" + self.line() + ("\n" if final else ""))
+        self.stream.flush()
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    if seconds >= 60:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds}s"
