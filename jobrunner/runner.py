@@ -64,8 +64,10 @@ class Pacer:
 
     The limit is per token over a sliding minute. Until the first 429 the runner goes as fast
     as its workers allow (or at `rate_per_minute` if given). On a 429, every worker pauses
-    until Retry-After has passed, and from then on requests are spaced by 60 s divided by the
-    number of requests the API accepted in the minute before the 429, so 429s stay rare.
+    until Retry-After has passed. Once this pacer has watched a whole minute, a 429 also sets
+    the pace: requests are spaced by 60 s divided by the number the API accepted in the
+    minute before it, so 429s stay rare. (Within the first minute the window may still hold
+    requests of an earlier run, e.g. one that was just killed, so the count says nothing.)
     """
 
     WINDOW_S = 60.0
@@ -80,6 +82,7 @@ class Pacer:
         self._next_slot = 0.0
         self.paused_until = 0.0
         self._accepted: deque[float] = deque()
+        self._started = clock()
         self.limited = 0  # 429s seen
         self.accepted = 0
 
@@ -117,7 +120,7 @@ class Pacer:
             while self._accepted and self._accepted[0] < now - self.WINDOW_S:
                 self._accepted.popleft()
             seen = len(self._accepted)
-            if seen:
+            if seen and now - self._started >= self.WINDOW_S:
                 self.interval = max(self.interval, self.WINDOW_S / seen * self.MARGIN)
 
     def pause_remaining(self) -> float:

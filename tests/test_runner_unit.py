@@ -1,0 +1,315 @@
+"""Runner rules with a scripted client: recovery, doubt, 409/403/429/5xx handling, pacing.
+
+These tests pin the decisions; tests/test_runner_emulator.py proves them end to end against
+the emulator through the real SDK.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jobrunner.config import parse_environment
+from jobrunner.errors import ConfigError, LedgerBusy
+from jobrunner.genesys import ApiError, FoundUser, NewUser, TransportError
+from jobrunner.ingest import ingest_file
+from jobrunner.ledger import Ledger
+from jobrunner.runner import Pacer, RetryPolicy, RunLock, Runner
+
+
+class FakeClient:
+    """Answers create/search from scripts; records every call. Default: create succeeds."""
+
+    def __init__(self) -> None:
+        self.users: dict[str, FoundUser] = {}
+        self.create_script: dict[str, deque[Any]] = {}
+        self.search_script: dict[str, deque[Any]] = {}
+        self.calls: list[tuple[str, str]] = []
+        self.lock = threading.Lock()
+        self.authenticated = 0
+
+    def authenticate(self) -> None:
+        self.authenticated += 1
+
+    def add_user(self, new: NewUser, user_id: str) -> FoundUser:
+        user = FoundUser(user_id, new.name, new.email, "active", new.division_id, new.title,
+                         new.department, (new.phone,) if new.phone else ())
+        self.users[new.email.lower()] = user
+        return user
+
+    def create_user(self, new: NewUser) -> str:
+        with self.lock:
+            self.calls.append(("create", new.email))
+            step = self.create_script.get(new.email, deque()).popleft() if self.create_script.get(
+                new.email) else "ok"
+        if step == "ok":
+            if new.email.lower() in self.users:
+                raise ApiError(409, "general.conflict", "The email address is already in use")
+            return self.add_user(new, f"id-{new.email}").id
+        if step == "drop-after-create":
+            self.add_user(new, f"id-{new.email}")
+            raise TransportError("dropped", "connection dropped before an answer", True)
+        raise step
+
+    def find_user_by_email(self, email: str) -> FoundUser | None:
+        with self.lock:
+            self.calls.append(("search", email))
+            script = self.search_script.get(email)
+            if script:
+                step = script.popleft()
+                if isinstance(step, Exception):
+                    raise step
+        return self.users.get(email.lower())
+
+
+HEADER = "first_name,last_name,email,phone_number,division_id,title,department\n"
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Ledger:
+    f = tmp_path / "u.csv"
+    f.write_text(
+        HEADER
+        + "Ada,Lovelace,ada@example.com,+13175550101,,Engineer,R&D\n"
+        + "Grace,Hopper,grace@example.com,,,,\n"
+        + "Alan,Turing,alan@example.com,,3f2504e0-4f89-11d3-9a0c-0305e82c3301,,\n"
+    )
+    ledger = Ledger.open(tmp_path / "l.db")
+    ingest_file(ledger, f)
+    yield ledger
+    ledger.close()
+
+
+def rows(ledger: Ledger) -> dict[str, dict[str, Any]]:
+    cur = ledger.execute(
+        "SELECT email, status, user_id, attempts, in_doubt, error_code, error_message FROM rows"
+    )
+    return {
+        r[0]: dict(zip(("status", "user_id", "attempts", "in_doubt", "code", "error"), r[1:]))
+        for r in cur
+    }
+
+
+def make_runner(ledger: Ledger, client: FakeClient, **kw: Any) -> Runner:
+    kw.setdefault("policy", RetryPolicy(max_attempts=4, base_delay_s=0.0, max_delay_s=0.0))
+    kw.setdefault("concurrency", 2)
+    return Runner(ledger, client, **kw)
+
+
+def ada() -> NewUser:
+    return NewUser("Ada Lovelace", "ada@example.com", "+13175550101", None, "Engineer", "R&D")
+
+
+def test_happy_path_one_create_per_row(ledger: Ledger) -> None:
+    client = FakeClient()
+    result = make_runner(ledger, client).run()
+    assert result.exit_code == 0
+    assert [c for c in client.calls if c[0] == "search"] == []
+    got = rows(ledger)
+    assert {r["status"] for r in got.values()} == {"created"}
+    assert got["ada@example.com"]["user_id"] == "id-ada@example.com"
+    assert all(r["in_doubt"] == 0 and r["attempts"] == 1 for r in got.values())
+
+
+def test_conflict_on_a_clean_row_is_exists_with_the_id(ledger: Ledger) -> None:
+    client = FakeClient()
+    client.add_user(NewUser("Ada L.", "ADA@example.com"), "already-there")
+    make_runner(ledger, client).run()
+    got = rows(ledger)["ada@example.com"]
+    assert got["status"] == "exists" and got["user_id"] == "already-there"
+
+
+def test_dropped_create_is_created_after_lookup_not_exists(ledger: Ledger) -> None:
+    client = FakeClient()
+    client.create_script["ada@example.com"] = deque(["drop-after-create"])
+    make_runner(ledger, client).run()
+    got = rows(ledger)["ada@example.com"]
+    assert got["status"] == "created" and got["user_id"] == "id-ada@example.com"
+    assert client.calls.count(("create", "ada@example.com")) == 1
+    assert client.calls.count(("search", "ada@example.com")) == 1
+
+
+def test_in_doubt_row_whose_user_differs_is_exists(ledger: Ledger) -> None:
+    ledger.execute("UPDATE rows SET in_doubt = 1, attempts = 1 WHERE email = 'ada@example.com'")
+    client = FakeClient()
+    client.add_user(NewUser("Somebody Else", "ada@example.com"), "someone")
+    make_runner(ledger, client).run()
+    got = rows(ledger)["ada@example.com"]
+    assert got["status"] == "exists" and got["user_id"] == "someone"
+    assert ("create", "ada@example.com") not in client.calls
+
+
+def test_in_doubt_row_with_stale_search_then_409_resolves_to_created(ledger: Ledger) -> None:
+    """Search index lag: the look-up misses our own user, the create answers 409."""
+    ledger.execute("UPDATE rows SET in_doubt = 1, attempts = 1 WHERE email = 'ada@example.com'")
+    client = FakeClient()
+    client.add_user(ada(), "ours")
+    original = client.find_user_by_email
+    misses = {"n": 1}
+
+    def lagging(email: str) -> FoundUser | None:
+        if email == "ada@example.com" and misses["n"]:
+            misses["n"] -= 1
+            client.calls.append(("search", email))
+            return None
+        return original(email)
+
+    client.find_user_by_email = lagging  # type: ignore[method-assign]
+    make_runner(ledger, client).run()
+    got = rows(ledger)["ada@example.com"]
+    assert got["status"] == "created" and got["user_id"] == "ours"
+
+
+def test_crash_state_is_recovered_at_start(ledger: Ledger) -> None:
+    """What kill -9 leaves: rows in_progress for a dead owner, one with its create sent."""
+    ledger.execute(
+        "UPDATE rows SET status = 'in_progress', claim_owner = 'dead:1:x', lease_expires_at = 1, "
+        "in_doubt = 1, attempts = 1 WHERE email = 'ada@example.com'"
+    )
+    ledger.execute(
+        "UPDATE rows SET status = 'in_progress', claim_owner = 'dead:1:x', lease_expires_at = 1 "
+        "WHERE email = 'grace@example.com'"
+    )
+    client = FakeClient()
+    client.add_user(ada(), "made-before-the-crash")
+    result = make_runner(ledger, client).run()
+    assert (result.recovered, result.recovered_in_doubt) == (2, 1)
+    got = rows(ledger)
+    assert got["ada@example.com"]["status"] == "created"
+    assert got["ada@example.com"]["user_id"] == "made-before-the-crash"
+    assert ("create", "ada@example.com") not in client.calls
+    assert got["grace@example.com"]["status"] == "created"
+    assert ("search", "grace@example.com") not in client.calls
+
+
+def test_400_fails_the_row_with_code_and_message(ledger: Ledger) -> None:
+    client = FakeClient()
+    client.create_script["alan@example.com"] = deque(
+        [ApiError(400, "invalid.value", "divisionId is not a valid division", field_names=("divisionId",))]
+    )
+    result = make_runner(ledger, client).run()
+    assert result.exit_code == 1
+    got = rows(ledger)["alan@example.com"]
+    assert got["status"] == "failed" and got["code"] == "invalid.value"
+    assert "divisionId is not a valid division" in got["error"]
+
+
+def test_403_on_a_division_row_fails_only_that_row(ledger: Ledger) -> None:
+    client = FakeClient()
+    client.create_script["alan@example.com"] = deque([ApiError(403, "missing.division.permission", "no")])
+    make_runner(ledger, client).run()
+    got = rows(ledger)
+    assert got["alan@example.com"]["status"] == "failed"
+    assert "division 3f2504e0" in got["alan@example.com"]["error"]
+    assert got["ada@example.com"]["status"] == got["grace@example.com"]["status"] == "created"
+
+
+def test_403_without_division_stops_the_run_and_leaves_rows_pending(ledger: Ledger) -> None:
+    client = FakeClient()
+    forbidden = ApiError(403, "missing.permissions", "Unable to perform the requested action")
+    for email in ("ada@example.com", "grace@example.com"):
+        client.create_script[email] = deque([forbidden] * 5)
+    ledger.execute("UPDATE rows SET status = 'invalid' WHERE email = 'alan@example.com'")
+    with pytest.raises(ConfigError, match="directory:user:add"):
+        make_runner(ledger, client, concurrency=1).run()
+    got = rows(ledger)
+    assert got["ada@example.com"]["status"] == got["grace@example.com"]["status"] == "pending"
+    assert got["ada@example.com"]["attempts"] == 0 and got["ada@example.com"]["in_doubt"] == 0
+
+
+def test_429_never_uses_up_attempts(ledger: Ledger) -> None:
+    client = FakeClient()
+    limited = ApiError(429, "too.many.requests.retry.after", "Rate limit exceeded", retry_after=0.05)
+    client.create_script["ada@example.com"] = deque([limited] * 6)  # more than max_attempts
+    result = make_runner(ledger, client).run()
+    assert result.exit_code == 0
+    got = rows(ledger)["ada@example.com"]
+    assert got["status"] == "created" and got["attempts"] == 1
+
+
+def test_5xx_is_retried_then_fails_after_max_attempts_keeping_doubt(ledger: Ledger) -> None:
+    client = FakeClient()
+    bad = ApiError(503, "service.unavailable", "try later")
+    client.create_script["grace@example.com"] = deque([bad, bad])
+    client.create_script["ada@example.com"] = deque([bad] * 10)
+    result = make_runner(ledger, client).run()
+    got = rows(ledger)
+    assert got["grace@example.com"]["status"] == "created"
+    assert got["ada@example.com"]["status"] == "failed"
+    assert got["ada@example.com"]["attempts"] == 4 and got["ada@example.com"]["in_doubt"] == 1
+    assert "gave up after 4 attempts" in got["ada@example.com"]["error"]
+    assert result.exit_code == 1
+    # --retry-failed redrives it; its doubt makes the runner look it up first.
+    client.create_script["ada@example.com"] = deque()
+    result = make_runner(ledger, client).run(retry_failed=True)
+    assert result.requeued == 1 and result.exit_code == 0
+    assert rows(ledger)["ada@example.com"]["status"] == "created"
+
+
+def test_second_runner_is_refused_naming_the_first(ledger: Ledger) -> None:
+    lock = RunLock(ledger.path)
+    lock.acquire("first")
+    try:
+        with pytest.raises(LedgerBusy, match=r"another `jobrunner run`.*pid \d+"):
+            make_runner(ledger, FakeClient()).run()
+    finally:
+        lock.release()
+    assert make_runner(ledger, FakeClient()).run().exit_code == 0
+
+
+def test_pacer_honours_retry_after_and_learns_the_pace() -> None:
+    now = [1000.0]
+    pacer = Pacer(clock=lambda: now[0])
+    for _ in range(5):  # within the first minute a 429 only pauses: the window may hold
+        pacer.answered(200)  # an earlier run's requests
+    pacer.answered(429, retry_after=50)
+    assert pacer.interval == 0 and pacer.pause_remaining() == pytest.approx(50)
+    now[0] += 100
+    for _ in range(30):  # 30 accepted within the last minute, then a 429
+        pacer.answered(200)
+        now[0] += 0.1
+    pacer.answered(429, retry_after=20)
+    assert pacer.pause_remaining() == pytest.approx(20)
+    assert pacer.interval == pytest.approx(60 / 30 * Pacer.MARGIN)
+    assert pacer.limited == 2
+    first = pacer._reserve()
+    second = pacer._reserve()
+    assert first == pytest.approx(now[0] + 20)
+    assert second - first == pytest.approx(pacer.interval)
+
+
+def test_retry_policy_full_jitter_is_bounded() -> None:
+    policy = RetryPolicy(base_delay_s=1, max_delay_s=60)
+    assert policy.delay(1, lambda: 1.0) == 1
+    assert policy.delay(4, lambda: 1.0) == 8
+    assert policy.delay(20, lambda: 1.0) == 60
+    assert policy.delay(5, lambda: 0.0) == 0
+
+
+@pytest.mark.parametrize(
+    ("value", "api", "login"),
+    [
+        ("mypurecloud.ie", "https://api.mypurecloud.ie", "https://login.mypurecloud.ie"),
+        ("usw2.pure.cloud", "https://api.usw2.pure.cloud", "https://login.usw2.pure.cloud"),
+        ("api.mypurecloud.de", "https://api.mypurecloud.de", "https://login.mypurecloud.de"),
+        ("", "https://api.mypurecloud.com", "https://login.mypurecloud.com"),
+        ("http://127.0.0.1:8765", "http://127.0.0.1:8765", "http://127.0.0.1:8765"),
+        ("http://localhost:9", "http://localhost:9", "http://localhost:9"),
+        ("https://gw.example.com", "https://gw.example.com:443", "https://gw.example.com:443"),
+    ],
+)
+def test_environment_values(value: str, api: str, login: str) -> None:
+    endpoint = parse_environment(value)
+    assert (endpoint.api_url, endpoint.login_url) == (api, login)
+
+
+@pytest.mark.parametrize(
+    "value", ["http://10.0.0.5:8080", "http://example.com", "ftp://x", "not a domain", "http://127.0.0.1/api"]
+)
+def test_bad_environment_values_are_refused(value: str) -> None:
+    with pytest.raises(ConfigError):
+        parse_environment(value)
