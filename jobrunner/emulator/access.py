@@ -64,24 +64,24 @@ class RateLimiter:
         self._lock = threading.Lock()
         self._admitted: dict[str, deque[float]] = {}
 
-    def admit(self, key: str, limit: int) -> int:
+    def admit(self, key: str, limit: int, window_s: float = WINDOW_S) -> int:
         """0 if the request may proceed (and takes a slot), else the whole seconds to wait
         until the oldest slot in the window frees (at least 1)."""
         if limit <= 0:
-            return int(self.WINDOW_S)
+            return int(window_s)
         now = self._clock()
         with self._lock:
             window = self._admitted.get(key)
             if window is None:
                 window = self._admitted[key] = deque()
-            horizon = now - self.WINDOW_S
+            horizon = now - window_s
             while window and window[0] <= horizon:
                 window.popleft()
             if len(window) < limit:
                 window.append(now)
                 return 0
             oldest = window[len(window) - limit]
-            return max(1, math.ceil(oldest + self.WINDOW_S - now))
+            return max(1, math.ceil(oldest + window_s - now))
 
     def forget(self, keys_alive: Callable[[str], bool]) -> None:
         """Drop the windows of tokens that no longer exist (keeps memory bounded)."""

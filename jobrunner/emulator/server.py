@@ -65,6 +65,9 @@ class EmulatorConfig:
     client_id: str = "jobrunner-demo"
     client_secret: str = "jobrunner-demo-secret"
     rate_per_minute: int = 300
+    # The real API's window is 60 s. A shorter one makes rate-limit drills (and tests) quick:
+    # `rate_per_minute` requests are then allowed per `rate_window_s` seconds.
+    rate_window_s: float = 60.0
     token_lifetime_s: float = 86400
     latency_ms: float = 0.0
     latency_jitter_ms: float = 0.0
@@ -85,6 +88,8 @@ class EmulatorConfig:
     def __post_init__(self) -> None:
         if self.rate_per_minute < 1:
             raise ValueError("rate_per_minute must be at least 1")
+        if self.rate_window_s <= 0:
+            raise ValueError("rate_window_s must be positive")
         if self.token_lifetime_s <= 0:
             raise ValueError("token_lifetime_s must be positive")
         for name in ("latency_ms", "latency_jitter_ms", "search_index_delay_s"):
@@ -501,7 +506,7 @@ class Emulator:
             return route, _error_reply(
                 ApiError(401, "bad.credentials", "Invalid login credentials.")
             )
-        wait = self.limiter.admit(token, cfg.rate_per_minute)
+        wait = self.limiter.admit(token, cfg.rate_per_minute, cfg.rate_window_s)
         if wait:
             return route, _error_reply(
                 ApiError(

@@ -1,0 +1,397 @@
+"""`jobrunner run` end to end: the real SDK against the bundled emulator, faults included."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from jobrunner.cli import cli
+from jobrunner.config import Settings, parse_environment
+from jobrunner.emulator.server import Emulator, EmulatorConfig
+from jobrunner.genesys import GenesysClient
+from jobrunner.ingest import ingest_file
+from jobrunner.ledger import Ledger
+from jobrunner.runner import Pacer, RetryPolicy, Runner
+
+SECRET = "s3cr3t-never-printed-0123456789"
+HEADER = "first_name,last_name,email,phone_number,division_id,title,department\n"
+FAST_RETRY = RetryPolicy(max_attempts=8, base_delay_s=0.02, max_delay_s=0.2)
+
+
+def people(n: int, prefix: str = "agent") -> str:
+    lines = [
+        f"First{i},Last{i},{prefix}{i}@example.com,+1317555{i % 10000:04d},,Agent,Support\n"
+        for i in range(n)
+    ]
+    return HEADER + "".join(lines)
+
+
+@pytest.fixture
+def make_ledger(tmp_path: Path) -> Iterator[Any]:
+    opened: list[Ledger] = []
+
+    def make(csv_text: str) -> Ledger:
+        f = tmp_path / "users.csv"
+        f.write_text(csv_text, encoding="utf-8")
+        ledger = Ledger.open(tmp_path / "state" / "ledger.db")
+        ingest_file(ledger, f)
+        opened.append(ledger)
+        return ledger
+
+    yield make
+    for ledger in opened:
+        ledger.close()
+
+
+@pytest.fixture
+def emulator() -> Iterator[Any]:
+    started: list[Emulator] = []
+
+    def start(**kw: Any) -> Emulator:
+        kw.setdefault("client_id", "test-client")
+        kw.setdefault("client_secret", SECRET)
+        emu = Emulator(EmulatorConfig(**kw)).start()
+        started.append(emu)
+        return emu
+
+    yield start
+    for emu in started:
+        emu.stop()
+
+
+def settings_for(emu: Emulator) -> Settings:
+    return Settings(emu.config.client_id, emu.config.client_secret, parse_environment(emu.url))
+
+
+def run_against(emu: Emulator, ledger: Ledger, **kw: Any) -> Any:
+    kw.setdefault("policy", FAST_RETRY)
+    kw.setdefault("concurrency", 4)
+    client = GenesysClient(settings_for(emu), pool_size=kw["concurrency"], read_timeout=5)
+    return Runner(ledger, client, **kw).run()
+
+
+def report_rows(ledger: Ledger) -> dict[str, dict[str, Any]]:
+    cur = ledger.execute("SELECT email, status, user_id, attempts, in_doubt, error_code, error_message FROM rows")
+    keys = ("status", "user_id", "attempts", "in_doubt", "code", "error")
+    return {r[0].lower(): dict(zip(keys, r[1:])) for r in cur}
+
+
+def emulator_ids(emu: Emulator) -> dict[str, str]:
+    return {u["email"].lower(): u["id"] for u in emu.users()}
+
+
+def assert_each_created_once(emu: Emulator, ledger: Ledger) -> None:
+    rows = report_rows(ledger)
+    ids = emulator_ids(emu)
+    creations = emu.stats()["creations_by_email"]
+    for email, row in rows.items():
+        if row["status"] == "created":
+            assert creations.get(email) == 1, (email, creations.get(email))
+            assert row["user_id"] == ids[email], email
+    assert all(n == 1 for n in creations.values()), creations
+
+
+def test_every_row_created_once_with_the_emulators_ids(emulator: Any, make_ledger: Any) -> None:
+    emu = emulator(
+        existing_users=[
+            {"name": "Someone Else", "email": "AGENT3@example.com"},
+            {"name": "First7 Last7", "email": "agent7@example.com", "title": "Boss"},
+        ]
+    )
+    ledger = make_ledger(people(30))
+    result = run_against(emu, ledger)
+    assert result.exit_code == 0
+    rows = report_rows(ledger)
+    assert sum(r["status"] == "created" for r in rows.values()) == 28
+    ids = emulator_ids(emu)
+    for email in ("agent3@example.com", "agent7@example.com"):
+        assert rows[email]["status"] == "exists" and rows[email]["user_id"] == ids[email]
+    assert_each_created_once(emu, ledger)
+    stats = emu.stats()["requests_by_route"]
+    assert stats["POST /api/v2/users"] == 30  # one create per row
+    assert stats.get("POST /api/v2/users/search", 0) == 2  # one look-up per conflict
+    user = next(u for u in emu.users() if u["email"] == "agent5@example.com")
+    assert user["name"] == "First5 Last5" and user["title"] == "Agent"
+    assert user["addresses"][0]["address"] == "+13175550005"
+
+
+def test_a_connection_dropped_after_the_create_is_created_not_duplicated(
+    emulator: Any, make_ledger: Any
+) -> None:
+    emu = emulator(drop_after_create_rate=0.3, seed=3)
+    ledger = make_ledger(people(40))
+    result = run_against(emu, ledger)
+    assert result.exit_code == 0
+    assert emu.stats()["faults"]["drop_after_create"] >= 5
+    rows = report_rows(ledger)
+    assert all(r["status"] == "created" for r in rows.values())
+    assert_each_created_once(emu, ledger)
+    assert len(emu.users()) == 40
+
+
+def test_5xx_faults_are_retried(emulator: Any, make_ledger: Any) -> None:
+    emu = emulator(fault_5xx_rate=0.3, seed=5)
+    ledger = make_ledger(people(30))
+    assert run_against(emu, ledger).exit_code == 0
+    assert emu.stats()["faults"]["http_5xx"] >= 5
+    assert all(r["status"] == "created" for r in report_rows(ledger).values())
+    assert_each_created_once(emu, ledger)
+
+
+def test_a_429_storm_never_fails_a_row(emulator: Any, make_ledger: Any) -> None:
+    emu = emulator(rate_per_minute=8, rate_window_s=1.0)  # 8 per second: binds at once
+    ledger = make_ledger(people(30))
+    result = run_against(emu, ledger, policy=RetryPolicy(max_attempts=1), pacer=Pacer())
+    assert result.exit_code == 0
+    assert emu.stats()["rate_limited"] > 0
+    rows = report_rows(ledger)
+    assert all(r["status"] == "created" and r["attempts"] == 1 for r in rows.values())
+    assert_each_created_once(emu, ledger)
+
+
+def test_a_token_revoked_mid_run_is_replaced_once(emulator: Any, make_ledger: Any) -> None:
+    emu = emulator(revoke_tokens_after=10)
+    ledger = make_ledger(people(25))
+    assert run_against(emu, ledger).exit_code == 0
+    stats = emu.stats()
+    assert stats["faults"]["token_revocation"] == 1 and stats["tokens_issued"] == 2
+    assert all(r["status"] == "created" for r in report_rows(ledger).values())
+    assert_each_created_once(emu, ledger)
+
+
+def test_unknown_division_fails_that_row_with_the_apis_reason(
+    emulator: Any, make_ledger: Any
+) -> None:
+    emu = emulator()
+    ledger = make_ledger(
+        HEADER
+        + "Ada,Lovelace,ada@example.com,,3f2504e0-4f89-11d3-9a0c-0305e82c3301,,\n"
+        + "Grace,Hopper,grace@example.com,,,,\n"
+    )
+    result = run_against(emu, ledger)
+    assert result.exit_code == 1
+    rows = report_rows(ledger)
+    assert rows["grace@example.com"]["status"] == "created"
+    ada = rows["ada@example.com"]
+    assert ada["status"] == "failed" and ada["code"] == "invalid.value"
+    assert "division" in ada["error"].lower() and ada["attempts"] == 1
+
+
+# -- through the command line ---------------------------------------------------------------
+
+
+def cli_run(db: Path, env: dict[str, str], *args: str) -> Any:
+    base = {"GENESYS_CLOUD_CLIENT_ID": None, "GENESYS_CLOUD_CLIENT_SECRET": None,
+            "GENESYS_CLOUD_ENVIRONMENT": None}
+    return CliRunner().invoke(
+        cli, ["--db", str(db), "--log-format", "json", "run", "--no-progress", *args],
+        env={**base, **env},
+    )
+
+
+def env_for(emu: Emulator, secret: str = SECRET) -> dict[str, str]:
+    return {
+        "GENESYS_CLOUD_CLIENT_ID": emu.config.client_id,
+        "GENESYS_CLOUD_CLIENT_SECRET": secret,
+        "GENESYS_CLOUD_ENVIRONMENT": emu.url,
+    }
+
+
+def all_pending_untouched(ledger: Ledger) -> bool:
+    return all(
+        r["status"] == "pending" and r["attempts"] == 0 for r in report_rows(ledger).values()
+    )
+
+
+def test_wrong_credentials_leave_every_row_pending(
+    emulator: Any, make_ledger: Any, tmp_path: Path
+) -> None:
+    emu = emulator()
+    ledger = make_ledger(people(5))
+    result = cli_run(ledger.path, env_for(emu, secret="wrong"))
+    assert result.exit_code == 3
+    assert "refused the OAuth client (invalid_client)" in result.output
+    assert "GENESYS_CLOUD_CLIENT_SECRET" in result.output
+    assert all_pending_untouched(ledger)
+    assert emu.stats()["requests_by_route"].get("POST /api/v2/users", 0) == 0
+
+
+def test_unreachable_host_is_a_config_error(make_ledger: Any) -> None:
+    ledger = make_ledger(people(3))
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    result = cli_run(ledger.path, {
+        "GENESYS_CLOUD_CLIENT_ID": "x", "GENESYS_CLOUD_CLIENT_SECRET": "y",
+        "GENESYS_CLOUD_ENVIRONMENT": f"http://127.0.0.1:{port}",
+    })
+    assert result.exit_code == 3
+    assert "cannot reach" in result.output and "GENESYS_CLOUD_ENVIRONMENT" in result.output
+    assert all_pending_untouched(ledger)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"GENESYS_CLOUD_CLIENT_ID": "x"}, "GENESYS_CLOUD_CLIENT_SECRET not set"),
+        ({"GENESYS_CLOUD_CLIENT_ID": "x", "GENESYS_CLOUD_CLIENT_SECRET": "y",
+          "GENESYS_CLOUD_ENVIRONMENT": "http://api.example.com"}, "plain http is allowed only"),
+    ],
+)
+def test_configuration_refusals_send_nothing(
+    make_ledger: Any, env: dict[str, str], message: str
+) -> None:
+    ledger = make_ledger(people(2))
+    result = cli_run(ledger.path, env)
+    assert result.exit_code == 3
+    assert message in result.output
+    assert all_pending_untouched(ledger)
+
+
+def test_secrets_never_reach_output_logs_or_ledger(
+    emulator: Any, make_ledger: Any, tmp_path: Path
+) -> None:
+    emu = emulator(drop_after_create_rate=0.2, fault_5xx_rate=0.1, seed=9)
+    ledger = make_ledger(people(10))
+    result = CliRunner().invoke(
+        cli, ["--db", str(ledger.path), "--log-level", "debug", "--log-format", "json", "run",
+              "--no-progress"], env=env_for(emu),
+    )
+    assert result.exit_code == 0, result.output
+    tokens = list(emu.tokens._expiry)  # noqa: SLF001 - the live bearer token(s)
+    assert tokens
+    ledger.close()
+    blobs = [result.output, *(p.read_bytes().decode("latin-1") for p in ledger.path.parent.iterdir()
+                              if p.is_file())]
+    for blob in blobs:
+        assert SECRET not in blob
+        for token in tokens:
+            assert token not in blob
+
+
+# -- real processes: signals, kill -9, two runners -------------------------------------------
+
+
+def spawn_run(db: Path, emu: Emulator, *extra: str) -> subprocess.Popen[str]:
+    env = {**os.environ, **env_for(emu), "JOBRUNNER_DB": str(db)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "jobrunner", "--log-format", "json", "run", "--no-progress", *extra],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def wait_for_event(proc: subprocess.Popen[str], event: str, timeout: float = 30) -> list[str]:
+    """Read stderr lines until a JSON log line with this event appears."""
+    assert proc.stderr is not None
+    seen = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        seen.append(line)
+        if f'"event": "{event}"' in line:
+            return seen
+    raise AssertionError(f"no {event} event; stderr so far: {''.join(seen)[-2000:]}")
+
+
+def db_rows(db: Path) -> dict[str, tuple[Any, ...]]:
+    conn = sqlite3.connect(db)
+    try:
+        return {r[0]: r[1:] for r in conn.execute("SELECT email, status, user_id, in_doubt FROM rows")}
+    finally:
+        conn.close()
+
+
+@pytest.mark.slow
+def test_sigterm_stops_cleanly_and_the_rerun_finishes(emulator: Any, make_ledger: Any) -> None:
+    emu = emulator(latency_ms=100)
+    ledger = make_ledger(people(200))
+    db = ledger.path
+    ledger.close()
+    proc = spawn_run(db, emu)
+    wait_for_event(proc, "row.created")
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 130, err[-2000:]
+    assert time.monotonic() - started < 8
+    assert "Traceback" not in err
+    assert "interrupted" in err
+    statuses = [r[0] for r in db_rows(db).values()]
+    assert "in_progress" not in statuses
+    assert 0 < statuses.count("created") < 200
+    again = spawn_run(db, emu)
+    out, err = again.communicate(timeout=60)
+    assert again.returncode == 0, err[-2000:]
+    with Ledger.open(db) as reopened:
+        assert_each_created_once(emu, reopened)
+        assert reopened.counts()["created"] == 200
+
+
+@pytest.mark.slow
+def test_a_second_runner_refuses_naming_the_first(emulator: Any, make_ledger: Any) -> None:
+    emu = emulator(latency_ms=200)
+    ledger = make_ledger(people(100))
+    db = ledger.path
+    first = spawn_run(db, emu)
+    try:
+        wait_for_event(first, "row.created")
+        result = cli_run(db, env_for(emu))
+        assert result.exit_code == 4
+        assert f"pid {first.pid}" in result.output and "another `jobrunner run`" in result.output
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=20)
+
+
+@pytest.mark.slow
+def test_kill_9_loop_creates_every_user_exactly_once(emulator: Any, make_ledger: Any) -> None:
+    """Start, SIGKILL at a random moment mid-flight, repeat; then a final run."""
+    emu = emulator(latency_ms=40, latency_jitter_ms=30, drop_after_create_rate=0.05,
+                   fault_5xx_rate=0.05, seed=11)
+    n = 400
+    ledger = make_ledger(people(n, prefix="k9-"))
+    db = ledger.path
+    ledger.close()
+    rng = random.Random(1234)
+    kills = 0
+    for _ in range(6):
+        proc = spawn_run(db, emu, "--max-attempts", "50")
+        try:
+            wait_for_event(proc, "run.start")
+        except AssertionError:
+            proc.kill()
+            break
+        time.sleep(rng.uniform(0.05, 1.2))
+        if proc.poll() is not None:
+            break  # it finished before we could kill it
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=10)
+        kills += 1
+    assert kills >= 3
+    final = spawn_run(db, emu, "--max-attempts", "50")
+    out, err = final.communicate(timeout=120)
+    assert final.returncode == 0, err[-3000:]
+    rows = db_rows(db)
+    assert len(rows) == n
+    ids = emulator_ids(emu)
+    creations = emu.stats()["creations_by_email"]
+    for email, (status, user_id, _in_doubt) in rows.items():
+        assert status == "created", (email, status)
+        assert creations[email] == 1, (email, creations[email])
+        assert user_id == ids[email]
+    assert len(emu.users()) == n
