@@ -1,7 +1,8 @@
 """CSV file -> validated rows. Pure: no database, no network.
 
 `read_csv(path)` returns a `CsvFile` whose `rows()` streams `InputRow`s, each either valid or
-carrying the reason it is invalid. Problems with the file as a whole raise `InputFileError`
+carrying the reason it is invalid. (Duplicates within a file are found by ingest.py against
+the ledger, so memory stays flat however long the file is.) Problems with the file as a whole raise `InputFileError`
 with one line naming the file (and the line, where there is one).
 """
 
@@ -253,7 +254,6 @@ def _read_rows(f: CsvFile) -> Iterator[InputRow]:
     previous_end = 1  # the header is line 1 (one physical line; checked below)
     if header_line.count('"') % 2:
         raise InputFileError(f"{name}: line 1: the header has an unterminated quote")
-    seen: dict[str, int] = {}
     try:
         while True:
             try:
@@ -280,7 +280,7 @@ def _read_rows(f: CsvFile) -> Iterator[InputRow]:
                         f"has {len(record)} fields but the header has {width}: "
                         "an unquoted comma (or delimiter) in a value?",
                     )
-            _validate(row, seen)
+            _validate(row)
             yield row
     finally:
         csv.field_size_limit(old_limit)
@@ -303,7 +303,7 @@ def _csv_error(name: str, message: str, line: int) -> InputFileError:
     return InputFileError(f"{name}: line {line}: malformed CSV ({message})")
 
 
-def _validate(row: InputRow, seen: dict[str, int]) -> None:
+def _validate(row: InputRow) -> None:
     for col in KNOWN_COLUMNS:
         value = getattr(row, col)
         if value and len(value) > MAX_LENGTH[col]:
@@ -343,13 +343,6 @@ def _validate(row: InputRow, seen: dict[str, int]) -> None:
         else:
             if len(row.division_id) != 36:
                 row.invalidate("division_invalid", f"division_id {row.division_id!r} is not a UUID")
-    if row.email:
-        key = row.email_norm
-        first = seen.get(key)
-        if first is not None:
-            row.invalidate("duplicate", f"duplicate of line {first} (same email)")
-        elif row.valid:
-            seen[key] = row.line
 
 
 def email_problem(email: str) -> str | None:

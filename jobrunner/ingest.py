@@ -97,12 +97,21 @@ def _add_chunk(
     first_ingest: bool,
 ) -> None:
     """Add a chunk of rows, skipping those an earlier ingest already brought."""
+    emails = [r.email_norm for r in chunk if r.email_norm]
     earlier: dict[str, tuple[int, str, int, str]] = {}
     if not first_ingest:
-        earlier = ledger.find_by_emails([r.email_norm for r in chunk if r.email_norm], source_id)
+        earlier = ledger.find_by_emails(emails, source_id)
+    # Duplicates within this file: against rows of it already stored, then within the chunk.
+    first_line = ledger.lines_in_source(emails, source_id)
     batch: list[dict[str, Any]] = []
     for row in chunk:
         summary.rows_read += 1
+        if row.email_norm:
+            first = first_line.get(row.email_norm)
+            if first is not None:
+                row.invalidate("duplicate", f"duplicate of line {first} (same email)")
+            elif row.valid:
+                first_line[row.email_norm] = row.line
         if first_ingest:
             known = None
         elif row.email_norm:

@@ -276,6 +276,18 @@ class Ledger:
             found[email_norm] = tuple(rest)  # type: ignore[assignment]
         return found
 
+    def lines_in_source(self, emails: Sequence[str], source_id: int) -> dict[str, int]:
+        """email_norm -> line of the valid row that already holds it in this source."""
+        if not emails:
+            return {}
+        marks = ", ".join("?" * len(emails))
+        cur = self.execute(
+            f"SELECT email_norm, min(line) FROM rows WHERE email_norm IN ({marks}) "
+            "AND +source_id = ? AND +status != 'invalid' GROUP BY email_norm",
+            (*emails, source_id),
+        )
+        return dict(cur.fetchall())
+
     def source_line_known(
         self, sha256: str, line: int, exclude_source: int = 0
     ) -> tuple[int, str, int, str] | None:
