@@ -26,8 +26,12 @@ import tempfile
 import time
 from pathlib import Path
 
-FIRST = "Amelia Ben Carlos Dana Elif Farah Gustavo Hana Ivan Jamal Keiko Liam Maya Noël Zoë José Siobhán".split()
-LAST = "Okafor Schmidt García Nakamura Rossi Novak Haddad Silva Kowalski Müller O'Brien Dubois Nguyen".split()
+FIRST = (
+    "Amelia Ben Carlos Dana Elif Farah Gustavo Hana Ivan Jamal Keiko Liam Maya Noël Zoë José"
+).split()
+LAST = (
+    "Okafor Schmidt García Nakamura Rossi Novak Haddad Silva Kowalski Müller O'Brien Dubois"
+).split()
 TITLES = ["Customer Service Agent", "Senior Agent", "Team Lead, Night Shift", "Billing Agent"]
 DEPTS = ["Customer Care", "Sales", "Billing", "Technical Support"]
 PHONES = ["+1 (317) 555-{:04d}", "+13175550{:03d}", "+44 20 7946 {:04d}", ""]
@@ -37,14 +41,32 @@ def generate(path: Path, rows: int, seed: int = 1) -> None:
     rng = random.Random(seed)
     with path.open("w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
-        w.writerow(["first_name", "last_name", "email", "phone_number", "division_id", "title",
-                    "department"])
+        w.writerow(
+            [
+                "first_name",
+                "last_name",
+                "email",
+                "phone_number",
+                "division_id",
+                "title",
+                "department",
+            ]
+        )
         for i in range(rows):
             phone = rng.choice(PHONES)
             phone = phone.format(i % 1000) if phone else ""
             email = f"agent{i}@example.com" if i % 500 else f"agent{i}@example"  # 0.2% invalid
-            w.writerow([rng.choice(FIRST), rng.choice(LAST), email, phone, "",
-                        rng.choice(TITLES), rng.choice(DEPTS)])
+            w.writerow(
+                [
+                    rng.choice(FIRST),
+                    rng.choice(LAST),
+                    email,
+                    phone,
+                    "",
+                    rng.choice(TITLES),
+                    rng.choice(DEPTS),
+                ]
+            )
 
 
 def timed(cmd: list[str], cwd: Path) -> tuple[float, float]:
@@ -54,7 +76,9 @@ def timed(cmd: list[str], cwd: Path) -> tuple[float, float]:
     _, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{cmd[0]} failed: {proc.stderr.read().decode()[-500:] if proc.stderr else ''}")
+        raise SystemExit(
+            f"{cmd[0]} failed: {proc.stderr.read().decode()[-500:] if proc.stderr else ''}"
+        )
     return elapsed, usage.ru_maxrss / 1024
 
 
@@ -76,21 +100,45 @@ def main() -> None:
     for i in range(args.repeat):
         for db in work.glob("*.db*"):
             db.unlink()
-        ref.append(timed([sqlite_utils, "insert", str(work / f"ref{i}.db"), "users", str(data),
-                          "--csv"], work))
-        ours.append(timed([jobrunner, "--log-level", "error", "--db", str(work / f"ours{i}.db"),
-                           "ingest", str(data)], work))
+        ref.append(
+            timed(
+                [sqlite_utils, "insert", str(work / f"ref{i}.db"), "users", str(data), "--csv"],
+                work,
+            )
+        )
+        ours.append(
+            timed(
+                [
+                    jobrunner,
+                    "--log-level",
+                    "error",
+                    "--db",
+                    str(work / f"ours{i}.db"),
+                    "ingest",
+                    str(data),
+                ],
+                work,
+            )
+        )
     t_ours = statistics.median(t for t, _ in ours)
     t_ref = statistics.median(t for t, _ in ref)
-    print(f"# ingest benchmark, {time.strftime('%Y-%m-%d')}, {platform.node()}, "
-          f"{os.cpu_count()} cores, Python {platform.python_version()}")
-    print(f"file: {args.rows:,} rows, {size_mb:.1f} MB; {args.repeat} alternating runs each, medians")
+    print(
+        f"# ingest benchmark, {time.strftime('%Y-%m-%d')}, {platform.node()}, "
+        f"{os.cpu_count()} cores, Python {platform.python_version()}"
+    )
+    print(
+        f"file: {args.rows:,} rows, {size_mb:.1f} MB; {args.repeat} alternating runs each, medians"
+    )
     print("| command | time (s) | rows/s | peak RSS (MB) |")
     print("|---|---|---|---|")
-    print(f"| sqlite-utils insert --csv (no validation) | {t_ref:.2f} | {args.rows / t_ref:,.0f} | "
-          f"{max(m for _, m in ref):.0f} |")
-    print(f"| jobrunner ingest (validating) | {t_ours:.2f} | {args.rows / t_ours:,.0f} | "
-          f"{max(m for _, m in ours):.0f} |")
+    print(
+        f"| sqlite-utils insert --csv (no validation) | {t_ref:.2f} | {args.rows / t_ref:,.0f} | "
+        f"{max(m for _, m in ref):.0f} |"
+    )
+    print(
+        f"| jobrunner ingest (validating) | {t_ours:.2f} | {args.rows / t_ours:,.0f} | "
+        f"{max(m for _, m in ours):.0f} |"
+    )
     print(f"ratio jobrunner / sqlite-utils time: {t_ours / t_ref:.2f} (below 1 is faster)")
     print()
     print("| rows | jobrunner ingest time (s) | peak RSS (MB) |")
@@ -98,8 +146,18 @@ def main() -> None:
     for rows in (args.rows // 4, args.rows, args.rows * 2):
         path = work / f"size{rows}.csv"
         generate(path, rows, seed=2)
-        t, m = timed([jobrunner, "--log-level", "error", "--db", str(work / f"size{rows}.db"),
-                      "ingest", str(path)], work)
+        t, m = timed(
+            [
+                jobrunner,
+                "--log-level",
+                "error",
+                "--db",
+                str(work / f"size{rows}.db"),
+                "ingest",
+                str(path),
+            ],
+            work,
+        )
         print(f"| {rows:,} | {t:.2f} | {m:.0f} |")
     shutil.rmtree(work)
 

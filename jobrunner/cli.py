@@ -6,7 +6,6 @@ import the Genesys SDK.
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,8 +13,8 @@ from typing import Any
 import click
 
 from jobrunner import __version__, log
-from jobrunner.errors import JobrunnerError
 from jobrunner.emulator.command import emulator as emulator_command
+from jobrunner.errors import JobrunnerError
 
 DEFAULT_DB = Path("state") / "jobrunner.db"
 
@@ -28,7 +27,7 @@ class Context:
 def fail(error: JobrunnerError) -> click.ClickException:
     """Turn a domain error into a one-line click error with the right exit code."""
     exc = click.ClickException(str(error))
-    exc.exit_code = error.exit_code
+    exc.exit_code = error.exit_code  # type: ignore[misc]
     return exc
 
 
@@ -106,7 +105,9 @@ def ingest(obj: Context, file: Path) -> None:
     out(f"{summary.file}: {summary.rows_read:,} rows read")
     out(f"  added:            {summary.added_pending:,} to create")
     if summary.corrected:
-        out(f"  corrected:        {summary.corrected:,} (replace invalid rows of an earlier ingest)")
+        out(
+            f"  corrected:        {summary.corrected:,} (replace invalid rows of an earlier ingest)"
+        )
     out(f"  invalid:          {summary.added_invalid:,}")
     for reason, n in summary.invalid_by_reason.most_common():
         out(f"    {reason:<20} {n:>7,}   e.g. {summary.invalid_examples[reason]}")
@@ -200,8 +201,13 @@ def _execute_run(
             None,
         )
         level = root.params.get("log_level", "info") if explicit else "warning"
-        log.configure(level=level, fmt=root.params.get("log_format", "auto") if root.params.get(
-            "log_format") != "auto" else "console", stream=_ClearLineStream(sys.stderr))
+        log.configure(
+            level=level,
+            fmt=root.params.get("log_format", "auto")
+            if root.params.get("log_format") != "auto"
+            else "console",
+            stream=_ClearLineStream(sys.stderr),
+        )
         display = Progress(sys.stderr)
     client = GenesysClient(settings, pool_size=concurrency)
     runner = Runner(
@@ -230,8 +236,10 @@ def _execute_run(
         f"{runner.pacer.limited:,} answered 429"
     )
     if counts["failed"]:
-        click.echo("failed rows: `jobrunner report --status failed`; "
-                   "retry them with `jobrunner run --retry-failed`")
+        click.echo(
+            "failed rows: `jobrunner report --status failed`; "
+            "retry them with `jobrunner run --retry-failed`"
+        )
     return result
 
 
@@ -299,8 +307,14 @@ def run(
     ledger = _open_ledger(obj, create=False)
     try:
         result = _execute_run(
-            ctx, ledger, settings, concurrency=concurrency, max_attempts=max_attempts,
-            retry_failed=retry_failed, rate_per_minute=rate_per_minute, progress=progress,
+            ctx,
+            ledger,
+            settings,
+            concurrency=concurrency,
+            max_attempts=max_attempts,
+            retry_failed=retry_failed,
+            rate_per_minute=rate_per_minute,
+            progress=progress,
         )
     except JobrunnerError as exc:
         raise fail(exc) from None
@@ -310,10 +324,17 @@ def run(
 
 
 @cli.command()
-@click.option("--keep", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Folder for the demo ledger (default: a new temporary folder).")
-@click.option("--progress/--no-progress", default=None,
-              help="Live progress line (default: on when stderr is a terminal).")
+@click.option(
+    "--keep",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder for the demo ledger (default: a new temporary folder).",
+)
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Live progress line (default: on when stderr is a terminal).",
+)
 @click.pass_context
 def demo(ctx: click.Context, keep: Path | None, progress: bool | None) -> None:
     """Rehearse a whole import offline against the bundled emulator.
@@ -334,6 +355,9 @@ def demo(ctx: click.Context, keep: Path | None, progress: bool | None) -> None:
     from jobrunner.report import counts, report_rows
     from jobrunner.resources import examples_dir
 
+    root = ctx.find_root()
+    if root.get_parameter_source("log_level") in (click.core.ParameterSource.DEFAULT, None):
+        log.configure(level="warning", fmt=root.params.get("log_format", "auto"))
     examples = examples_dir()
     folder = keep or Path(tempfile.mkdtemp(prefix="jobrunner-demo-"))
     db = folder / "demo.db"
@@ -364,16 +388,26 @@ def demo(ctx: click.Context, keep: Path | None, progress: bool | None) -> None:
         settings = Settings("jobrunner-demo", secret, parse_environment(emulator.url))
         try:
             result = _execute_run(
-                ctx, ledger, settings, concurrency=8, max_attempts=10, retry_failed=False,
-                rate_per_minute=None, progress=progress,
+                ctx,
+                ledger,
+                settings,
+                concurrency=8,
+                max_attempts=10,
+                retry_failed=False,
+                rate_per_minute=None,
+                progress=progress,
             )
         except JobrunnerError as exc:
             ledger.close()
             raise fail(exc) from None
         stats = emulator.stats()
     click.echo()
-    render.write_table_report(sys.stdout, counts(ledger), report_rows(ledger, ("failed", "invalid", "exists")),
-                              "exists, failed and invalid rows")
+    render.write_table_report(
+        sys.stdout,
+        counts(ledger),
+        report_rows(ledger, ("failed", "invalid", "exists")),
+        "exists, failed and invalid rows",
+    )
     ledger.close()
     created = stats.get("creations_by_email", {})
     twice = sum(1 for n in created.values() if n > 1)

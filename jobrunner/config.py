@@ -109,9 +109,7 @@ def load_settings(env_file: Path | None = None) -> Settings:
     def get(name: str) -> str:
         return (os.environ.get(name) or file_values.get(name) or "").strip()
 
-    missing = [
-        n for n in ("GENESYS_CLOUD_CLIENT_ID", "GENESYS_CLOUD_CLIENT_SECRET") if not get(n)
-    ]
+    missing = [n for n in ("GENESYS_CLOUD_CLIENT_ID", "GENESYS_CLOUD_CLIENT_SECRET") if not get(n)]
     if missing:
         raise ConfigError(
             f"{' and '.join(missing)} not set: put them in the environment or in a .env file "

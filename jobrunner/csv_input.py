@@ -2,8 +2,8 @@
 
 `read_csv(path)` returns a `CsvFile` whose `rows()` streams `InputRow`s, each either valid or
 carrying the reason it is invalid. (Duplicates within a file are found by ingest.py against
-the ledger, so memory stays flat however long the file is.) Problems with the file as a whole raise `InputFileError`
-with one line naming the file (and the line, where there is one).
+the ledger, so memory stays flat however long the file is.) Problems with the file as a
+whole raise `InputFileError` with one line naming the file (and the line, where there is one).
 """
 
 from __future__ import annotations
@@ -291,7 +291,7 @@ def _read_rows(f: CsvFile) -> Iterator[InputRow]:
 def _csv_error(name: str, message: str, line: int) -> InputFileError:
     if "unexpected end of data" in message or "EOF" in message:
         return InputFileError(
-            f"{name}: line {line}: unterminated quote (a \" opens a value that never closes)"
+            f'{name}: line {line}: unterminated quote (a " opens a value that never closes)'
         )
     if "field larger than field limit" in message:
         return InputFileError(

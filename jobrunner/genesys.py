@@ -105,18 +105,23 @@ class NewUser:
 
 
 def _api_error(status: int, body: str | None, headers: Any) -> ApiError:
-    code, message, fields = None, "", ()
+    code, message = None, ""
+    fields: tuple[str, ...] = ()
     try:
         data = json.loads(body or "")
     except ValueError:
         data = None
     if isinstance(data, dict):
         code = data.get("code") or data.get("error")
-        message = data.get("message") or data.get("description") or data.get("error_description") or ""
+        message = (
+            data.get("message") or data.get("description") or data.get("error_description") or ""
+        )
         details = data.get("details") or []
         if isinstance(details, list):
             fields = tuple(
-                str(d.get("fieldName")) for d in details if isinstance(d, dict) and d.get("fieldName")
+                str(d.get("fieldName"))
+                for d in details
+                if isinstance(d, dict) and d.get("fieldName")
             )
     if not message:
         message = (body or "").strip()[:200] or "no message"
@@ -184,7 +189,12 @@ def _make_transport(pool_size: int, connect_timeout: float, read_timeout: float)
                 url += "?" + urlencode(options.query_params, doseq=True)
             try:
                 r = self.pool.request(
-                    method, url, body=body, headers=headers, retries=False, redirect=False,
+                    method,
+                    url,
+                    body=body,
+                    headers=headers,
+                    retries=False,
+                    redirect=False,
                     preload_content=True,
                 )
             except ux.MaxRetryError as exc:  # urllib3 may still wrap the cause

@@ -115,7 +115,10 @@ class Ledger:
             raise LedgerError(f"{path} is a folder, not a ledger file")
         try:
             conn = sqlite3.connect(
-                str(path), isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
+                str(path),
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=BUSY_TIMEOUT_MS / 1000,
             )
         except sqlite3.Error as exc:
             raise LedgerError(f"cannot open ledger {path}: {exc}") from None
@@ -131,7 +134,9 @@ class Ledger:
         except sqlite3.DatabaseError as exc:
             conn.close()
             if "not a database" in str(exc) or "malformed" in str(exc):
-                raise LedgerError(f"{path} is not a jobrunner ledger (not a SQLite database)") from None
+                raise LedgerError(
+                    f"{path} is not a jobrunner ledger (not a SQLite database)"
+                ) from None
             raise LedgerError(f"cannot open ledger {path}: {exc}") from None
         except LedgerError:
             conn.close()
@@ -259,7 +264,7 @@ class Ledger:
     def find_by_emails(
         self, emails: Sequence[str], exclude_source: int
     ) -> dict[str, tuple[int, str, int, str]]:
-        """find_by_email for many addresses in one query: email_norm -> (id, status, line, source)."""
+        """find_by_email for many addresses at once: email_norm -> (id, status, line, source)."""
         found: dict[str, tuple[int, str, int, str]] = {}
         if not emails:
             return found
@@ -396,7 +401,16 @@ class Ledger:
             "UPDATE rows SET status = ?, user_id = coalesce(?, user_id), in_doubt = ?, "
             "error_code = ?, error_message = ?, claim_owner = NULL, lease_expires_at = NULL, "
             "updated_at = ? WHERE id = ? AND claim_owner = ? AND status = 'in_progress'",
-            (status, user_id, int(in_doubt), error_code, error_message, utc_now_iso(), row_id, owner),
+            (
+                status,
+                user_id,
+                int(in_doubt),
+                error_code,
+                error_message,
+                utc_now_iso(),
+                row_id,
+                owner,
+            ),
         )
         return cur.rowcount == 1
 
@@ -421,8 +435,14 @@ class Ledger:
             "lease_expires_at = NULL, updated_at = ? "
             "WHERE id = ? AND claim_owner = ? AND status = 'in_progress'",
             (
-                next_attempt_at, int(in_doubt), delta, error_code, error_message, utc_now_iso(),
-                row_id, owner,
+                next_attempt_at,
+                int(in_doubt),
+                delta,
+                error_code,
+                error_message,
+                utc_now_iso(),
+                row_id,
+                owner,
             ),
         )
         return cur.rowcount == 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
@@ -16,7 +17,9 @@ LEVELS = ("debug", "info", "warning", "error")
 _SECRET_WORDS = ("secret", "token", "authorization", "password")
 
 
-def _mask_secrets(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+def _mask_secrets(
+    _logger: Any, _name: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
     for key in event:
         if key != "event" and any(word in key.lower() for word in _SECRET_WORDS):
             event[key] = "***"

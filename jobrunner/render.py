@@ -20,7 +20,9 @@ def neutralise(value: Any) -> Any:
     return value
 
 
-def write_json_report(out: TextIO, counts: Mapping[str, int], rows: Iterable[dict[str, Any]]) -> None:
+def write_json_report(
+    out: TextIO, counts: Mapping[str, int], rows: Iterable[dict[str, Any]]
+) -> None:
     """Streams {"counts": {...}, "rows": [...]} without holding every row in memory."""
     out.write('{"counts": ')
     out.write(json.dumps({s: counts.get(s, 0) for s in STATUSES}))

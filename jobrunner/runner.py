@@ -257,8 +257,12 @@ class Runner:
     def _run_locked(self, retry_failed: bool, progress: Progress | None) -> RunResult:
         recovered, in_doubt = self.ledger.recover_abandoned()
         if recovered:
-            log.warning("recovered", rows=recovered, in_doubt=in_doubt,
-                        detail="rows a stopped run left in progress are back in the queue")
+            log.warning(
+                "recovered",
+                rows=recovered,
+                in_doubt=in_doubt,
+                detail="rows a stopped run left in progress are back in the queue",
+            )
         requeued = self.ledger.requeue_failed() if retry_failed else 0
         if requeued:
             log.info("retry_failed", rows=requeued)
@@ -274,7 +278,9 @@ class Runner:
         result = RunResult(self.ledger.counts(), self.stats, recovered, in_doubt, requeued)
         if self.fatal is not None:
             raise self.fatal
-        log.info("run.end", **result.counts, calls=dict(self.stats.calls), limited=self.pacer.limited)
+        log.info(
+            "run.end", **result.counts, calls=dict(self.stats.calls), limited=self.pacer.limited
+        )
         return result
 
     def _work(self, progress: Progress | None) -> None:
@@ -290,8 +296,11 @@ class Runner:
             if interrupts > 1:
                 sys.stderr.write("\njobrunner: stopped at once; the next run recovers\n")
                 os._exit(Interrupted.exit_code)
-            log.warning("stopping", signal=signal.Signals(signum).name,
-                        detail="finishing in-flight requests; press Ctrl-C again to quit at once")
+            log.warning(
+                "stopping",
+                signal=signal.Signals(signum).name,
+                detail="finishing in-flight requests; press Ctrl-C again to quit at once",
+            )
             self.stop.set()
 
         in_main = threading.current_thread() is threading.main_thread()
@@ -316,8 +325,11 @@ class Runner:
             self._abandoned = True
             released = self.ledger.release_all(self.owner)
             if released:
-                log.warning("released", rows=released,
-                            detail="requests still in flight; the next run looks them up")
+                log.warning(
+                    "released",
+                    rows=released,
+                    detail="requests still in flight; the next run looks them up",
+                )
             if progress:
                 progress.stop()
             if in_main:
@@ -346,7 +358,9 @@ class Runner:
                         return
                     continue
                 if not self.pacer.wait(self.stop):
-                    self.ledger.release(row.id, self.owner, next_attempt_at=0, in_doubt=row.in_doubt)
+                    self.ledger.release(
+                        row.id, self.owner, next_attempt_at=0, in_doubt=row.in_doubt
+                    )
                     return
                 try:
                     self._process(row)
@@ -395,8 +409,9 @@ class Runner:
         except TransportError as err:
             self._on_transport_error(row, err, attempts, was_in_doubt)
         except ConfigError as err:  # 401, and a fresh token was refused too: not acted on
-            self.ledger.release(row.id, self.owner, next_attempt_at=0, in_doubt=was_in_doubt,
-                                undo_attempt=True)
+            self.ledger.release(
+                row.id, self.owner, next_attempt_at=0, in_doubt=was_in_doubt, undo_attempt=True
+            )
             raise _StopRun(err) from None
         else:
             self._reachable()
@@ -433,7 +448,10 @@ class Runner:
             )
         if err.status == 403:
             self._finish(
-                row, "failed", in_doubt=was_in_doubt, error_code=err.code,
+                row,
+                "failed",
+                in_doubt=was_in_doubt,
+                error_code=err.code,
                 error_message=f"{err} (the OAuth client may lack access to division "
                 f"{row.division_id})",
             )
@@ -441,8 +459,9 @@ class Runner:
         if err.retryable:  # 5xx (a gateway may have passed it on), 408
             self._retry_later(row, err, attempts, in_doubt=err.maybe_acted or was_in_doubt)
             return
-        self._finish(row, "failed", in_doubt=was_in_doubt, error_code=err.code,
-                     error_message=str(err))
+        self._finish(
+            row, "failed", in_doubt=was_in_doubt, error_code=err.code, error_message=str(err)
+        )
 
     def _on_transport_error(
         self, row: Row, err: TransportError, attempts: int, was_in_doubt: bool
@@ -452,12 +471,15 @@ class Runner:
                 self._unreachable += 1
                 unreachable = self._unreachable >= UNREACHABLE_AFTER
             if unreachable:
-                self.ledger.release(row.id, self.owner, next_attempt_at=0,
-                                    in_doubt=was_in_doubt, undo_attempt=True)
-                raise _StopRun(ConfigError(
-                    f"the API stopped answering ({err.message}); every unfinished row is "
-                    "still pending: run again when it is reachable"
-                ))
+                self.ledger.release(
+                    row.id, self.owner, next_attempt_at=0, in_doubt=was_in_doubt, undo_attempt=True
+                )
+                raise _StopRun(
+                    ConfigError(
+                        f"the API stopped answering ({err.message}); every unfinished row is "
+                        "still pending: run again when it is reachable"
+                    )
+                )
         self._retry_later(row, err, attempts, in_doubt=err.maybe_acted or was_in_doubt)
 
     def _reachable(self) -> None:
@@ -471,16 +493,34 @@ class Runner:
         message = str(err)
         attempts += 1 if count else 0
         if attempts >= self.policy.max_attempts:
-            self._finish(row, "failed", in_doubt=in_doubt, error_code=code,
-                         error_message=f"{message} (gave up after {attempts} attempts)")
+            self._finish(
+                row,
+                "failed",
+                in_doubt=in_doubt,
+                error_code=code,
+                error_message=f"{message} (gave up after {attempts} attempts)",
+            )
             return
         delay = self.policy.delay(attempts, self.rand)
         self.stats.retries += 1
-        log.info("row.retry", line=row.line, email=row.email, attempts=attempts, error=message,
-                 in_doubt=in_doubt, retry_in_s=round(delay, 2))
-        self.ledger.release(row.id, self.owner, next_attempt_at=self.clock() + delay,
-                            in_doubt=in_doubt, count_attempt=count, error_code=code,
-                            error_message=message)
+        log.info(
+            "row.retry",
+            line=row.line,
+            email=row.email,
+            attempts=attempts,
+            error=message,
+            in_doubt=in_doubt,
+            retry_in_s=round(delay, 2),
+        )
+        self.ledger.release(
+            row.id,
+            self.owner,
+            next_attempt_at=self.clock() + delay,
+            in_doubt=in_doubt,
+            count_attempt=count,
+            error_code=code,
+            error_message=message,
+        )
 
     def _lookup(self, row: Row) -> Any:
         """Search by email, paced. Raises CallError; 429s wait and try again."""
@@ -496,11 +536,13 @@ class Runner:
                         raise
                     continue
                 if err.status in (401, 403):
-                    raise _StopRun(ConfigError(
-                        f"the API refused a user search ({err}); the OAuth client needs "
-                        "directory:user:view to check unanswered creates. Every unfinished "
-                        "row is still pending"
-                    )) from None
+                    raise _StopRun(
+                        ConfigError(
+                            f"the API refused a user search ({err}); the OAuth client needs "
+                            "directory:user:view to check unanswered creates. Every unfinished "
+                            "row is still pending"
+                        )
+                    ) from None
                 raise
             self._reachable()
             self.pacer.answered(200)
@@ -533,9 +575,13 @@ class Runner:
         if new.matches(found):
             self._finish(row, "created", user_id=found.id, recovered=True)
         else:
-            self._finish(row, "exists", user_id=found.id,
-                         error_message=f"a different user with this email was already there "
-                         f"(state {found.state})")
+            self._finish(
+                row,
+                "exists",
+                user_id=found.id,
+                error_message=f"a different user with this email was already there "
+                f"(state {found.state})",
+            )
         return True
 
     def _record_exists(self, row: Row) -> None:
@@ -544,17 +590,34 @@ class Runner:
         The outcome is committed first; the id is added when the search brings it.
         """
         self._finish(row, "exists")
-        try:
-            found = self._lookup(row)
-        except _StopRun:
-            raise
-        except JobrunnerError as err:
-            self.ledger.set_user_id(row.id, None, f"could not look up the existing user ({err})")
-            return
+        found = None
+        for attempt in range(1, 5):  # a read: safe to repeat on 5xx and network errors
+            try:
+                found = self._lookup(row)
+                break
+            except _StopRun:
+                raise
+            except CallError as err:
+                if (
+                    not err.retryable
+                    or attempt == 4
+                    or self.stop.wait(min(2.0, self.policy.delay(attempt, self.rand)))
+                ):
+                    self.ledger.set_user_id(
+                        row.id, None, f"could not look up the existing user's id ({err})"
+                    )
+                    return
+            except JobrunnerError as err:
+                self.ledger.set_user_id(
+                    row.id, None, f"could not look up the existing user's id ({err})"
+                )
+                return
         if found is None:
             self.ledger.set_user_id(row.id, None, "the search did not return the existing user")
             return
-        note = f"the existing user is {found.state}" if found.state not in (None, "active") else None
+        note = (
+            f"the existing user is {found.state}" if found.state not in (None, "active") else None
+        )
         self.ledger.set_user_id(row.id, found.id, note)
         log.info("row.exists.id", line=row.line, email=row.email, user_id=found.id)
 
@@ -569,8 +632,15 @@ class Runner:
         error_message: str | None = None,
         recovered: bool = False,
     ) -> None:
-        if not self.ledger.finish(row.id, self.owner, status, user_id=user_id, in_doubt=in_doubt,
-                                  error_code=error_code, error_message=error_message):
+        if not self.ledger.finish(
+            row.id,
+            self.owner,
+            status,
+            user_id=user_id,
+            in_doubt=in_doubt,
+            error_code=error_code,
+            error_message=error_message,
+        ):
             return
         self.stats.outcome(status)
         fields: dict[str, Any] = {"line": row.line, "email": row.email, "user_id": user_id}
@@ -579,7 +649,9 @@ class Runner:
         if status == "failed":
             log.warning("row.failed", **fields, error_code=error_code, error=error_message)
         else:
-            log.info(f"row.{status}", **fields, **({"note": error_message} if error_message else {}))
+            log.info(
+                f"row.{status}", **fields, **({"note": error_message} if error_message else {})
+            )
 
 
 class Progress:

@@ -112,7 +112,9 @@ def test_reingest_adds_nothing_and_second_file_appends_only_new_people(
 ) -> None:
     first = write(tmp_path, "a.csv", HEADER + "Ada,L,ada@example.com,,,,\nBad,Row,nope,,,,\n")
     second = write(
-        tmp_path, "b.csv", HEADER + "Ada,Again,ADA@example.com,,,,\nNew,Person,new@example.com,,,,\n"
+        tmp_path,
+        "b.csv",
+        HEADER + "Ada,Again,ADA@example.com,,,,\nNew,Person,new@example.com,,,,\n",
     )
     assert run(db, "ingest", str(first)).exit_code == 0
     again = run(db, "ingest", str(first))
@@ -123,7 +125,11 @@ def test_reingest_adds_nothing_and_second_file_appends_only_new_people(
     assert result.exit_code == 0
     assert "already present:  1 (1 from a.csv)" in result.output
     data = report(db)
-    assert sorted(r["email"] for r in data["rows"]) == ["ada@example.com", "new@example.com", "nope"]
+    assert sorted(r["email"] for r in data["rows"]) == [
+        "ada@example.com",
+        "new@example.com",
+        "nope",
+    ]
     assert data["counts"]["pending"] == 2
 
 
@@ -149,7 +155,11 @@ def test_header_variants_any_order_unknown_columns_named(tmp_path: Path, db: Pat
     assert result.exit_code == 0, result.output
     assert "ignored columns:  Notes, Manager" in result.output
     row = report(db)["rows"][0]
-    assert (row["first_name"], row["last_name"], row["email"]) == ("Ada", "Lovelace", "ada@example.com")
+    assert (row["first_name"], row["last_name"], row["email"]) == (
+        "Ada",
+        "Lovelace",
+        "ada@example.com",
+    )
 
 
 @pytest.mark.parametrize(
@@ -166,14 +176,19 @@ def test_spreadsheet_export_shapes_are_read(tmp_path: Path, db: Path, content: b
     f = write(tmp_path, "export.csv", content)
     assert run(db, "ingest", str(f)).exit_code == 0
     row = report(db)["rows"][0]
-    assert (row["first_name"], row["last_name"], row["email"]) == ("Ada", "Lovelace", "ada@example.com")
+    assert (row["first_name"], row["last_name"], row["email"]) == (
+        "Ada",
+        "Lovelace",
+        "ada@example.com",
+    )
 
 
 def test_quoted_commas_quotes_and_newlines(tmp_path: Path, db: Path) -> None:
     f = write(
         tmp_path,
         "q.csv",
-        'first_name,last_name,email,title\n"Smith, Jr","O""Brien",q@example.com,"Line one\r\nLine two"\n'
+        "first_name,last_name,email,title\n"
+        '"Smith, Jr","O""Brien",q@example.com,"Line one\r\nLine two"\n'
         "Next,Row,next@example.com,\n",
     )
     assert run(db, "ingest", str(f)).exit_code == 0
@@ -188,20 +203,37 @@ def test_quoted_commas_quotes_and_newlines(tmp_path: Path, db: Path) -> None:
     [
         (b"", "the file is empty"),
         (b"\n\n  \n", "the file is empty"),
-        (b"name,mail\nAda,ada@example.com\n", "missing required column(s) first_name, last_name, email; columns found: 'name', 'mail'"),
+        (
+            b"name,mail\nAda,ada@example.com\n",
+            "missing required column(s) first_name, last_name, email; "
+            "columns found: 'name', 'mail'",
+        ),
         (b"first_name,email\nAda,ada@example.com\n", "missing required column(s) last_name"),
-        (b"first_name,last_name,email\nA,B,a@example.com\n\"C,D,c@example.com\nE,F,e@example.com\n", "line 3: unterminated quote"),
+        (
+            b'first_name,last_name,email\nA,B,a@example.com\n"C,D,c@example.com\nE,F,e@example.com\n',
+            "line 3: unterminated quote",
+        ),
         (b"first_name,last_name,email\nJos\xe9,B,a@example.com\n", "line 2: not UTF-8"),
         (b"\xff\xfef\x00i\x00r\x00s\x00t\x00", "UTF-16"),
         (b"first_name,last_name,email\nA,B,a@ex\x00ample.com\n", "line 2 contains a NUL byte"),
         (b"PK\x03\x04\x14\x00\x06\x00", "spreadsheet (Excel) file"),
         (b"first_name|last_name|mail\nA|B|c\n", "columns found"),
-        (b"first_name,last_name,email\nA,B,\"a@example.com\"x\n", "line 2: malformed CSV"),
+        (b'first_name,last_name,email\nA,B,"a@example.com"x\n', "line 2: malformed CSV"),
         (b"first_name,first_name,last_name,email\n", "appears twice"),
     ],
     ids=[
-        "empty", "blank", "wrong-columns", "one-missing", "unterminated", "latin1", "utf16",
-        "nul", "xlsx", "unknown-delimiter", "junk-after-quote", "duplicate-header",
+        "empty",
+        "blank",
+        "wrong-columns",
+        "one-missing",
+        "unterminated",
+        "latin1",
+        "utf16",
+        "nul",
+        "xlsx",
+        "unknown-delimiter",
+        "junk-after-quote",
+        "duplicate-header",
     ],
 )
 def test_file_level_refusals_store_nothing(
@@ -243,7 +275,9 @@ def test_missing_or_unreadable_path(tmp_path: Path, db: Path, target: str) -> No
     (tmp_path / "folder").mkdir()
     result = run(db, "ingest", str(tmp_path / target))
     assert result.exit_code == 1
-    assert target in result.output and ("no such file" in result.output or "folder" in result.output)
+    assert target in result.output and (
+        "no such file" in result.output or "folder" in result.output
+    )
 
 
 def test_ledger_file_and_folder_are_private(tmp_path: Path, db: Path) -> None:

@@ -18,8 +18,18 @@ ROOT = Path(__file__).resolve().parent.parent
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(out), str(ROOT)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(out),
+            str(ROOT),
+        ],
         check=True,
         capture_output=True,
     )
@@ -29,7 +39,17 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert "jobrunner/_data/examples/users.csv" in names
     site = out / "site"
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "-q",
+            "--target",
+            str(site),
+            str(wheel),
+        ],
         check=True,
         capture_output=True,
     )
@@ -49,10 +69,15 @@ def test_installed_wheel_runs_from_another_folder(installed: Path, tmp_path: Pat
     assert where.returncode == 0 and "ingest" in where.stdout
     probe = subprocess.run(
         [sys.executable, "-c", "import jobrunner, sys; print(jobrunner.__file__)"],
-        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(installed)}, capture_output=True, text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(installed)},
+        capture_output=True,
+        text=True,
     )
     assert probe.stdout.startswith(str(installed)), probe.stdout  # not the source checkout
-    (tmp_path / "users.csv").write_text("first_name,last_name,email\nAda,Lovelace,ada@example.com\n")
+    (tmp_path / "users.csv").write_text(
+        "first_name,last_name,email\nAda,Lovelace,ada@example.com\n"
+    )
     done = _run(installed, tmp_path, "--log-level", "error", "ingest", "users.csv")
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "state" / "jobrunner.db").exists()  # default ledger under the cwd

@@ -28,7 +28,7 @@ def db(tmp_path: Path) -> Path:
     f = tmp_path / "users.csv"
     f.write_text(
         HEADER
-        + "Ada,Lovelace,ada@example.com,+13175550101,,=HYPERLINK(\"http://x\"),@SUM(A1)\n"
+        + 'Ada,Lovelace,ada@example.com,+13175550101,,=HYPERLINK("http://x"),@SUM(A1)\n'
         + "Grace,Hopper,grace@example.com,,,,\n"
         + "Bad,Email,not-an-email,,,,\n"
         + "-Minus,Tab,minus@example.com,,,,\n",
@@ -87,13 +87,20 @@ def test_csv_neutralises_formulas(db: Path) -> None:
     rows = list(csv.DictReader(io.StringIO(result.output)))
     by_email = {r["email"]: r for r in rows}
     ada = by_email["ada@example.com"]
-    assert ada["title"] == "'=HYPERLINK(\"http://x\")"
+    assert ada["title"] == '\'=HYPERLINK("http://x")'
     assert ada["department"] == "'@SUM(A1)"
     assert ada["phone_number"] == "'+13175550101"
     assert by_email["minus@example.com"]["first_name"] == "'-Minus"
     assert by_email["grace@example.com"]["first_name"] == "Grace"
     assert list(rows[0])[:8] == [
-        "line", "email", "first_name", "last_name", "status", "user_id", "attempts", "error",
+        "line",
+        "email",
+        "first_name",
+        "last_name",
+        "status",
+        "user_id",
+        "attempts",
+        "error",
     ]
 
 
@@ -141,9 +148,7 @@ def test_report_and_help_never_import_the_sdk(db: Path) -> None:
     assert done.returncode == 0, done.stderr
 
 
-@pytest.mark.parametrize(
-    "command", [[], ["ingest"], ["report"], ["run"], ["emulator"], ["demo"]]
-)
+@pytest.mark.parametrize("command", [[], ["ingest"], ["report"], ["run"], ["emulator"], ["demo"]])
 def test_every_command_has_help(command: list[str]) -> None:
     result = CliRunner().invoke(cli, [*command, "--help"])
     assert result.exit_code == 0, result.output

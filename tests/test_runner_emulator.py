@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
@@ -84,9 +83,11 @@ def run_against(emu: Emulator, ledger: Ledger, **kw: Any) -> Any:
 
 
 def report_rows(ledger: Ledger) -> dict[str, dict[str, Any]]:
-    cur = ledger.execute("SELECT email, status, user_id, attempts, in_doubt, error_code, error_message FROM rows")
+    cur = ledger.execute(
+        "SELECT email, status, user_id, attempts, in_doubt, error_code, error_message FROM rows"
+    )
     keys = ("status", "user_id", "attempts", "in_doubt", "code", "error")
-    return {r[0].lower(): dict(zip(keys, r[1:])) for r in cur}
+    return {r[0].lower(): dict(zip(keys, r[1:], strict=True)) for r in cur}
 
 
 def emulator_ids(emu: Emulator) -> dict[str, str]:
@@ -194,10 +195,14 @@ def test_unknown_division_fails_that_row_with_the_apis_reason(
 
 
 def cli_run(db: Path, env: dict[str, str], *args: str) -> Any:
-    base = {"GENESYS_CLOUD_CLIENT_ID": None, "GENESYS_CLOUD_CLIENT_SECRET": None,
-            "GENESYS_CLOUD_ENVIRONMENT": None}
+    base = {
+        "GENESYS_CLOUD_CLIENT_ID": None,
+        "GENESYS_CLOUD_CLIENT_SECRET": None,
+        "GENESYS_CLOUD_ENVIRONMENT": None,
+    }
     return CliRunner().invoke(
-        cli, ["--db", str(db), "--log-format", "json", "run", "--no-progress", *args],
+        cli,
+        ["--db", str(db), "--log-format", "json", "run", "--no-progress", *args],
         env={**base, **env},
     )
 
@@ -234,10 +239,14 @@ def test_unreachable_host_is_a_config_error(make_ledger: Any) -> None:
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    result = cli_run(ledger.path, {
-        "GENESYS_CLOUD_CLIENT_ID": "x", "GENESYS_CLOUD_CLIENT_SECRET": "y",
-        "GENESYS_CLOUD_ENVIRONMENT": f"http://127.0.0.1:{port}",
-    })
+    result = cli_run(
+        ledger.path,
+        {
+            "GENESYS_CLOUD_CLIENT_ID": "x",
+            "GENESYS_CLOUD_CLIENT_SECRET": "y",
+            "GENESYS_CLOUD_ENVIRONMENT": f"http://127.0.0.1:{port}",
+        },
+    )
     assert result.exit_code == 3
     assert "cannot reach" in result.output and "GENESYS_CLOUD_ENVIRONMENT" in result.output
     assert all_pending_untouched(ledger)
@@ -247,8 +256,14 @@ def test_unreachable_host_is_a_config_error(make_ledger: Any) -> None:
     ("env", "message"),
     [
         ({"GENESYS_CLOUD_CLIENT_ID": "x"}, "GENESYS_CLOUD_CLIENT_SECRET not set"),
-        ({"GENESYS_CLOUD_CLIENT_ID": "x", "GENESYS_CLOUD_CLIENT_SECRET": "y",
-          "GENESYS_CLOUD_ENVIRONMENT": "http://api.example.com"}, "plain http is allowed only"),
+        (
+            {
+                "GENESYS_CLOUD_CLIENT_ID": "x",
+                "GENESYS_CLOUD_CLIENT_SECRET": "y",
+                "GENESYS_CLOUD_ENVIRONMENT": "http://api.example.com",
+            },
+            "plain http is allowed only",
+        ),
     ],
 )
 def test_configuration_refusals_send_nothing(
@@ -267,15 +282,27 @@ def test_secrets_never_reach_output_logs_or_ledger(
     emu = emulator(drop_after_create_rate=0.2, fault_5xx_rate=0.1, seed=9)
     ledger = make_ledger(people(10))
     result = CliRunner().invoke(
-        cli, ["--db", str(ledger.path), "--log-level", "debug", "--log-format", "json", "run",
-              "--no-progress"], env=env_for(emu),
+        cli,
+        [
+            "--db",
+            str(ledger.path),
+            "--log-level",
+            "debug",
+            "--log-format",
+            "json",
+            "run",
+            "--no-progress",
+        ],
+        env=env_for(emu),
     )
     assert result.exit_code == 0, result.output
     tokens = list(emu.tokens._expiry)  # noqa: SLF001 - the live bearer token(s)
     assert tokens
     ledger.close()
-    blobs = [result.output, *(p.read_bytes().decode("latin-1") for p in ledger.path.parent.iterdir()
-                              if p.is_file())]
+    blobs = [
+        result.output,
+        *(p.read_bytes().decode("latin-1") for p in ledger.path.parent.iterdir() if p.is_file()),
+    ]
     for blob in blobs:
         assert SECRET not in blob
         for token in tokens:
@@ -289,7 +316,10 @@ def spawn_run(db: Path, emu: Emulator, *extra: str) -> subprocess.Popen[str]:
     env = {**os.environ, **env_for(emu), "JOBRUNNER_DB": str(db)}
     return subprocess.Popen(
         [sys.executable, "-m", "jobrunner", "--log-format", "json", "run", "--no-progress", *extra],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -311,7 +341,9 @@ def wait_for_event(proc: subprocess.Popen[str], event: str, timeout: float = 30)
 def db_rows(db: Path) -> dict[str, tuple[Any, ...]]:
     conn = sqlite3.connect(db)
     try:
-        return {r[0]: r[1:] for r in conn.execute("SELECT email, status, user_id, in_doubt FROM rows")}
+        return {
+            r[0]: r[1:] for r in conn.execute("SELECT email, status, user_id, in_doubt FROM rows")
+        }
     finally:
         conn.close()
 
@@ -361,8 +393,13 @@ def test_a_second_runner_refuses_naming_the_first(emulator: Any, make_ledger: An
 @pytest.mark.slow
 def test_kill_9_loop_creates_every_user_exactly_once(emulator: Any, make_ledger: Any) -> None:
     """Start, SIGKILL at a random moment mid-flight, repeat; then a final run."""
-    emu = emulator(latency_ms=40, latency_jitter_ms=30, drop_after_create_rate=0.05,
-                   fault_5xx_rate=0.05, seed=11)
+    emu = emulator(
+        latency_ms=40,
+        latency_jitter_ms=30,
+        drop_after_create_rate=0.05,
+        fault_5xx_rate=0.05,
+        seed=11,
+    )
     n = 400
     ledger = make_ledger(people(n, prefix="k9-"))
     db = ledger.path

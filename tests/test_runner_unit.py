@@ -36,16 +36,27 @@ class FakeClient:
         self.authenticated += 1
 
     def add_user(self, new: NewUser, user_id: str) -> FoundUser:
-        user = FoundUser(user_id, new.name, new.email, "active", new.division_id, new.title,
-                         new.department, (new.phone,) if new.phone else ())
+        user = FoundUser(
+            user_id,
+            new.name,
+            new.email,
+            "active",
+            new.division_id,
+            new.title,
+            new.department,
+            (new.phone,) if new.phone else (),
+        )
         self.users[new.email.lower()] = user
         return user
 
     def create_user(self, new: NewUser) -> str:
         with self.lock:
             self.calls.append(("create", new.email))
-            step = self.create_script.get(new.email, deque()).popleft() if self.create_script.get(
-                new.email) else "ok"
+            step = (
+                self.create_script.get(new.email, deque()).popleft()
+                if self.create_script.get(new.email)
+                else "ok"
+            )
         if step == "ok":
             if new.email.lower() in self.users:
                 raise ApiError(409, "general.conflict", "The email address is already in use")
@@ -88,10 +99,8 @@ def rows(ledger: Ledger) -> dict[str, dict[str, Any]]:
     cur = ledger.execute(
         "SELECT email, status, user_id, attempts, in_doubt, error_code, error_message FROM rows"
     )
-    return {
-        r[0]: dict(zip(("status", "user_id", "attempts", "in_doubt", "code", "error"), r[1:]))
-        for r in cur
-    }
+    keys = ("status", "user_id", "attempts", "in_doubt", "code", "error")
+    return {r[0]: dict(zip(keys, r[1:], strict=True)) for r in cur}
 
 
 def make_runner(ledger: Ledger, client: FakeClient, **kw: Any) -> Runner:
@@ -189,7 +198,14 @@ def test_crash_state_is_recovered_at_start(ledger: Ledger) -> None:
 def test_400_fails_the_row_with_code_and_message(ledger: Ledger) -> None:
     client = FakeClient()
     client.create_script["alan@example.com"] = deque(
-        [ApiError(400, "invalid.value", "divisionId is not a valid division", field_names=("divisionId",))]
+        [
+            ApiError(
+                400,
+                "invalid.value",
+                "divisionId is not a valid division",
+                field_names=("divisionId",),
+            )
+        ]
     )
     result = make_runner(ledger, client).run()
     assert result.exit_code == 1
@@ -200,7 +216,9 @@ def test_400_fails_the_row_with_code_and_message(ledger: Ledger) -> None:
 
 def test_403_on_a_division_row_fails_only_that_row(ledger: Ledger) -> None:
     client = FakeClient()
-    client.create_script["alan@example.com"] = deque([ApiError(403, "missing.division.permission", "no")])
+    client.create_script["alan@example.com"] = deque(
+        [ApiError(403, "missing.division.permission", "no")]
+    )
     make_runner(ledger, client).run()
     got = rows(ledger)
     assert got["alan@example.com"]["status"] == "failed"
@@ -223,7 +241,9 @@ def test_403_without_division_stops_the_run_and_leaves_rows_pending(ledger: Ledg
 
 def test_429_never_uses_up_attempts(ledger: Ledger) -> None:
     client = FakeClient()
-    limited = ApiError(429, "too.many.requests.retry.after", "Rate limit exceeded", retry_after=0.05)
+    limited = ApiError(
+        429, "too.many.requests.retry.after", "Rate limit exceeded", retry_after=0.05
+    )
     client.create_script["ada@example.com"] = deque([limited] * 6)  # more than max_attempts
     result = make_runner(ledger, client).run()
     assert result.exit_code == 0
@@ -308,7 +328,14 @@ def test_environment_values(value: str, api: str, login: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "value", ["http://10.0.0.5:8080", "http://example.com", "ftp://x", "not a domain", "http://127.0.0.1/api"]
+    "value",
+    [
+        "http://10.0.0.5:8080",
+        "http://example.com",
+        "ftp://x",
+        "not a domain",
+        "http://127.0.0.1/api",
+    ],
 )
 def test_bad_environment_values_are_refused(value: str) -> None:
     with pytest.raises(ConfigError):
