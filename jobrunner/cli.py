@@ -6,6 +6,7 @@ import the Genesys SDK.
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import click
 
 from jobrunner import __version__, log
 from jobrunner.emulator.command import emulator as emulator_command
-from jobrunner.errors import JobrunnerError
+from jobrunner.errors import Interrupted, JobrunnerError
 
 DEFAULT_DB = Path("state") / "jobrunner.db"
 
@@ -305,6 +306,9 @@ def run(
     except JobrunnerError as exc:
         raise fail(exc) from None
     ledger = _open_ledger(obj, create=False)
+    # Until the runner installs its own handlers (after the SDK import and the token), a
+    # SIGTERM is a Ctrl-C: either one ends the command with the interrupted code.
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         result = _execute_run(
             ctx,
@@ -318,7 +322,10 @@ def run(
         )
     except JobrunnerError as exc:
         raise fail(exc) from None
+    except KeyboardInterrupt:
+        raise fail(Interrupted("interrupted before the run started; nothing was sent")) from None
     finally:
+        signal.signal(signal.SIGTERM, previous)
         ledger.close()
     ctx.exit(result.exit_code)
 

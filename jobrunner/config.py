@@ -115,5 +115,11 @@ def load_settings(env_file: Path | None = None) -> Settings:
             f"{' and '.join(missing)} not set: put them in the environment or in a .env file "
             "(see .env.example)"
         )
+    for name in ("GENESYS_CLOUD_CLIENT_ID", "GENESYS_CLOUD_CLIENT_SECRET"):
+        if not get(name).isascii():
+            raise ConfigError(
+                f"{name} has characters that are not ASCII: OAuth client ids and secrets never "
+                "do, so it was probably pasted wrong"
+            )
     endpoint = parse_environment(get("GENESYS_CLOUD_ENVIRONMENT") or DEFAULT_ENVIRONMENT)
     return Settings(get("GENESYS_CLOUD_CLIENT_ID"), get("GENESYS_CLOUD_CLIENT_SECRET"), endpoint)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -20,6 +21,7 @@ from jobrunner.errors import ConfigError, JobrunnerError
 
 CONNECT_TIMEOUT_S = 10.0
 READ_TIMEOUT_S = 30.0
+TOKEN_TRIES = 3
 
 
 class CallError(JobrunnerError):
@@ -94,7 +96,8 @@ class NewUser:
             return (a or "").strip() == (b or "").strip()
 
         return (
-            same(self.name, user.name)
+            user.state != "deleted"  # a deleted user is never the one we just created
+            and same(self.name, user.name)
             and (self.email or "").lower() == (user.email or "").lower()
             and (self.division_id is None or self.division_id == user.division_id)
             and same(self.title, user.title)
@@ -222,7 +225,8 @@ def _transport_error(exc: BaseException, method: str) -> TransportError:
     if isinstance(exc, ux.NameResolutionError):
         return TransportError("connect", "host name not found (DNS)", maybe_acted=False)
     if isinstance(exc, ux.SSLError):
-        return TransportError("tls", f"TLS error: {exc}", maybe_acted=False)
+        # It may come while reading the answer, after the server acted: stay on the safe side.
+        return TransportError("tls", f"TLS error: {exc}", maybe_acted=sent)
     if isinstance(exc, (ux.ReadTimeoutError, TimeoutError)):
         return TransportError("timeout", "no answer within the read timeout", maybe_acted=sent)
     if isinstance(exc, (ux.ProtocolError, ConnectionError, ux.HTTPError, OSError)):
@@ -258,41 +262,66 @@ class GenesysClient:
         self.users = sdk.UsersApi(client)
         self._token_lock = threading.Lock()
         self._token_generation = 0
+        self.tokens_fetched = 0
+        self.on_new_token: Any = None  # called after each new token (the pacer's window)
 
     # -- authentication ------------------------------------------------------------------
 
     def authenticate(self) -> None:
-        """Fetch a client-credentials token. Every failure is a ConfigError: nothing was sent."""
-        where = self.settings.endpoint.login_url
-        try:
-            self.client.get_client_credentials_token(
-                self.settings.client_id, self.settings.client_secret
-            )
-        except self._api_exception as exc:
-            err = _api_error(exc.status or 0, exc.body, exc.headers)
-            if err.status in (400, 401) and err.code in ("invalid_client", "unauthorized_client"):
-                raise ConfigError(
-                    f"{where} refused the OAuth client ({err.code}): check "
-                    "GENESYS_CLOUD_CLIENT_ID and GENESYS_CLOUD_CLIENT_SECRET, and that the "
-                    "client's grant type is Client Credentials"
-                ) from None
-            raise ConfigError(f"cannot get a token from {where}: {err}") from None
-        except TransportError as exc:
-            raise ConfigError(
-                f"cannot reach {where}: {exc.message} (check GENESYS_CLOUD_ENVIRONMENT)"
-            ) from None
-        except (ValueError, KeyError) as exc:
-            raise ConfigError(f"{where} answered the token request with no token ({exc})") from None
+        """Fetch a client-credentials token. Every failure is a ConfigError.
+
+        A 5xx, 429 or network error from the login service is tried a few times first.
+        """
         with self._token_lock:
-            self._token_generation += 1
+            self._fetch_token()
+
+    def _fetch_token(self) -> None:
+        where = self.settings.endpoint.login_url
+        for attempt in range(1, TOKEN_TRIES + 1):
+            try:
+                self.tokens_fetched += 1
+                self.client.get_client_credentials_token(
+                    self.settings.client_id, self.settings.client_secret
+                )
+                break
+            except self._api_exception as exc:
+                err = _api_error(exc.status or 0, exc.body, exc.headers)
+                if err.retryable and attempt < TOKEN_TRIES:
+                    time.sleep(min(err.retry_after or 2.0**attempt, 30.0))
+                    continue
+                if err.status in (400, 401) and err.code in (
+                    "invalid_client",
+                    "unauthorized_client",
+                ):
+                    raise ConfigError(
+                        f"{where} refused the OAuth client ({err.code}): check "
+                        "GENESYS_CLOUD_CLIENT_ID and GENESYS_CLOUD_CLIENT_SECRET, and that the "
+                        "client's grant type is Client Credentials"
+                    ) from None
+                raise ConfigError(f"cannot get a token from {where}: {err}") from None
+            except TransportError as exc:
+                if exc.kind != "connect" and attempt < TOKEN_TRIES:
+                    time.sleep(2.0**attempt)
+                    continue
+                raise ConfigError(
+                    f"cannot reach {where}: {exc.message} (check GENESYS_CLOUD_ENVIRONMENT)"
+                ) from None
+            except (ValueError, KeyError) as exc:
+                raise ConfigError(
+                    f"{where} answered the token request with no token ({type(exc).__name__})"
+                ) from None
+        self._token_generation += 1
+        if self.on_new_token is not None:
+            self.on_new_token()
 
     def _refresh_token(self, seen_generation: int) -> None:
-        """After a 401: fetch a new token, once for all the threads that saw the old one fail."""
+        """After a 401: one new token for all the threads that saw the old one refused.
+
+        The lock is held for the whole fetch, so the others wait and then use the new token.
+        """
         with self._token_lock:
-            if self._token_generation != seen_generation:
-                return  # another thread already did it
-            self.client.access_token = ""
-        self.authenticate()
+            if self._token_generation == seen_generation:
+                self._fetch_token()
 
     def _call(self, fn: Any, *args: Any) -> Any:
         generation = self._token_generation

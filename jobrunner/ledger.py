@@ -69,7 +69,7 @@ class Row:
     department: str | None
     status: str
     attempts: int
-    in_doubt: bool
+    in_doubt: int  # 0 clean; 1 a create may have been sent; 2 ... and a 409 was seen since
     user_id: str | None
 
     @property
@@ -84,9 +84,7 @@ _ROW_COLUMNS = (
 
 
 def _row(values: Sequence[Any]) -> Row:
-    r = Row(*values)
-    r.in_doubt = bool(r.in_doubt)
-    return r
+    return Row(*values)
 
 
 class Ledger:
@@ -392,19 +390,22 @@ class Ledger:
         status: str,
         *,
         user_id: str | None = None,
-        in_doubt: bool = False,
+        in_doubt: int = 0,
         error_code: str | None = None,
         error_message: str | None = None,
+        count_attempt: bool = False,
     ) -> bool:
         """Record a final outcome (created, exists, failed) the moment it is known."""
         cur = self.execute(
             "UPDATE rows SET status = ?, user_id = coalesce(?, user_id), in_doubt = ?, "
-            "error_code = ?, error_message = ?, claim_owner = NULL, lease_expires_at = NULL, "
-            "updated_at = ? WHERE id = ? AND claim_owner = ? AND status = 'in_progress'",
+            "attempts = attempts + ?, error_code = ?, error_message = ?, claim_owner = NULL, "
+            "lease_expires_at = NULL, updated_at = ? "
+            "WHERE id = ? AND claim_owner = ? AND status = 'in_progress'",
             (
                 status,
                 user_id,
                 int(in_doubt),
+                int(count_attempt),
                 error_code,
                 error_message,
                 utc_now_iso(),
@@ -414,13 +415,16 @@ class Ledger:
         )
         return cur.rowcount == 1
 
+    def attempts_of(self, row_id: int) -> int:
+        return int(self.execute("SELECT attempts FROM rows WHERE id = ?", (row_id,)).fetchone()[0])
+
     def release(
         self,
         row_id: int,
         owner: str,
         *,
         next_attempt_at: float,
-        in_doubt: bool,
+        in_doubt: int,
         undo_attempt: bool = False,
         count_attempt: bool = False,
         error_code: str | None = None,
@@ -451,7 +455,8 @@ class Ledger:
         """Add what a look-up found to a row that is already settled."""
         self.execute(
             "UPDATE rows SET user_id = coalesce(?, user_id), "
-            "error_message = coalesce(?, error_message), updated_at = ? WHERE id = ?",
+            "error_message = coalesce(?, error_message), updated_at = ? "
+            "WHERE id = ? AND status = 'exists'",
             (user_id, note, utc_now_iso(), row_id),
         )
 

@@ -29,7 +29,7 @@ from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
 from jobrunner.errors import ConfigError, Interrupted, JobrunnerError, LedgerBusy
 from jobrunner.genesys import ApiError, CallError, NewUser, TransportError
@@ -44,6 +44,10 @@ GRACE_S = 5.0  # after SIGINT/SIGTERM, how long in-flight requests may take to f
 # Consecutive "cannot connect" failures (no HTTP answer at all) before the run stops:
 # the API is unreachable, and burning every row's attempts would help nobody.
 UNREACHABLE_AFTER = 25
+# Doubt levels of a row (the ledger's in_doubt column).
+MAYBE_SENT = 1  # a create was sent and never answered: look the email up before creating
+CONFLICT_SEEN = 2  # ... and a later create got 409: only look up, never create again
+_LAGGING_INDEX = "a create got 409 (email in use) but the search does not show the user yet"
 
 
 @dataclass(frozen=True)
@@ -64,31 +68,46 @@ class Pacer:
 
     The limit is per token over a sliding minute. Until the first 429 the runner goes as fast
     as its workers allow (or at `rate_per_minute` if given). On a 429, every worker pauses
-    until Retry-After has passed. Once this pacer has watched a whole minute, a 429 also sets
-    the pace: requests are spaced by 60 s divided by the number the API accepted in the
-    minute before it, so 429s stay rare. (Within the first minute the window may still hold
-    requests of an earlier run, e.g. one that was just killed, so the count says nothing.)
+    until Retry-After has passed, and the pace is set from the number of requests the API
+    accepted on this token in the minute before: one every 60 s / that number, so 429s stay
+    rare. Fewer than LEARN_MIN accepted means some other limit answered (the org-wide one, say):
+    then it only pauses. After each whole minute without a 429 the pace loosens by a tenth,
+    so one unlucky measurement does not slow the rest of a long run.
     """
 
     WINDOW_S = 60.0
     MARGIN = 1.02
+    LEARN_MIN = 10
+    LOOSEN = 0.9
 
     def __init__(
-        self, rate_per_minute: float | None = None, clock: Callable[[], float] = time.monotonic
+        self,
+        rate_per_minute: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        window_s: float = WINDOW_S,
     ) -> None:
+        self.window_s = window_s  # the API's is a minute; the emulator's drills may be shorter
         self._clock = clock
         self._lock = threading.Lock()
-        self.interval = 60.0 / rate_per_minute if rate_per_minute else 0.0
+        self.interval = window_s / rate_per_minute if rate_per_minute else 0.0
         self._next_slot = 0.0
         self.paused_until = 0.0
         self._accepted: deque[float] = deque()
-        self._started = clock()
+        self._calm_since = clock()  # last 429, or last loosening
         self.limited = 0  # 429s seen
         self.accepted = 0
+
+    def new_token(self) -> None:
+        """The limit is per token: a new token starts with an empty window."""
+        with self._lock:
+            self._accepted.clear()
 
     def _reserve(self) -> float:
         with self._lock:
             now = self._clock()
+            if self.interval and now - self._calm_since >= self.window_s:
+                self.interval *= self.LOOSEN
+                self._calm_since = now
             at = max(now, self.paused_until, self._next_slot)
             self._next_slot = at + self.interval
             return at
@@ -109,19 +128,18 @@ class Pacer:
     def answered(self, status: int, retry_after: float | None = None) -> None:
         with self._lock:
             now = self._clock()
+            while self._accepted and self._accepted[0] < now - self.window_s:
+                self._accepted.popleft()
             if status != 429:
                 self.accepted += 1
                 self._accepted.append(now)
-                while self._accepted and self._accepted[0] < now - self.WINDOW_S:
-                    self._accepted.popleft()
                 return
             self.limited += 1
+            self._calm_since = now
             self.paused_until = max(self.paused_until, now + (retry_after or 1.0))
-            while self._accepted and self._accepted[0] < now - self.WINDOW_S:
-                self._accepted.popleft()
             seen = len(self._accepted)
-            if seen and now - self._started >= self.WINDOW_S:
-                self.interval = max(self.interval, self.WINDOW_S / seen * self.MARGIN)
+            if seen >= self.LEARN_MIN:
+                self.interval = self.window_s / seen * self.MARGIN
 
     def pause_remaining(self) -> float:
         return max(0.0, self.paused_until - self._clock())
@@ -169,7 +187,8 @@ class RunLock:
     """An exclusive OS lock next to the ledger; it dies with its process, even under kill -9."""
 
     def __init__(self, db: Path) -> None:
-        self.path = db.with_name(db.name + ".lock")
+        real = db.resolve()  # one lock per ledger file, whatever path or link names it
+        self.path = real.with_name(real.name + ".lock")
         self._fd: int | None = None
 
     def acquire(self, owner: str) -> None:
@@ -271,9 +290,11 @@ class Runner:
         self.ledger.record_run_start(self.owner, os.getpid(), socket.gethostname(), self.clock())
         log.info("run.start", pending=counts["pending"], concurrency=self.concurrency)
         if counts["pending"]:
+            if hasattr(self.client, "on_new_token"):
+                self.client.on_new_token = self.pacer.new_token
             self.client.authenticate()  # ConfigError here: nothing sent, nothing marked
-            self.stats.call("token")
             self._work(progress)
+            self.stats.calls["token"] = getattr(self.client, "tokens_fetched", 1)
         self.ledger.record_run_heartbeat(self.owner, self.clock())
         result = RunResult(self.ledger.counts(), self.stats, recovered, in_doubt, requeued)
         if self.fatal is not None:
@@ -389,116 +410,138 @@ class Runner:
             title=row.title,
             department=row.department,
         )
-        was_in_doubt = row.in_doubt
-        if was_in_doubt:
-            if self._settle_by_lookup(row, new, after_conflict=False):
+        doubt = row.in_doubt
+        if doubt:
+            if self._settle_by_lookup(row, new, doubt):
+                return
+            if doubt == CONFLICT_SEEN:
+                # A 409 showed a user with this email exists, and the search does not show it
+                # yet (its index lags): never create again, only look again later.
+                self._retry_later(row, "conflict.unresolved", _LAGGING_INDEX, doubt, count=True)
                 return
             if not self.pacer.wait(self.stop):
-                self.ledger.release(row.id, self.owner, next_attempt_at=0, in_doubt=True)
+                self.ledger.release(row.id, self.owner, next_attempt_at=0, in_doubt=doubt)
                 return
         if not self.ledger.mark_attempt(row.id, self.owner):
             return  # the claim was taken back (shutdown): leave the row alone
-        attempts = row.attempts + 1
         self.stats.call("create")
         try:
             user_id = self.client.create_user(new)
         except ApiError as err:
             self._reachable()
             self.pacer.answered(err.status, err.retry_after)
-            self._on_create_error(row, new, err, attempts, was_in_doubt)
+            self._on_create_error(row, new, err, row.attempts + 1, doubt)
         except TransportError as err:
-            self._on_transport_error(row, err, attempts, was_in_doubt)
+            self._on_transport_error(row, err, row.attempts + 1, doubt)
         except ConfigError as err:  # 401, and a fresh token was refused too: not acted on
-            self.ledger.release(
-                row.id, self.owner, next_attempt_at=0, in_doubt=was_in_doubt, undo_attempt=True
-            )
-            raise _StopRun(err) from None
+            self._give_back_and_stop(row, doubt, err)
         else:
             self._reachable()
             self.pacer.answered(200)
             self._finish(row, "created", user_id=user_id)
 
+    def _give_back_and_stop(self, row: Row, doubt: int, error: JobrunnerError) -> NoReturn:
+        """The run cannot go on: the row goes back to pending as it was, and the run stops."""
+        self.ledger.release(
+            row.id, self.owner, next_attempt_at=0, in_doubt=doubt, undo_attempt=True
+        )
+        raise _StopRun(error)
+
     def _on_create_error(
-        self, row: Row, new: NewUser, err: ApiError, attempts: int, was_in_doubt: bool
+        self, row: Row, new: NewUser, err: ApiError, attempts: int, doubt: int
     ) -> None:
         if err.status == 409:
-            if was_in_doubt:
+            if doubt:
                 # Our own unanswered create may be the one holding this email.
-                if not self._settle_by_lookup(row, new, after_conflict=True):
-                    self._retry_later(row, err, attempts, in_doubt=True, count=False)
+                if not self.pacer.wait(self.stop):
+                    self.ledger.release(
+                        row.id, self.owner, next_attempt_at=0, in_doubt=CONFLICT_SEEN
+                    )
+                    return
+                if not self._settle_by_lookup(row, new, CONFLICT_SEEN):
+                    self._retry_later(row, err.code, str(err), CONFLICT_SEEN)
                 return
             self._record_exists(row)
             return
-        if err.status == 429:
-            # Not acted on; does not use up the row's attempts.
+        if err.status == 429:  # not acted on; never uses up the row's attempts
             self.ledger.release(
-                row.id, self.owner, next_attempt_at=0, in_doubt=was_in_doubt, undo_attempt=True
+                row.id, self.owner, next_attempt_at=0, in_doubt=doubt, undo_attempt=True
             )
             return
         if err.status == 403 and not row.division_id:
-            self.ledger.release(
-                row.id, self.owner, next_attempt_at=0, in_doubt=was_in_doubt, undo_attempt=True
-            )
-            raise _StopRun(
+            self._give_back_and_stop(
+                row,
+                doubt,
                 ConfigError(
                     f"the API refused to create users ({err.code}: {err.message}); give the "
                     "OAuth client a role with the directory:user:add permission. Every row is "
                     "still pending"
-                )
+                ),
             )
         if err.status == 403:
-            self._finish(
-                row,
-                "failed",
-                in_doubt=was_in_doubt,
-                error_code=err.code,
-                error_message=f"{err} (the OAuth client may lack access to division "
-                f"{row.division_id})",
-            )
+            message = f"{err} (the OAuth client may lack access to division {row.division_id})"
+            self._finish(row, "failed", in_doubt=doubt, error_code=err.code, error_message=message)
             return
         if err.retryable:  # 5xx (a gateway may have passed it on), 408
-            self._retry_later(row, err, attempts, in_doubt=err.maybe_acted or was_in_doubt)
+            self._retry_later(row, err.code, str(err), max(doubt, int(err.maybe_acted)))
             return
-        self._finish(
-            row, "failed", in_doubt=was_in_doubt, error_code=err.code, error_message=str(err)
-        )
+        self._finish(row, "failed", in_doubt=doubt, error_code=err.code, error_message=str(err))
 
-    def _on_transport_error(
-        self, row: Row, err: TransportError, attempts: int, was_in_doubt: bool
-    ) -> None:
+    def _on_transport_error(self, row: Row, err: TransportError, attempts: int, doubt: int) -> None:
         if err.kind == "connect":
+            # Nothing reached the API. Not the row's fault: it keeps its attempts, and if the
+            # API stays unreachable the run stops with every unfinished row pending.
             with self._unreachable_lock:
                 self._unreachable += 1
-                unreachable = self._unreachable >= UNREACHABLE_AFTER
-            if unreachable:
-                self.ledger.release(
-                    row.id, self.owner, next_attempt_at=0, in_doubt=was_in_doubt, undo_attempt=True
-                )
-                raise _StopRun(
+                failures = self._unreachable
+            if failures >= UNREACHABLE_AFTER:
+                self._give_back_and_stop(
+                    row,
+                    doubt,
                     ConfigError(
                         f"the API stopped answering ({err.message}); every unfinished row is "
                         "still pending: run again when it is reachable"
-                    )
+                    ),
                 )
-        self._retry_later(row, err, attempts, in_doubt=err.maybe_acted or was_in_doubt)
+            delay = self.policy.delay(min(failures, 8), self.rand)
+            self.ledger.release(
+                row.id,
+                self.owner,
+                next_attempt_at=self.clock() + delay,
+                in_doubt=doubt,
+                undo_attempt=True,
+                error_code=err.code,
+                error_message=str(err),
+            )
+            return
+        self._retry_later(row, err.code, str(err), max(doubt, int(err.maybe_acted)))
 
     def _reachable(self) -> None:
         with self._unreachable_lock:
             self._unreachable = 0
 
     def _retry_later(
-        self, row: Row, err: CallError, attempts: int, in_doubt: bool, count: bool = False
+        self, row: Row, code: str, message: str, doubt: int, count: bool = False
     ) -> None:
-        code = getattr(err, "code", "error")
-        message = str(err)
-        attempts += 1 if count else 0
+        """Back in the queue after a backoff, or failed once the attempts are used up.
+
+        `count`: this round made no create (a look-up only), count it here.
+        """
+        attempts = self.ledger.attempts_of(row.id) + (1 if count else 0)
         if attempts >= self.policy.max_attempts:
+            if doubt == CONFLICT_SEEN:
+                message = (
+                    "a user with this email exists but the search has not shown it; it may be "
+                    "the one this job created: `jobrunner run --retry-failed` looks it up "
+                    "again and never creates it twice"
+                )
             self._finish(
                 row,
                 "failed",
-                in_doubt=in_doubt,
+                in_doubt=doubt,
                 error_code=code,
                 error_message=f"{message} (gave up after {attempts} attempts)",
+                count_attempt=count,
             )
             return
         delay = self.policy.delay(attempts, self.rand)
@@ -509,21 +552,21 @@ class Runner:
             email=row.email,
             attempts=attempts,
             error=message,
-            in_doubt=in_doubt,
+            in_doubt=doubt,
             retry_in_s=round(delay, 2),
         )
         self.ledger.release(
             row.id,
             self.owner,
             next_attempt_at=self.clock() + delay,
-            in_doubt=in_doubt,
+            in_doubt=doubt,
             count_attempt=count,
             error_code=code,
             error_message=message,
         )
 
     def _lookup(self, row: Row) -> Any:
-        """Search by email, paced. Raises CallError; 429s wait and try again."""
+        """Search by email. Raises CallError; 429s wait (paced) and try again."""
         while True:
             self.stats.call("search")
             try:
@@ -539,8 +582,8 @@ class Runner:
                     raise _StopRun(
                         ConfigError(
                             f"the API refused a user search ({err}); the OAuth client needs "
-                            "directory:user:view to check unanswered creates. Every unfinished "
-                            "row is still pending"
+                            "directory:user:view to check unanswered creates. Every "
+                            "unfinished row is still pending"
                         )
                     ) from None
                 raise
@@ -548,29 +591,29 @@ class Runner:
             self.pacer.answered(200)
             return found
 
-    def _settle_by_lookup(self, row: Row, new: NewUser, after_conflict: bool) -> bool:
-        """For a row in doubt: True if the look-up settled it (created or exists)."""
+    def _settle_by_lookup(self, row: Row, new: NewUser, doubt: int) -> bool:
+        """For a row in doubt: True if the look-up settled it (or put it back in the queue).
+
+        False: nobody has this email (as far as the search shows).
+        """
         try:
             found = self._lookup(row)
         except _StopRun:
-            self.ledger.release(row.id, self.owner, next_attempt_at=0, in_doubt=True)
+            self.ledger.release(row.id, self.owner, next_attempt_at=0, in_doubt=doubt)
             raise
         except ApiError as err:
             if err.status == 429:  # stopped while waiting out a 429
-                self.ledger.release(row.id, self.owner, next_attempt_at=0, in_doubt=True)
+                self.ledger.release(row.id, self.owner, next_attempt_at=0, in_doubt=doubt)
                 return True
-            self._retry_later(row, err, row.attempts, in_doubt=True, count=True)
+            self._retry_later(row, err.code, str(err), doubt, count=True)
             return True
         except TransportError as err:
-            self._retry_later(row, err, row.attempts, in_doubt=True, count=True)
+            self._retry_later(row, err.code, str(err), doubt, count=True)
             return True
         except ConfigError as err:
-            self.ledger.release(row.id, self.owner, next_attempt_at=0, in_doubt=True)
+            self.ledger.release(row.id, self.owner, next_attempt_at=0, in_doubt=doubt)
             raise _StopRun(err) from None
         if found is None:
-            if after_conflict:
-                # 409 but the search does not show the user yet (its index lags): look again.
-                return False
             return False
         if new.matches(found):
             self._finish(row, "created", user_id=found.id, recovered=True)
@@ -579,7 +622,7 @@ class Runner:
                 row,
                 "exists",
                 user_id=found.id,
-                error_message=f"a different user with this email was already there "
+                error_message="a different user with this email was already there "
                 f"(state {found.state})",
             )
         return True
@@ -592,6 +635,8 @@ class Runner:
         self._finish(row, "exists")
         found = None
         for attempt in range(1, 5):  # a read: safe to repeat on 5xx and network errors
+            if not self.pacer.wait(self.stop):
+                return
             try:
                 found = self._lookup(row)
                 break
@@ -603,22 +648,20 @@ class Runner:
                     or attempt == 4
                     or self.stop.wait(min(2.0, self.policy.delay(attempt, self.rand)))
                 ):
-                    self.ledger.set_user_id(
-                        row.id, None, f"could not look up the existing user's id ({err})"
-                    )
+                    note = f"could not look up the existing user's id ({err})"
+                    self.ledger.set_user_id(row.id, None, note)
                     return
             except JobrunnerError as err:
-                self.ledger.set_user_id(
-                    row.id, None, f"could not look up the existing user's id ({err})"
-                )
+                note = f"could not look up the existing user's id ({err})"
+                self.ledger.set_user_id(row.id, None, note)
                 return
         if found is None:
             self.ledger.set_user_id(row.id, None, "the search did not return the existing user")
             return
-        note = (
-            f"the existing user is {found.state}" if found.state not in (None, "active") else None
+        state = found.state if found.state not in (None, "active") else None
+        self.ledger.set_user_id(
+            row.id, found.id, f"the existing user is {state}" if state else None
         )
-        self.ledger.set_user_id(row.id, found.id, note)
         log.info("row.exists.id", line=row.line, email=row.email, user_id=found.id)
 
     def _finish(
@@ -627,10 +670,11 @@ class Runner:
         status: str,
         *,
         user_id: str | None = None,
-        in_doubt: bool = False,
+        in_doubt: int = 0,
         error_code: str | None = None,
         error_message: str | None = None,
         recovered: bool = False,
+        count_attempt: bool = False,
     ) -> None:
         if not self.ledger.finish(
             row.id,
@@ -640,6 +684,7 @@ class Runner:
             in_doubt=in_doubt,
             error_code=error_code,
             error_message=error_message,
+            count_attempt=count_attempt,
         ):
             return
         self.stats.outcome(status)

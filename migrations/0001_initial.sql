@@ -26,7 +26,8 @@ CREATE TABLE rows (
         CHECK (status IN ('pending', 'in_progress', 'created', 'exists', 'failed', 'invalid')),
     attempts         INTEGER NOT NULL DEFAULT 0,    -- create requests sent (429s excluded)
     next_attempt_at  REAL NOT NULL DEFAULT 0,       -- unix time; due when <= now
-    in_doubt         INTEGER NOT NULL DEFAULT 0,    -- 1: a create was sent and never answered
+    in_doubt         INTEGER NOT NULL DEFAULT 0,    -- 1: a create was sent, never answered;
+                                                    -- 2: and a later create got 409
     claim_owner      TEXT,                 -- runner id holding the row while in_progress
     lease_expires_at REAL,                 -- unix time after which a dead owner's claim is void
     error_code       TEXT,

@@ -155,7 +155,8 @@ def test_5xx_faults_are_retried(emulator: Any, make_ledger: Any) -> None:
 def test_a_429_storm_never_fails_a_row(emulator: Any, make_ledger: Any) -> None:
     emu = emulator(rate_per_minute=8, rate_window_s=1.0)  # 8 per second: binds at once
     ledger = make_ledger(people(30))
-    result = run_against(emu, ledger, policy=RetryPolicy(max_attempts=1), pacer=Pacer())
+    pacer = Pacer(window_s=1.0)  # the drill's window
+    result = run_against(emu, ledger, policy=RetryPolicy(max_attempts=1), pacer=pacer)
     assert result.exit_code == 0
     assert emu.stats()["rate_limited"] > 0
     rows = report_rows(ledger)
@@ -170,6 +171,42 @@ def test_a_token_revoked_mid_run_is_replaced_once(emulator: Any, make_ledger: An
     stats = emu.stats()
     assert stats["faults"]["token_revocation"] == 1 and stats["tokens_issued"] == 2
     assert all(r["status"] == "created" for r in report_rows(ledger).values())
+    assert_each_created_once(emu, ledger)
+
+
+def test_dropped_creates_with_a_lagging_search_index_are_created_once(
+    emulator: Any, make_ledger: Any
+) -> None:
+    """Every create is dropped after it worked, and new users reach the search 1.5 s later."""
+    emu = emulator(drop_after_create_rate=1.0, search_index_delay_s=1.5, seed=4)
+    ledger = make_ledger(people(8))
+    policy = RetryPolicy(max_attempts=12, base_delay_s=0.3, max_delay_s=1.0)
+    result = run_against(emu, ledger, policy=policy)
+    assert result.exit_code == 0
+    rows = report_rows(ledger)
+    assert all(r["status"] == "created" for r in rows.values()), rows
+    assert_each_created_once(emu, ledger)
+    # The dropped create, at most one 409 per row, never more.
+    assert emu.stats()["requests_by_route"]["POST /api/v2/users"] <= 16
+
+
+def test_one_new_token_for_all_workers_when_it_is_revoked(
+    emulator: Any, make_ledger: Any
+) -> None:
+    emu = emulator(revoke_tokens_after=20, latency_ms=60)
+    ledger = make_ledger(people(60))
+    client = GenesysClient(settings_for(emu), pool_size=8, read_timeout=5)
+    fetch = client.client.get_client_credentials_token
+
+    def slow_fetch(*args: Any) -> Any:  # a slow login service: every worker sees the 401
+        time.sleep(0.4)
+        return fetch(*args)
+
+    client.client.get_client_credentials_token = slow_fetch
+    result = Runner(ledger, client, concurrency=8, policy=FAST_RETRY).run()
+    assert result.exit_code == 0
+    assert emu.stats()["tokens_issued"] == 2
+    assert result.stats.calls["token"] == 2
     assert_each_created_once(emu, ledger)
 
 
@@ -372,6 +409,20 @@ def test_sigterm_stops_cleanly_and_the_rerun_finishes(emulator: Any, make_ledger
     with Ledger.open(db) as reopened:
         assert_each_created_once(emu, reopened)
         assert reopened.counts()["created"] == 200
+
+
+@pytest.mark.slow
+def test_a_signal_during_start_up_exits_interrupted(emulator: Any, make_ledger: Any) -> None:
+    emu = emulator()
+    ledger = make_ledger(people(5))
+    db = ledger.path
+    proc = spawn_run(db, emu)
+    time.sleep(0.8)  # still importing the SDK
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and "interrupted" in err
+    assert {r[0] for r in db_rows(db).values()} == {"pending"}
 
 
 @pytest.mark.slow

@@ -284,8 +284,8 @@ def test_second_runner_is_refused_naming_the_first(ledger: Ledger) -> None:
 def test_pacer_honours_retry_after_and_learns_the_pace() -> None:
     now = [1000.0]
     pacer = Pacer(clock=lambda: now[0])
-    for _ in range(5):  # within the first minute a 429 only pauses: the window may hold
-        pacer.answered(200)  # an earlier run's requests
+    for _ in range(5):  # too few accepted for the per-token limit: some other limit answered
+        pacer.answered(200)
     pacer.answered(429, retry_after=50)
     assert pacer.interval == 0 and pacer.pause_remaining() == pytest.approx(50)
     now[0] += 100
@@ -300,6 +300,26 @@ def test_pacer_honours_retry_after_and_learns_the_pace() -> None:
     second = pacer._reserve()
     assert first == pytest.approx(now[0] + 20)
     assert second - first == pytest.approx(pacer.interval)
+
+
+def test_pacer_loosens_after_a_calm_minute_and_forgets_an_old_tokens_window() -> None:
+    now = [0.0]
+    pacer = Pacer(clock=lambda: now[0])
+    for _ in range(20):
+        pacer.answered(200)
+    pacer.answered(429, retry_after=1)
+    learned = pacer.interval
+    assert learned == pytest.approx(3 * Pacer.MARGIN)
+    now[0] += 61
+    pacer._reserve()
+    assert pacer.interval == pytest.approx(learned * Pacer.LOOSEN)
+    for _ in range(20):
+        pacer.answered(200)
+    pacer.new_token()  # a fresh token's window is empty: a 429 now teaches nothing
+    for _ in range(3):
+        pacer.answered(200)
+    pacer.answered(429, retry_after=1)
+    assert pacer.interval == pytest.approx(learned * Pacer.LOOSEN)
 
 
 def test_retry_policy_full_jitter_is_bounded() -> None:
@@ -340,3 +360,75 @@ def test_environment_values(value: str, api: str, login: str) -> None:
 def test_bad_environment_values_are_refused(value: str) -> None:
     with pytest.raises(ConfigError):
         parse_environment(value)
+
+
+def test_a_409_after_an_unanswered_create_never_creates_again_while_the_index_lags(
+    ledger: Ledger,
+) -> None:
+    """Our dropped create made the user; the search index does not show it for a long time."""
+    client = FakeClient()
+    client.create_script["ada@example.com"] = deque(["drop-after-create"])
+    hidden = {"on": True}
+    original = client.find_user_by_email
+
+    def lagging(email: str) -> FoundUser | None:
+        if email == "ada@example.com" and hidden["on"]:
+            client.calls.append(("search", email))
+            return None
+        return original(email)
+
+    client.find_user_by_email = lagging  # type: ignore[method-assign]
+    result = make_runner(ledger, client).run()
+    ada = rows(ledger)["ada@example.com"]
+    assert ada["status"] == "failed" and ada["in_doubt"] == 2
+    assert "may be the one this job created" in ada["error"]
+    assert client.calls.count(("create", "ada@example.com")) == 2  # the dropped one, one 409
+    assert result.exit_code == 1
+    hidden["on"] = False  # the index caught up
+    result = make_runner(ledger, client).run(retry_failed=True)
+    ada = rows(ledger)["ada@example.com"]
+    assert ada["status"] == "created" and ada["user_id"] == "id-ada@example.com"
+    assert client.calls.count(("create", "ada@example.com")) == 2  # never a third
+    assert result.exit_code == 0
+
+
+def test_the_run_lock_holds_through_a_symlink(tmp_path: Path, ledger: Ledger) -> None:
+    link = tmp_path / "link.db"
+    link.symlink_to(ledger.path)
+    lock = RunLock(ledger.path)
+    lock.acquire("first")
+    try:
+        with pytest.raises(LedgerBusy):
+            RunLock(link).acquire("second")
+    finally:
+        lock.release()
+
+
+def test_non_ascii_credentials_are_refused_plainly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jobrunner.config import load_settings
+
+    monkeypatch.setenv("GENESYS_CLOUD_CLIENT_ID", "abc")
+    monkeypatch.setenv("GENESYS_CLOUD_CLIENT_SECRET", "sécret")
+    with pytest.raises(ConfigError, match="GENESYS_CLOUD_CLIENT_SECRET has characters that are"):
+        load_settings(tmp_path / "none.env")
+
+
+def test_dotenv_file_is_read_and_the_environment_wins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jobrunner.config import load_settings
+
+    env = tmp_path / ".env"
+    env.write_text(
+        "GENESYS_CLOUD_CLIENT_ID=from-file\nGENESYS_CLOUD_CLIENT_SECRET=file-secret\n"
+        "GENESYS_CLOUD_ENVIRONMENT=mypurecloud.ie\n"
+    )
+    monkeypatch.delenv("GENESYS_CLOUD_CLIENT_SECRET", raising=False)
+    monkeypatch.delenv("GENESYS_CLOUD_ENVIRONMENT", raising=False)
+    monkeypatch.setenv("GENESYS_CLOUD_CLIENT_ID", "from-env")
+    settings = load_settings(env)
+    assert settings.client_id == "from-env" and settings.client_secret == "file-secret"
+    assert settings.endpoint.api_url == "https://api.mypurecloud.ie"
+    assert "file-secret" not in repr(settings)
