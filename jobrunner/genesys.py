@@ -75,7 +75,7 @@ class FoundUser:
     division_id: str | None
     title: str | None
     department: str | None
-    phones: tuple[str, ...]
+    phones: tuple[str, ...] | None  # None: the search result did not list addresses
 
 
 @dataclass(frozen=True)
@@ -90,21 +90,33 @@ class NewUser:
     department: str | None = None
 
     def matches(self, user: FoundUser) -> bool:
-        """Is `user` the one we (may have) created? Every field we sent must agree."""
+        """Is `user` the one we (may have) created? Every field we sent must agree.
 
-        def same(a: str | None, b: str | None) -> bool:
-            return (a or "").strip() == (b or "").strip()
+        Name and email must be there and equal. A field the search result leaves out (None)
+        does not count against it; one it shows must be what we sent. Phones are compared
+        by their digits, since the API may format them.
+        """
 
-        return (
-            user.state != "deleted"  # a deleted user is never the one we just created
-            and same(self.name, user.name)
-            and (self.email or "").lower() == (user.email or "").lower()
-            and (self.division_id is None or self.division_id == user.division_id)
-            and same(self.title, user.title)
-            and same(self.department, user.department)
-            and (self.phone is None or self.phone in user.phones)
-            and (self.phone is not None or not user.phones)
-        )
+        def agrees(sent: str | None, found: str | None) -> bool:
+            return found is None or (sent or "").strip() == found.strip()
+
+        if user.state == "deleted":  # a deleted user is never the one we just created
+            return False
+        if (user.email or "").lower() != self.email.lower():
+            return False
+        if not user.name or user.name.strip() != self.name.strip():
+            return False
+        if self.division_id and user.division_id not in (None, self.division_id):
+            return False
+        if not (agrees(self.title, user.title) and agrees(self.department, user.department)):
+            return False
+        if user.phones is not None:
+            digits = {_digits(p) for p in user.phones}
+            if self.phone and _digits(self.phone) not in digits:
+                return False
+            if not self.phone and digits:
+                return False
+        return True
 
 
 def _api_error(status: int, body: str | None, headers: Any) -> ApiError:
@@ -384,12 +396,18 @@ class GenesysClient:
         return None
 
 
+def _digits(phone: str) -> str:
+    return "".join(c for c in phone if c.isdigit())
+
+
 def _found(user: Any) -> FoundUser:
-    phones = tuple(
-        a.address
-        for a in (user.addresses or [])
-        if getattr(a, "media_type", None) == "PHONE" and getattr(a, "address", None)
-    )
+    phones = None
+    if user.addresses is not None:
+        phones = tuple(
+            a.address or a.display
+            for a in user.addresses
+            if getattr(a, "media_type", None) == "PHONE" and (a.address or a.display)
+        )
     division = getattr(user, "division", None)
     return FoundUser(
         id=str(user.id),

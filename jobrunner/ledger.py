@@ -341,6 +341,8 @@ class Ledger:
                 "RETURNING in_doubt",
                 (utc_now_iso(),),
             ).fetchall()
+            # A new run starts afresh: backoffs scheduled by an earlier run are not waited out.
+            self.execute("UPDATE rows SET next_attempt_at = 0 WHERE status = 'pending'")
         return len(rows), sum(1 for (d,) in rows if d)
 
     def requeue_failed(self) -> int:

@@ -731,11 +731,12 @@ class Progress:
         elapsed = max(0.001, time.monotonic() - stats.started_at)
         done, total = stats.done, stats.total
         rate = done / elapsed
-        eta = (total - done) / rate if rate > 0 else None
+        pause = runner.pacer.pause_remaining()
+        per_row = runner.pacer.interval or (1 / rate if rate > 0 else None)
+        eta = pause + (total - done) * per_row if per_row is not None else None
         parts = [f"{done:,}/{total:,} done", f"{rate * 60:,.0f}/min"]
         parts.append(f"ETA {_duration(eta)}" if eta is not None else "ETA --")
         parts.append(" ".join(f"{k} {v:,}" for k, v in sorted(stats.outcomes.items())) or "")
-        pause = runner.pacer.pause_remaining()
         if pause > 0:
             parts.append(f"rate limited: waiting {pause:.0f}s")
         if runner.stop.is_set():

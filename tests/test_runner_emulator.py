@@ -190,9 +190,7 @@ def test_dropped_creates_with_a_lagging_search_index_are_created_once(
     assert emu.stats()["requests_by_route"]["POST /api/v2/users"] <= 16
 
 
-def test_one_new_token_for_all_workers_when_it_is_revoked(
-    emulator: Any, make_ledger: Any
-) -> None:
+def test_one_new_token_for_all_workers_when_it_is_revoked(emulator: Any, make_ledger: Any) -> None:
     emu = emulator(revoke_tokens_after=20, latency_ms=60)
     ledger = make_ledger(people(60))
     client = GenesysClient(settings_for(emu), pool_size=8, read_timeout=5)

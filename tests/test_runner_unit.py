@@ -432,3 +432,32 @@ def test_dotenv_file_is_read_and_the_environment_wins(
     assert settings.client_id == "from-env" and settings.client_secret == "file-secret"
     assert settings.endpoint.api_url == "https://api.mypurecloud.ie"
     assert "file-secret" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("found", "ours"),
+    [
+        (dict(), True),
+        (dict(title=None, department=None, phones=None), True),  # the search left them out
+        (dict(phones=("+1 (317) 555-0101",)), True),  # formatted by the API
+        (dict(name="Ada King"), False),
+        (dict(title="Countess"), False),
+        (dict(phones=("+13175550199",)), False),
+        (dict(phones=()), False),
+        (dict(state="deleted"), False),
+        (dict(division_id="0b9a8ea6-5c79-4d2e-9a3e-3c1d1a2b3c4d"), True),  # we sent none
+    ],
+)
+def test_what_counts_as_the_user_we_created(found: dict[str, Any], ours: bool) -> None:
+    sent = ada()
+    base = dict(
+        id="u",
+        name="Ada Lovelace",
+        email="ADA@example.com",
+        state="active",
+        division_id=None,
+        title="Engineer",
+        department="R&D",
+        phones=("+13175550101",),
+    )
+    assert sent.matches(FoundUser(**{**base, **found})) is ours
