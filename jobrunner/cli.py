@@ -178,6 +178,18 @@ class _ClearLineStream:
         return True
 
 
+def _quiet_logs_unless_asked(ctx: click.Context, stream: Any = None, console: bool = False) -> None:
+    """Log at warning and above, unless --log-level or JOBRUNNER_LOG_LEVEL said otherwise."""
+    root = ctx.find_root()
+    asked = root.get_parameter_source("log_level") not in (click.core.ParameterSource.DEFAULT, None)
+    fmt = root.params.get("log_format", "auto")
+    log.configure(
+        level=root.params.get("log_level", "info") if asked else "warning",
+        fmt="console" if console and fmt == "auto" else fmt,
+        stream=stream,
+    )
+
+
 def _execute_run(
     ctx: click.Context,
     ledger: Any,
@@ -196,19 +208,8 @@ def _execute_run(
     show = sys.stderr.isatty() if progress is None else progress
     display = None
     if show:
-        root = ctx.find_root()
-        explicit = root.get_parameter_source("log_level") not in (
-            click.core.ParameterSource.DEFAULT,
-            None,
-        )
-        level = root.params.get("log_level", "info") if explicit else "warning"
-        log.configure(
-            level=level,
-            fmt=root.params.get("log_format", "auto")
-            if root.params.get("log_format") != "auto"
-            else "console",
-            stream=_ClearLineStream(sys.stderr),
-        )
+        # The progress line owns the terminal: logs below warning only when asked for.
+        _quiet_logs_unless_asked(ctx, stream=_ClearLineStream(sys.stderr), console=True)
         display = Progress(sys.stderr)
     client = GenesysClient(settings, pool_size=concurrency)
     runner = Runner(
@@ -362,9 +363,7 @@ def demo(ctx: click.Context, keep: Path | None, progress: bool | None) -> None:
     from jobrunner.report import counts, report_rows
     from jobrunner.resources import examples_dir
 
-    root = ctx.find_root()
-    if root.get_parameter_source("log_level") in (click.core.ParameterSource.DEFAULT, None):
-        log.configure(level="warning", fmt=root.params.get("log_format", "auto"))
+    _quiet_logs_unless_asked(ctx)
     examples = examples_dir()
     folder = keep or Path(tempfile.mkdtemp(prefix="jobrunner-demo-"))
     db = folder / "demo.db"

@@ -481,3 +481,22 @@ def test_kill_9_loop_creates_every_user_exactly_once(emulator: Any, make_ledger:
         assert creations[email] == 1, (email, creations[email])
         assert user_id == ids[email]
     assert len(emu.users()) == n
+
+
+def test_demo_runs_the_whole_job_in_its_own_ledger(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        cli,
+        [
+            "--db",
+            str(tmp_path / "mine.db"),
+            "demo",
+            "--keep",
+            str(tmp_path / "demo"),
+            "--no-progress",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "created 186 | exists 6 | failed 0 | pending 0 | invalid 8" in result.output
+    assert "0 created more than once" in result.output
+    assert (tmp_path / "demo" / "demo.db").exists()
+    assert not (tmp_path / "mine.db").exists()  # never the user's ledger
