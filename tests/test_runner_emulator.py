@@ -454,7 +454,7 @@ def test_kill_9_loop_creates_every_user_exactly_once(emulator: Any, make_ledger:
     db = ledger.path
     ledger.close()
     rng = random.Random(1234)
-    kills = 0
+    kills = left_in_flight = left_in_doubt = 0
     for _ in range(6):
         proc = spawn_run(db, emu, "--max-attempts", "50")
         try:
@@ -468,7 +468,11 @@ def test_kill_9_loop_creates_every_user_exactly_once(emulator: Any, make_ledger:
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=10)
         kills += 1
+        left = [r for r in db_rows(db).values() if r[0] == "in_progress"]
+        left_in_flight += len(left)
+        left_in_doubt += sum(1 for r in left if r[2])
     assert kills >= 3
+    assert left_in_flight > 0 and left_in_doubt > 0  # the kills really hit requests in flight
     final = spawn_run(db, emu, "--max-attempts", "50")
     out, err = final.communicate(timeout=120)
     assert final.returncode == 0, err[-3000:]
