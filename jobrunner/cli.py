@@ -324,7 +324,7 @@ def run(
     except JobrunnerError as exc:
         raise fail(exc) from None
     except KeyboardInterrupt:
-        raise fail(Interrupted("interrupted before the run started; nothing was sent")) from None
+        raise fail(Interrupted()) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
         ledger.close()

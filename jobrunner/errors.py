@@ -44,3 +44,9 @@ class Interrupted(JobrunnerError):
     """The run was stopped by a signal; the ledger is consistent and a rerun resumes."""
 
     exit_code = EXIT_INTERRUPTED
+
+    def __init__(
+        self,
+        message: str = "interrupted: the ledger is consistent; run `jobrunner run` again to resume",
+    ) -> None:
+        super().__init__(message)

@@ -48,7 +48,7 @@ class ApiError(CallError):
         self.retry_after = retry_after
         self.field_names = field_names
         # A 5xx from a gateway may come after the API acted on the request.
-        self.maybe_acted = status >= 500
+        self.maybe_acted = status >= 500 or status == 408
         self.retryable = status >= 500 or status in (408, 429)
         super().__init__(f"HTTP {status} {self.code}: {message}")
 
@@ -92,13 +92,14 @@ class NewUser:
     def matches(self, user: FoundUser) -> bool:
         """Is `user` the one we (may have) created? Every field we sent must agree.
 
-        Name and email must be there and equal. A field the search result leaves out (None)
-        does not count against it; one it shows must be what we sent. Phones are compared
+        Name, email, title and department must be equal (the API leaves empty fields out of
+        its JSON, so a missing title is an empty one). A division or an address list the
+        search result does not show at all does not count against it. Phones are compared
         by their digits, since the API may format them.
         """
 
         def agrees(sent: str | None, found: str | None) -> bool:
-            return found is None or (sent or "").strip() == found.strip()
+            return (sent or "").strip() == (found or "").strip()
 
         if user.state == "deleted":  # a deleted user is never the one we just created
             return False
@@ -229,13 +230,15 @@ def _transport_error(exc: BaseException, method: str) -> TransportError:
     from urllib3 import exceptions as ux
 
     sent = method not in ("GET", "HEAD")  # for reads it does not matter; be safe for writes
-    if isinstance(exc, ux.ConnectTimeoutError):
-        return TransportError("connect", f"connection timed out ({exc})", maybe_acted=False)
+    # urllib3 2 makes NameResolutionError and NewConnectionError kinds of ConnectTimeoutError:
+    # test the narrow ones first.
+    if isinstance(exc, ux.NameResolutionError):
+        return TransportError("connect", "host name not found (DNS)", maybe_acted=False)
     if isinstance(exc, (ux.NewConnectionError, ConnectionRefusedError)):
         reason = str(exc).split(": ", 1)[-1]
         return TransportError("connect", f"cannot connect: {reason}", maybe_acted=False)
-    if isinstance(exc, ux.NameResolutionError):
-        return TransportError("connect", "host name not found (DNS)", maybe_acted=False)
+    if isinstance(exc, ux.ConnectTimeoutError):
+        return TransportError("connect", "connection timed out", maybe_acted=False)
     if isinstance(exc, ux.SSLError):
         # It may come while reading the answer, after the server acted: stay on the safe side.
         return TransportError("tls", f"TLS error: {exc}", maybe_acted=sent)
@@ -275,6 +278,7 @@ class GenesysClient:
         self._token_lock = threading.Lock()
         self._token_generation = 0
         self.tokens_fetched = 0
+        self._refusal: ConfigError | None = None
         self.on_new_token: Any = None  # called after each new token (the pacer's window)
 
     # -- authentication ------------------------------------------------------------------
@@ -329,11 +333,18 @@ class GenesysClient:
     def _refresh_token(self, seen_generation: int) -> None:
         """After a 401: one new token for all the threads that saw the old one refused.
 
-        The lock is held for the whole fetch, so the others wait and then use the new token.
+        The lock is held for the whole fetch, so the others wait and then use the new token;
+        if the login service refused it, they all get that refusal without asking again.
         """
         with self._token_lock:
+            if self._refusal is not None:
+                raise self._refusal
             if self._token_generation == seen_generation:
-                self._fetch_token()
+                try:
+                    self._fetch_token()
+                except ConfigError as refusal:
+                    self._refusal = refusal
+                    raise
 
     def _call(self, fn: Any, *args: Any) -> Any:
         generation = self._token_generation

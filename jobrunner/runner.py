@@ -44,6 +44,7 @@ GRACE_S = 5.0  # after SIGINT/SIGTERM, how long in-flight requests may take to f
 # Consecutive "cannot connect" failures (no HTTP answer at all) before the run stops:
 # the API is unreachable, and burning every row's attempts would help nobody.
 UNREACHABLE_AFTER = 25
+UNREACHABLE_FOR_S = 60.0  # ... over at least this long (a blip of a few seconds is waited out)
 # Doubt levels of a row (the ledger's in_doubt column).
 MAYBE_SENT = 1  # a create was sent and never answered: look the email up before creating
 CONFLICT_SEEN = 2  # ... and a later create got 409: only look up, never create again
@@ -89,7 +90,10 @@ class Pacer:
         self.window_s = window_s  # the API's is a minute; the emulator's drills may be shorter
         self._clock = clock
         self._lock = threading.Lock()
-        self.interval = window_s / rate_per_minute if rate_per_minute else 0.0
+        # --rate-per-minute is a ceiling the pace never goes above; learning only slows down.
+        self.min_interval = window_s / rate_per_minute if rate_per_minute else 0.0
+        self.interval = self.min_interval
+        self._learned = False
         self._next_slot = 0.0
         self.paused_until = 0.0
         self._accepted: deque[float] = deque()
@@ -105,8 +109,8 @@ class Pacer:
     def _reserve(self) -> float:
         with self._lock:
             now = self._clock()
-            if self.interval and now - self._calm_since >= self.window_s:
-                self.interval *= self.LOOSEN
+            if self._learned and now - self._calm_since >= self.window_s:
+                self.interval = max(self.min_interval, self.interval * self.LOOSEN)
                 self._calm_since = now
             at = max(now, self.paused_until, self._next_slot)
             self._next_slot = at + self.interval
@@ -139,7 +143,13 @@ class Pacer:
             self.paused_until = max(self.paused_until, now + (retry_after or 1.0))
             seen = len(self._accepted)
             if seen >= self.LEARN_MIN:
-                self.interval = self.window_s / seen * self.MARGIN
+                self.interval = max(self.min_interval, self.window_s / seen * self.MARGIN)
+                self._learned = True
+
+    def pause(self, seconds: float) -> None:
+        """Every worker waits (the API is unreachable, say)."""
+        with self._lock:
+            self.paused_until = max(self.paused_until, self._clock() + seconds)
 
     def pause_remaining(self) -> float:
         return max(0.0, self.paused_until - self._clock())
@@ -261,6 +271,7 @@ class Runner:
         self._fatal_lock = threading.Lock()
         self._abandoned = False
         self._unreachable = 0
+        self._unreachable_since = 0.0
         self._unreachable_lock = threading.Lock()
 
     # -- the whole run -------------------------------------------------------------------
@@ -357,9 +368,7 @@ class Runner:
                 for sig, handler in previous.items():
                     signal.signal(sig, handler)
         if interrupts and self.fatal is None:
-            self.fatal = Interrupted(
-                "interrupted: the ledger is consistent; run `jobrunner run` again to resume"
-            )
+            self.fatal = Interrupted()
 
     def _set_fatal(self, error: JobrunnerError) -> None:
         with self._fatal_lock:
@@ -440,10 +449,12 @@ class Runner:
             self.pacer.answered(200)
             self._finish(row, "created", user_id=user_id)
 
-    def _give_back_and_stop(self, row: Row, doubt: int, error: JobrunnerError) -> NoReturn:
+    def _give_back_and_stop(
+        self, row: Row, doubt: int, error: JobrunnerError, undo_attempt: bool = True
+    ) -> NoReturn:
         """The run cannot go on: the row goes back to pending as it was, and the run stops."""
         self.ledger.release(
-            row.id, self.owner, next_attempt_at=0, in_doubt=doubt, undo_attempt=True
+            row.id, self.owner, next_attempt_at=0, in_doubt=doubt, undo_attempt=undo_attempt
         )
         raise _StopRun(error)
 
@@ -458,7 +469,7 @@ class Runner:
                         row.id, self.owner, next_attempt_at=0, in_doubt=CONFLICT_SEEN
                     )
                     return
-                if not self._settle_by_lookup(row, new, CONFLICT_SEEN):
+                if not self._settle_by_lookup(row, new, CONFLICT_SEEN, counted=True):
                     self._retry_later(row, err.code, str(err), CONFLICT_SEEN)
                 return
             self._record_exists(row)
@@ -489,32 +500,42 @@ class Runner:
 
     def _on_transport_error(self, row: Row, err: TransportError, attempts: int, doubt: int) -> None:
         if err.kind == "connect":
-            # Nothing reached the API. Not the row's fault: it keeps its attempts, and if the
-            # API stays unreachable the run stops with every unfinished row pending.
-            with self._unreachable_lock:
-                self._unreachable += 1
-                failures = self._unreachable
-            if failures >= UNREACHABLE_AFTER:
-                self._give_back_and_stop(
-                    row,
-                    doubt,
-                    ConfigError(
-                        f"the API stopped answering ({err.message}); every unfinished row is "
-                        "still pending: run again when it is reachable"
-                    ),
-                )
-            delay = self.policy.delay(min(failures, 8), self.rand)
-            self.ledger.release(
-                row.id,
-                self.owner,
-                next_attempt_at=self.clock() + delay,
-                in_doubt=doubt,
-                undo_attempt=True,
-                error_code=err.code,
-                error_message=str(err),
-            )
+            self._not_reached(row, doubt, err, undo_attempt=True)
             return
         self._retry_later(row, err.code, str(err), max(doubt, int(err.maybe_acted)))
+
+    def _not_reached(self, row: Row, doubt: int, err: TransportError, undo_attempt: bool) -> None:
+        """Nothing reached the API. Not the row's fault: it keeps its attempts and goes back to
+        the queue, every worker pauses (longer each time), and if the API stays unreachable
+        for a while the run stops with every unfinished row pending."""
+        now = time.monotonic()
+        with self._unreachable_lock:
+            if self._unreachable == 0:
+                self._unreachable_since = now
+            self._unreachable += 1
+            failures = self._unreachable
+            since = self._unreachable_since
+        if failures >= UNREACHABLE_AFTER and now - since >= UNREACHABLE_FOR_S:
+            self._give_back_and_stop(
+                row,
+                doubt,
+                ConfigError(
+                    f"the API stopped answering ({err.message}) for {now - since:.0f} s; every "
+                    "unfinished row is still pending: run again when it is reachable"
+                ),
+                undo_attempt=undo_attempt,
+            )
+        rounds = min(failures // self.concurrency, 10)
+        self.pacer.pause(min(30.0, self.policy.max_delay_s, self.policy.base_delay_s * 2**rounds))
+        self.ledger.release(
+            row.id,
+            self.owner,
+            next_attempt_at=0,
+            in_doubt=doubt,
+            undo_attempt=undo_attempt,
+            error_code=err.code,
+            error_message=str(err),
+        )
 
     def _reachable(self) -> None:
         with self._unreachable_lock:
@@ -530,6 +551,7 @@ class Runner:
         attempts = self.ledger.attempts_of(row.id) + (1 if count else 0)
         if attempts >= self.policy.max_attempts:
             if doubt == CONFLICT_SEEN:
+                code = "conflict.unresolved"
                 message = (
                     "a user with this email exists but the search has not shown it; it may be "
                     "the one this job created: `jobrunner run --retry-failed` looks it up "
@@ -591,10 +613,11 @@ class Runner:
             self.pacer.answered(200)
             return found
 
-    def _settle_by_lookup(self, row: Row, new: NewUser, doubt: int) -> bool:
+    def _settle_by_lookup(self, row: Row, new: NewUser, doubt: int, counted: bool = False) -> bool:
         """For a row in doubt: True if the look-up settled it (or put it back in the queue).
 
-        False: nobody has this email (as far as the search shows).
+        False: nobody has this email (as far as the search shows). `counted`: this round
+        already counted an attempt (a create was sent), so a failed look-up adds none.
         """
         try:
             found = self._lookup(row)
@@ -605,10 +628,13 @@ class Runner:
             if err.status == 429:  # stopped while waiting out a 429
                 self.ledger.release(row.id, self.owner, next_attempt_at=0, in_doubt=doubt)
                 return True
-            self._retry_later(row, err.code, str(err), doubt, count=True)
+            self._retry_later(row, err.code, str(err), doubt, count=not counted)
             return True
         except TransportError as err:
-            self._retry_later(row, err.code, str(err), doubt, count=True)
+            if err.kind == "connect":
+                self._not_reached(row, doubt, err, undo_attempt=False)
+            else:
+                self._retry_later(row, err.code, str(err), doubt, count=not counted)
             return True
         except ConfigError as err:
             self.ledger.release(row.id, self.owner, next_attempt_at=0, in_doubt=doubt)
@@ -630,17 +656,20 @@ class Runner:
     def _record_exists(self, row: Row) -> None:
         """409 on a clean row: the person was there before the job. One search for the id.
 
-        The outcome is committed first; the id is added when the search brings it.
+        The outcome is committed first; the id is added when the search brings it, and the
+        row's one log event is written then, with the id.
         """
-        self._finish(row, "exists")
-        found = None
+        if not self._finish(row, "exists", quiet=True):
+            return
+        user_id, note = None, None
         for attempt in range(1, 5):  # a read: safe to repeat on 5xx and network errors
             if not self.pacer.wait(self.stop):
-                return
+                note = "stopped before the existing user's id was looked up"
+                break
             try:
                 found = self._lookup(row)
-                break
             except _StopRun:
+                self._log_outcome(row, "exists", None, "the id was not looked up")
                 raise
             except CallError as err:
                 if (
@@ -649,20 +678,20 @@ class Runner:
                     or self.stop.wait(min(2.0, self.policy.delay(attempt, self.rand)))
                 ):
                     note = f"could not look up the existing user's id ({err})"
-                    self.ledger.set_user_id(row.id, None, note)
-                    return
+                    break
+                continue
             except JobrunnerError as err:
                 note = f"could not look up the existing user's id ({err})"
-                self.ledger.set_user_id(row.id, None, note)
-                return
-        if found is None:
-            self.ledger.set_user_id(row.id, None, "the search did not return the existing user")
-            return
-        state = found.state if found.state not in (None, "active") else None
-        self.ledger.set_user_id(
-            row.id, found.id, f"the existing user is {state}" if state else None
-        )
-        log.info("row.exists.id", line=row.line, email=row.email, user_id=found.id)
+                break
+            if found is None:
+                note = "the search did not return the existing user"
+            else:
+                user_id = found.id
+                if found.state not in (None, "active"):
+                    note = f"the existing user is {found.state}"
+            break
+        self.ledger.set_user_id(row.id, user_id, note)
+        self._log_outcome(row, "exists", user_id, note)
 
     def _finish(
         self,
@@ -675,7 +704,9 @@ class Runner:
         error_message: str | None = None,
         recovered: bool = False,
         count_attempt: bool = False,
-    ) -> None:
+        quiet: bool = False,
+    ) -> bool:
+        """Commit the outcome; then one structlog event for it (unless `quiet`)."""
         if not self.ledger.finish(
             row.id,
             self.owner,
@@ -686,17 +717,28 @@ class Runner:
             error_message=error_message,
             count_attempt=count_attempt,
         ):
-            return
+            return False
         self.stats.outcome(status)
+        if not quiet:
+            self._log_outcome(row, status, user_id, error_message, error_code, recovered)
+        return True
+
+    def _log_outcome(
+        self,
+        row: Row,
+        status: str,
+        user_id: str | None,
+        message: str | None,
+        code: str | None = None,
+        recovered: bool = False,
+    ) -> None:
         fields: dict[str, Any] = {"line": row.line, "email": row.email, "user_id": user_id}
         if recovered:
             fields["recovered"] = True
         if status == "failed":
-            log.warning("row.failed", **fields, error_code=error_code, error=error_message)
+            log.warning("row.failed", **fields, error_code=code, error=message)
         else:
-            log.info(
-                f"row.{status}", **fields, **({"note": error_message} if error_message else {})
-            )
+            log.info(f"row.{status}", **fields, **({"note": message} if message else {}))
 
 
 class Progress:

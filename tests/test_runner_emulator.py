@@ -20,6 +20,7 @@ from click.testing import CliRunner
 from jobrunner.cli import cli
 from jobrunner.config import Settings, parse_environment
 from jobrunner.emulator.server import Emulator, EmulatorConfig
+from jobrunner.errors import ConfigError
 from jobrunner.genesys import GenesysClient
 from jobrunner.ingest import ingest_file
 from jobrunner.ledger import Ledger
@@ -205,6 +206,28 @@ def test_one_new_token_for_all_workers_when_it_is_revoked(emulator: Any, make_le
     assert result.exit_code == 0
     assert emu.stats()["tokens_issued"] == 2
     assert result.stats.calls["token"] == 2
+    assert_each_created_once(emu, ledger)
+
+
+def test_a_secret_rotated_mid_run_stops_the_run_after_one_refused_token_request(
+    emulator: Any, make_ledger: Any
+) -> None:
+    emu = emulator(revoke_tokens_after=15, latency_ms=30)
+    ledger = make_ledger(people(60))
+    client = GenesysClient(settings_for(emu), pool_size=8, read_timeout=5)
+    fetch = client.client.get_client_credentials_token
+
+    def then_rotate(*args: Any) -> Any:
+        answer = fetch(*args)
+        emu.config.client_secret = "rotated"  # the admin rotated it: our copy is now wrong
+        return answer
+
+    client.client.get_client_credentials_token = then_rotate
+    with pytest.raises(ConfigError, match="refused the OAuth client"):
+        Runner(ledger, client, concurrency=8, policy=FAST_RETRY).run()
+    assert emu.stats()["token_requests_rejected"] == 1
+    statuses = {r["status"] for r in report_rows(ledger).values()}
+    assert statuses == {"created", "pending"}
     assert_each_created_once(emu, ledger)
 
 

@@ -438,7 +438,8 @@ def test_dotenv_file_is_read_and_the_environment_wins(
     ("found", "ours"),
     [
         (dict(), True),
-        (dict(title=None, department=None, phones=None), True),  # the search left them out
+        (dict(phones=None), True),  # the search did not list addresses at all
+        (dict(title=None), False),  # the API leaves an empty title out: not what we sent
         (dict(phones=("+1 (317) 555-0101",)), True),  # formatted by the API
         (dict(name="Ada King"), False),
         (dict(title="Countess"), False),
@@ -461,3 +462,50 @@ def test_what_counts_as_the_user_we_created(found: dict[str, Any], ours: bool) -
         phones=("+13175550101",),
     )
     assert sent.matches(FoundUser(**{**base, **found})) is ours
+
+
+def test_pacer_never_goes_faster_than_rate_per_minute() -> None:
+    now = [0.0]
+    pacer = Pacer(rate_per_minute=60, clock=lambda: now[0])
+    assert pacer.interval == pytest.approx(1.0)
+    for _ in range(600):  # a 429 after many accepted would suggest a faster pace
+        pacer.answered(200)
+    pacer.answered(429, retry_after=1)
+    assert pacer.interval == pytest.approx(1.0)
+    for _ in range(30):  # calm minutes never loosen below the ceiling either
+        now[0] += 61
+        pacer._reserve()
+    assert pacer.interval == pytest.approx(1.0)
+
+
+def connect_error() -> TransportError:
+    return TransportError("connect", "cannot connect: Connection refused", maybe_acted=False)
+
+
+def test_a_network_blip_costs_no_attempts(ledger: Ledger) -> None:
+    client = FakeClient()
+    client.create_script["ada@example.com"] = deque([connect_error()] * 3)
+    client.create_script["grace@example.com"] = deque([connect_error()] * 2)
+    result = make_runner(ledger, client).run()
+    assert result.exit_code == 0
+    got = rows(ledger)
+    assert all(r["status"] == "created" and r["attempts"] == 1 for r in got.values())
+
+
+def test_an_unreachable_api_stops_the_run_with_rows_pending(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import jobrunner.runner as runner_module
+
+    monkeypatch.setattr(runner_module, "UNREACHABLE_FOR_S", 0.0)
+    ledger.execute("UPDATE rows SET in_doubt = 1, attempts = 2 WHERE email = 'ada@example.com'")
+    client = FakeClient()
+    for email in ("ada@example.com", "grace@example.com", "alan@example.com"):
+        client.create_script[email] = deque([connect_error()] * 100)
+        client.search_script[email] = deque([connect_error()] * 100)
+    with pytest.raises(ConfigError, match="stopped answering"):
+        make_runner(ledger, client).run()
+    got = rows(ledger)
+    assert {r["status"] for r in got.values()} == {"pending"}
+    assert got["ada@example.com"]["attempts"] == 2 and got["ada@example.com"]["in_doubt"] == 1
+    assert got["grace@example.com"]["attempts"] == 0
