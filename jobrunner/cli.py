@@ -32,7 +32,25 @@ def fail(error: JobrunnerError) -> click.ClickException:
     return exc
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """Failures of the machine itself (a full disk, a broken ledger file) get one line too."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        import sqlite3
+
+        try:
+            return super().invoke(ctx)
+        except sqlite3.Error as exc:
+            where = ctx.obj.db if isinstance(ctx.obj, Context) else "the ledger"
+            raise click.ClickException(f"ledger {where}: {exc}") from None
+        except BrokenPipeError:
+            sys.stderr.close()  # the reader went away (`| head`): nothing more to say
+            raise SystemExit(1) from None
+        except OSError as exc:
+            raise click.ClickException(f"{exc.strerror or exc}") from None
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="jobrunner")
 @click.option(
     "--db",
