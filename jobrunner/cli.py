@@ -122,6 +122,8 @@ def ingest(obj: Context, file: Path) -> None:
         ledger.close()
     out = click.echo
     out(f"{summary.file}: {summary.rows_read:,} rows read")
+    if not summary.rows_read:
+        out("  (the file has a header and no rows)")
     out(f"  added:            {summary.added_pending:,} to create")
     if summary.corrected:
         out(

@@ -49,6 +49,7 @@ _SIMPLE_EMAIL = re.compile(
 )
 _SPECIAL_TLDS = frozenset({"arpa", "invalid", "local", "localhost", "onion", "test"})
 _E164 = re.compile(r"\+[1-9][0-9]{6,14}")
+_SEP_HINT = re.compile(r"sep=([,;\t|])", re.IGNORECASE)
 
 
 @dataclass
@@ -140,9 +141,14 @@ def read_csv(path: Path | str) -> CsvFile:
         sha256 = _hash_and_check_utf8(name, raw)
         raw.seek(0)
         text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="strict", newline="")
-        header_line = _first_record_text(name, text)
-        delimiter, columns = _choose_delimiter(name, header_line)
-        mapping, unknown = _map_columns(name, columns, delimiter)
+        header_line = _first_record_text(name, text, 1)
+        header_at = 1
+        hint = _SEP_HINT.fullmatch(header_line.rstrip("\r\n"))
+        if hint:  # Excel's "sep=;" first line names the delimiter; the header follows it
+            header_at = 2
+            header_line = _first_record_text(name, text, header_at)
+        delimiter, columns = _choose_delimiter(name, header_line, hint.group(1) if hint else None)
+        mapping, unknown = _map_columns(name, columns, delimiter, header_at)
     except BaseException:
         raw.close()
         raise
@@ -150,6 +156,7 @@ def read_csv(path: Path | str) -> CsvFile:
     csv_file._stream = raw
     csv_file._text = text  # type: ignore[attr-defined]
     csv_file._header_line = header_line  # type: ignore[attr-defined]
+    csv_file._header_at = header_at  # type: ignore[attr-defined]
     return csv_file
 
 
@@ -182,13 +189,13 @@ def _decode_error(name: str, exc: UnicodeDecodeError, line: int | None) -> Input
     )
 
 
-def _first_record_text(name: str, text: IO[str]) -> str:
+def _first_record_text(name: str, text: IO[str], number: int) -> str:
     try:
         line = text.readline()
     except UnicodeDecodeError as exc:
-        raise _decode_error(name, exc, 1) from None
+        raise _decode_error(name, exc, number) from None
     if not line.strip():
-        raise InputFileError(f"{name}: line 1 is blank: the first line must be the header")
+        raise InputFileError(f"{name}: line {number} is blank: the header must be the first line")
     return line
 
 
@@ -203,7 +210,9 @@ def _normalise_header(cell: str) -> str:
     return cell.strip().lower().replace(" ", "_")
 
 
-def _choose_delimiter(name: str, header_line: str) -> tuple[str, list[str]]:
+def _choose_delimiter(name: str, header_line: str, hint: str | None) -> tuple[str, list[str]]:
+    if hint:
+        return hint, _split_header(header_line.rstrip("\r\n"), hint)
     best: tuple[str, list[str]] | None = None
     for delimiter in DELIMITERS:
         cells = _split_header(header_line.rstrip("\r\n"), delimiter)
@@ -216,27 +225,31 @@ def _choose_delimiter(name: str, header_line: str) -> tuple[str, list[str]]:
     return best
 
 
-def _map_columns(name: str, columns: list[str], delimiter: str) -> tuple[dict[str, int], list[str]]:
+def _map_columns(
+    name: str, columns: list[str], delimiter: str, line: int = 1
+) -> tuple[dict[str, int], list[str]]:
     mapping: dict[str, int] = {}
     unknown: list[str] = []
     for index, cell in enumerate(columns):
         key = _normalise_header(cell)
         if key in KNOWN_COLUMNS:
             if key in mapping:
-                raise InputFileError(f"{name}: line 1: column {key!r} appears twice in the header")
+                raise InputFileError(
+                    f"{name}: line {line}: column {key!r} appears twice in the header"
+                )
             mapping[key] = index
-        else:
+        elif cell.strip():  # spreadsheets export unnamed trailing columns: say nothing of those
             unknown.append(cell.strip())
     missing = [c for c in REQUIRED_COLUMNS if c not in mapping]
     if missing:
         found = ", ".join(repr(c.strip()) for c in columns) if columns else "none"
         seen = ""
-        line = delimiter.join(columns)
-        others = [d for d in DELIMITERS if d != "," and d in line]
+        header_text = delimiter.join(columns)
+        others = [d for d in DELIMITERS if d != "," and d in header_text]
         if delimiter == "," and others:
             seen = f" (the header has {_DELIMITER_NAMES[others[0]]}s, but no required columns)"
         raise InputFileError(
-            f"{name}: line 1: missing required column(s) {', '.join(missing)}; "
+            f"{name}: line {line}: missing required column(s) {', '.join(missing)}; "
             f"columns found: {found}{seen}"
         )
     return mapping, unknown
@@ -251,9 +264,9 @@ def _read_rows(f: CsvFile) -> Iterator[InputRow]:
     m = f.mapping
     get_index = [(col, m.get(col)) for col in KNOWN_COLUMNS]
     reader = csv.reader(text, delimiter=f.delimiter, strict=True)
-    previous_end = 1  # the header is line 1 (one physical line; checked below)
+    previous_end = f._header_at  # type: ignore[attr-defined]  # the header: one physical line
     if header_line.count('"') % 2:
-        raise InputFileError(f"{name}: line 1: the header has an unterminated quote")
+        raise InputFileError(f"{name}: line {previous_end}: the header has an unterminated quote")
     try:
         while True:
             try:
@@ -266,8 +279,8 @@ def _read_rows(f: CsvFile) -> Iterator[InputRow]:
                 raise _csv_error(name, str(exc), previous_end + 1) from None
             start = previous_end + 1
             previous_end = reader.line_num + 1
-            if not record or (len(record) == 1 and not record[0].strip()):
-                continue  # blank line
+            if not any(cell.strip() for cell in record):
+                continue  # a blank line, or a spreadsheet row of empty cells
             row = InputRow(line=start)
             for col, index in get_index:
                 if index is not None and index < len(record):

@@ -285,3 +285,32 @@ def test_ledger_file_and_folder_are_private(tmp_path: Path, db: Path) -> None:
     assert run(db, "ingest", str(f)).exit_code == 0
     assert db.stat().st_mode & 0o777 == 0o600
     assert db.parent.stat().st_mode & 0o777 == 0o700
+
+
+def test_excel_sep_hint_trailing_empty_columns_and_empty_rows(tmp_path: Path, db: Path) -> None:
+    hinted = write(
+        tmp_path, "hinted.csv", b"sep=;\r\nfirst_name;last_name;email\r\nA;B;a@example.com\r\n"
+    )
+    result = run(db, "ingest", str(hinted))
+    assert result.exit_code == 0, result.output
+    padded = write(
+        tmp_path,
+        "padded.csv",
+        b"first_name,last_name,email,,,\r\nC,D,c@example.com,,,\r\n,,,,,\r\n ,, ,,,\r\n",
+    )
+    result = run(db, "ingest", str(padded))
+    assert result.exit_code == 0 and "1 rows read" in result.output
+    assert "ignored columns" not in result.output
+    rows = report(db)["rows"]
+    assert [(r["source"], r["line"], r["email"]) for r in rows] == [
+        ("hinted.csv", 3, "a@example.com"),
+        ("padded.csv", 2, "c@example.com"),
+    ]
+
+
+def test_old_mac_line_endings(tmp_path: Path, db: Path) -> None:
+    f = write(
+        tmp_path, "cr.csv", b"first_name,last_name,email\rA,B,a@example.com\rC,D,c@example.com\r"
+    )
+    assert run(db, "ingest", str(f)).exit_code == 0
+    assert [r["line"] for r in report(db)["rows"]] == [2, 3]
