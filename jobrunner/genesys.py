@@ -279,6 +279,7 @@ class GenesysClient:
         self._token_generation = 0
         self.tokens_fetched = 0
         self._refusal: ConfigError | None = None
+        self._search_any_state = True  # include deleted users (they keep their email)
         self.on_new_token: Any = None  # called after each new token (the pacer's window)
 
     # -- authentication ------------------------------------------------------------------
@@ -398,9 +399,17 @@ class GenesysClient:
         any_state.fields = ["state"]
         any_state.values = ["active", "inactive", "deleted"]
         request = sdk.UserSearchRequest()
-        request.query = [by_email, any_state]
+        request.query = [by_email, any_state] if self._search_any_state else [by_email]
         request.page_size = 25
-        response = self._call(self.users.post_users_search, request)
+        try:
+            response = self._call(self.users.post_users_search, request)
+        except ApiError as err:
+            if err.status != 400 or not self._search_any_state:
+                raise
+            # A gateway that does not take the state criterion: search active users only.
+            self._search_any_state = False
+            request.query = [by_email]
+            response = self._call(self.users.post_users_search, request)
         for user in response.results or []:
             if (user.email or "").lower() == email.lower():
                 return _found(user)

@@ -527,3 +527,27 @@ def test_demo_runs_the_whole_job_in_its_own_ledger(tmp_path: Path) -> None:
     assert "0 created more than once" in result.output
     assert (tmp_path / "demo" / "demo.db").exists()
     assert not (tmp_path / "mine.db").exists()  # never the user's ledger
+
+
+def test_search_falls_back_to_email_only_when_the_state_criterion_is_refused(
+    emulator: Any,
+) -> None:
+    emu = emulator(existing_users=[{"name": "Pat Lee", "email": "pat@example.com"}])
+    client = GenesysClient(settings_for(emu), pool_size=2, read_timeout=5)
+    client.authenticate()
+    real_search = client.users.post_users_search
+    seen: list[int] = []
+
+    def picky(request: Any) -> Any:  # a gateway that only knows the email criterion
+        seen.append(len(request.query))
+        if len(request.query) > 1:
+            from PureCloudPlatformClientV2.rest import ApiException
+
+            raise ApiException(status=400, reason="Bad Request")
+        return real_search(request)
+
+    client.users.post_users_search = picky
+    found = client.find_user_by_email("PAT@example.com")
+    assert found is not None and found.name == "Pat Lee"
+    assert client.find_user_by_email("nobody@example.com") is None
+    assert seen == [2, 1, 1]  # refused once, then email-only from then on
