@@ -381,7 +381,7 @@ class Runner:
 
     def _worker(self) -> None:
         try:
-            while not self.stop.is_set():
+            while not self.stop.is_set() and not self._abandoned:
                 row = self.ledger.claim_next(self.owner, self.clock(), LEASE_S)
                 if row is None:
                     if not self._wait_for_work():
