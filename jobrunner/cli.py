@@ -54,7 +54,7 @@ class _Group(click.Group):
 @click.version_option(__version__, prog_name="jobrunner")
 @click.option(
     "--db",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=click.Path(path_type=Path),
     envvar="JOBRUNNER_DB",
     default=DEFAULT_DB,
     show_default=True,
@@ -111,14 +111,20 @@ def ingest(obj: Context, file: Path) -> None:
     kept as `invalid` with a reason and never sent. Rows whose email is already in the
     ledger are skipped, so ingesting a file twice adds nothing.
     """
-    from jobrunner.ingest import ingest_file
+    from jobrunner.csv_input import read_csv
+    from jobrunner.ingest import ingest_csv
 
+    try:
+        csv_file = read_csv(file)  # most refusals come here, before any ledger is created
+    except JobrunnerError as exc:
+        raise fail(exc) from None
     ledger = _open_ledger(obj, create=True)
     try:
-        summary = ingest_file(ledger, file)
+        summary = ingest_csv(ledger, csv_file)
     except JobrunnerError as exc:
         raise fail(exc) from None
     finally:
+        csv_file.close()
         ledger.close()
     out = click.echo
     out(f"{summary.file}: {summary.rows_read:,} rows read")
@@ -135,7 +141,9 @@ def ingest(obj: Context, file: Path) -> None:
     already = ", ".join(f"{n:,} from {src}" for src, n in summary.already_from.most_common())
     out(f"  already present:  {summary.already_present:,}" + (f" ({already})" if already else ""))
     if summary.unknown_columns:
-        out(f"  ignored columns:  {', '.join(summary.unknown_columns)}")
+        shown = summary.unknown_columns[:12]
+        more = len(summary.unknown_columns) - len(shown)
+        out(f"  ignored columns:  {', '.join(shown)}" + (f" and {more:,} more" if more else ""))
     if summary.delimiter != ",":
         names = {";": "semicolon", "\t": "tab", "|": "pipe"}
         out(f"  delimiter:        {names.get(summary.delimiter, summary.delimiter)}")

@@ -13,6 +13,7 @@ import csv
 import hashlib
 import io
 import re
+import unicodedata
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -31,12 +32,12 @@ MAX_LENGTH = {
     "last_name": 100,
     "email": 254,  # RFC 5321 path limit
     "phone_number": 40,
-    "division_id": 36,
+    "division_id": 45,  # also {braced} and urn:uuid: forms
     "title": 255,
     "department": 255,
 }
 # A field beyond this size cannot be a record at all: the file is refused.
-MAX_FIELD_BYTES = 1_000_000
+MAX_FIELD_BYTES = 16_000_000
 DELIMITERS = (",", ";", "\t", "|")
 _DELIMITER_NAMES = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
 _SNIFF_BYTES = 64 * 1024
@@ -49,6 +50,7 @@ _SIMPLE_EMAIL = re.compile(
 )
 _SPECIAL_TLDS = frozenset({"arpa", "invalid", "local", "localhost", "onion", "test"})
 _E164 = re.compile(r"\+[1-9][0-9]{6,14}")
+_BLANK = " \t\r\n\x1a\ufeff"  # what an empty row may hold (^Z: DOS end of file)
 _SEP_HINT = re.compile(r"sep=([,;\t|])", re.IGNORECASE)
 
 
@@ -92,6 +94,10 @@ class CsvFile:
         assert self._stream is not None
         yield from _read_rows(self)
 
+    def close(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+
 
 def _hash_and_check_utf8(name: str, raw: IO[bytes]) -> str:
     """sha256 of the file; refuses it, naming the line, unless it is all UTF-8."""
@@ -100,6 +106,12 @@ def _hash_and_check_utf8(name: str, raw: IO[bytes]) -> str:
     lines_before = 0
     for chunk in iter(lambda: raw.read(1 << 20), b""):
         digest.update(chunk)
+        if b"\x00" in chunk:
+            line = lines_before + chunk[: chunk.index(b"\x00")].count(b"\n") + 1
+            raise InputFileError(
+                f"{name}: line {line} contains a NUL byte: not a text CSV file "
+                "(binary content, or a UTF-16 export)"
+            )
         try:
             decoder.decode(chunk)
         except UnicodeDecodeError as exc:
@@ -143,10 +155,12 @@ def read_csv(path: Path | str) -> CsvFile:
         text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="strict", newline="")
         header_line = _first_record_text(name, text, 1)
         header_at = 1
-        hint = _SEP_HINT.fullmatch(header_line.rstrip("\r\n"))
+        hint = _SEP_HINT.fullmatch(header_line.rstrip("\r\n").strip('"'))
         if hint:  # Excel's "sep=;" first line names the delimiter; the header follows it
             header_at = 2
             header_line = _first_record_text(name, text, header_at)
+        if header_line.count('"') % 2:
+            raise InputFileError(f"{name}: line {header_at}: the header has an unterminated quote")
         delimiter, columns = _choose_delimiter(name, header_line, hint.group(1) if hint else None)
         mapping, unknown = _map_columns(name, columns, delimiter, header_at)
     except BaseException:
@@ -163,21 +177,26 @@ def read_csv(path: Path | str) -> CsvFile:
 def _check_head(name: str, head: bytes) -> None:
     if not head:
         raise InputFileError(f"{name}: the file is empty")
-    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or (
-        len(head) > 3 and head[1:2] == b"\x00" and head[3:4] == b"\x00"
-    ):
-        raise InputFileError(f"{name}: the file is UTF-16, not UTF-8: save it as 'CSV UTF-8'")
     if head.startswith((b"PK\x03\x04", b"\xd0\xcf\x11\xe0")):
         raise InputFileError(
             f"{name}: this is a spreadsheet (Excel) file, not CSV: save it as 'CSV UTF-8'"
         )
-    if b"\x00" in head:
-        line = head[: head.index(b"\x00")].count(b"\n") + 1
-        raise InputFileError(
-            f"{name}: line {line} contains a NUL byte: this looks like a binary file, not CSV"
-        )
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or _looks_utf16(head):
+        raise InputFileError(f"{name}: the file is UTF-16, not UTF-8: save it as 'CSV UTF-8'")
     if not head.strip(b"\xef\xbb\xbf \t\r\n"):
         raise InputFileError(f"{name}: the file is empty")
+
+
+def _looks_utf16(head: bytes) -> bool:
+    """UTF-16 without a BOM: text in one byte of each pair, NUL in the other."""
+    sample = head[: 4096 - 4096 % 2]
+    if len(sample) < 4:
+        return False
+    even, odd = sample[0::2], sample[1::2]
+    for zeros, text in ((odd, even), (even, odd)):
+        if zeros.count(0) > 0.9 * len(zeros) and text.count(0) < 0.1 * len(text):
+            return True
+    return False
 
 
 def _decode_error(name: str, exc: UnicodeDecodeError, line: int | None) -> InputFileError:
@@ -258,15 +277,13 @@ def _map_columns(
 def _read_rows(f: CsvFile) -> Iterator[InputRow]:
     name = str(f.path)
     text: IO[str] = f._text  # type: ignore[attr-defined]
-    header_line: str = f._header_line  # type: ignore[attr-defined]
     old_limit = csv.field_size_limit(MAX_FIELD_BYTES)
     width = len(f.columns)
     m = f.mapping
     get_index = [(col, m.get(col)) for col in KNOWN_COLUMNS]
     reader = csv.reader(text, delimiter=f.delimiter, strict=True)
-    previous_end = f._header_at  # type: ignore[attr-defined]  # the header: one physical line
-    if header_line.count('"') % 2:
-        raise InputFileError(f"{name}: line {previous_end}: the header has an unterminated quote")
+    header_at: int = f._header_at  # type: ignore[attr-defined]  # the header: one physical line
+    previous_end = header_at
     try:
         while True:
             try:
@@ -278,13 +295,25 @@ def _read_rows(f: CsvFile) -> Iterator[InputRow]:
             except csv.Error as exc:
                 raise _csv_error(name, str(exc), previous_end + 1) from None
             start = previous_end + 1
-            previous_end = reader.line_num + 1
-            if not any(cell.strip() for cell in record):
-                continue  # a blank line, or a spreadsheet row of empty cells
+            previous_end = reader.line_num + header_at
+            if not any(cell.strip(_BLANK) for cell in record):
+                continue  # a blank line, a spreadsheet row of empty cells, a DOS ^Z
             row = InputRow(line=start)
             for col, index in get_index:
                 if index is not None and index < len(record):
                     setattr(row, col, record[index].strip())
+            if previous_end > start:
+                _check_spanning_values(name, row, f.delimiter, width, start, previous_end)
+            missing = [c for c in REQUIRED_COLUMNS if m[c] >= len(record)]
+            if missing:
+                hint = ""
+                if len(record) == 1 and any(d in record[0] for d in DELIMITERS if d != f.delimiter):
+                    hint = f" (a line separated by another delimiter than {f.delimiter!r}?)"
+                row.invalidate(
+                    "too_few_fields",
+                    f"has {len(record)} field(s) but the header has {width}: no "
+                    f"{', '.join(missing)}{hint}",
+                )
             if len(record) > width:
                 extra = record[width:]
                 if any(cell.strip() for cell in extra):
@@ -299,6 +328,24 @@ def _read_rows(f: CsvFile) -> Iterator[InputRow]:
         csv.field_size_limit(old_limit)
         if f._stream is not None:
             f._stream.close()
+
+
+def _check_spanning_values(
+    name: str, row: InputRow, delimiter: str, width: int, start: int, end: int
+) -> None:
+    """A quoted value that spans lines: fine in a title, fatal when it swallowed rows."""
+    for col in KNOWN_COLUMNS:
+        value = getattr(row, col)
+        if not value or ("\n" not in value and "\r" not in value):
+            continue
+        inner = value.splitlines()[1:]
+        if width > 1 and any(part.count(delimiter) >= width - 1 for part in inner):
+            raise InputFileError(
+                f'{name}: line {start}: a quote (") opened here runs to line {end} and '
+                "swallows what look like whole rows: check the quoting"
+            )
+        if col in ("email", "phone_number", "division_id"):
+            row.invalidate("line_break", f"{col} contains a line break")
 
 
 def _csv_error(name: str, message: str, line: int) -> InputFileError:
@@ -326,9 +373,14 @@ def _validate(row: InputRow) -> None:
     for col in ("phone_number", "division_id", "title", "department"):
         if getattr(row, col) == "":
             setattr(row, col, None)
-    if not row.first_name:
+    for col in KNOWN_COLUMNS:
+        value = getattr(row, col)
+        bad = _control_character(value) if value else None
+        if bad:
+            row.invalidate("control_character", f"{col} contains a control character ({bad})")
+    if not _visible(row.first_name):
         row.invalidate("first_name_missing", "first_name is empty")
-    if not row.last_name:
+    if not _visible(row.last_name):
         row.invalidate("last_name_missing", "last_name is empty")
     if not row.email:
         row.invalidate("email_missing", "email is empty")
@@ -358,6 +410,21 @@ def _validate(row: InputRow) -> None:
                 row.invalidate("division_invalid", f"division_id {row.division_id!r} is not a UUID")
 
 
+def _control_character(value: str) -> str | None:
+    """The first control character other than tab and line breaks, as U+XXXX."""
+    if value.isprintable():
+        return None
+    for char in value:
+        if char not in "\t\n\r" and unicodedata.category(char) == "Cc":
+            return f"U+{ord(char):04X}"
+    return None
+
+
+def _visible(value: str) -> bool:
+    """Has a character that shows: not only spaces and invisible format characters."""
+    return any(not c.isspace() and unicodedata.category(c) != "Cf" for c in value)
+
+
 def email_problem(email: str) -> str | None:
     """None when `email` is a deliverable-looking address (syntax only, no DNS)."""
     if len(email) <= 254 and _SIMPLE_EMAIL.fullmatch(email):
@@ -385,6 +452,8 @@ def normalise_phone(raw: str) -> tuple[str | None, str | None]:
     # lag behind new number allocations and Genesys itself only requires E.164.
     if not phonenumbers.is_possible_number(number):
         return None, "wrong number of digits for its country"
+    if number.extension:
+        return None, "has an extension, which E.164 cannot hold: give the number without it"
     e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
     if not _E164.fullmatch(e164):
         return None, "cannot be written in E.164 form"

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jobrunner.csv_input import InputRow, read_csv
+from jobrunner.csv_input import CsvFile, InputRow, read_csv
 from jobrunner.ledger import Ledger
 from jobrunner.log import get_logger
 
@@ -58,8 +58,12 @@ def _values(row: InputRow, source_id: int) -> dict[str, Any]:
 
 def ingest_file(ledger: Ledger, path: Path | str, display_name: str | None = None) -> IngestSummary:
     """Validate `path` and add its new rows to the ledger. Raises InputFileError, LedgerError."""
-    csv_file = read_csv(path)
-    name = display_name or Path(path).name
+    return ingest_csv(ledger, read_csv(path), display_name)
+
+
+def ingest_csv(ledger: Ledger, csv_file: CsvFile, display_name: str | None = None) -> IngestSummary:
+    """Add the rows of a file opened with read_csv() (whose head was already checked)."""
+    name = display_name or csv_file.path.name
     summary = IngestSummary(
         file=name,
         sha256=csv_file.sha256,

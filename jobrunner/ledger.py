@@ -123,6 +123,7 @@ class Ledger:
         ledger = cls(path, conn)
         try:
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            ledger._refuse_foreign_database()
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if mode.lower() != "wal":
                 raise LedgerError(f"cannot switch ledger {path} to WAL journal mode (got {mode})")
@@ -150,6 +151,22 @@ class Ledger:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def _refuse_foreign_database(self) -> None:
+        """Another program's SQLite file is left exactly as it is."""
+        tables = [
+            r[0]
+            for r in self.conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' "
+                "AND name NOT LIKE 'sqlite_%' ORDER BY name"
+            )
+        ]
+        if tables and "schema_migrations" not in tables:
+            shown = ", ".join(tables[:5]) + (", ..." if len(tables) > 5 else "")
+            raise LedgerError(
+                f"{self.path} is not a jobrunner ledger (it is a SQLite file with other "
+                f"tables: {shown}); point --db at another file"
+            )
 
     # -- migrations ----------------------------------------------------------------------
 

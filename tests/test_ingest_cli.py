@@ -314,3 +314,96 @@ def test_old_mac_line_endings(tmp_path: Path, db: Path) -> None:
     )
     assert run(db, "ingest", str(f)).exit_code == 0
     assert [r["line"] for r in report(db)["rows"]] == [2, 3]
+
+
+def test_a_stray_quote_that_swallows_rows_refuses_the_file(tmp_path: Path, db: Path) -> None:
+    f = write(
+        tmp_path,
+        "stray.csv",
+        HEADER
+        + '"Ada,Lovelace,ada@example.com,,,,\n'
+        + "Bob,Smith,bob@example.com,,,,\n"
+        + 'Cy",Doe,cy@example.com,,,,\n',
+    )
+    result = run(db, "ingest", str(f))
+    assert result.exit_code == 1
+    assert "line 2: a quote" in result.output and "runs to line 4" in result.output
+    assert sum(report(db)["counts"].values()) == 0
+
+
+def test_a_nul_byte_late_in_a_big_file_is_refused(tmp_path: Path, db: Path) -> None:
+    rows = "".join(f"N{i},L{i},u{i}@example.com,,,,\n" for i in range(3000))
+    f = write(
+        tmp_path, "late.csv", (HEADER + rows).encode() + b"Nul\x00Guy,X,nul@example.com,,,,\n"
+    )
+    assert len(f.read_bytes()) > 70_000  # past the first look at the file's head
+    result = run(db, "ingest", str(f))
+    assert result.exit_code == 1 and "line 3002 contains a NUL byte" in result.output
+    assert not db.exists()  # refused before any ledger was made
+
+
+@pytest.mark.parametrize(
+    ("row", "code", "words"),
+    [
+        ("\u200b,Lovelace,a@example.com,,,,", "first_name_missing", "first_name is empty"),
+        ("Ada\x01,Lovelace,a@example.com,,,,", "control_character", "U+0001"),
+        ("Ada,Lovelace,a@example.com,+1 317 555 0101 ext. 12,,,", "phone_invalid", "extension"),
+        ("Ada,Lovelace", "too_few_fields", "has 2 field(s) but the header has 7: no email"),
+        ("Ada;Lovelace;a@example.com", "too_few_fields", "another delimiter"),
+    ],
+)
+def test_more_row_reasons(tmp_path: Path, db: Path, row: str, code: str, words: str) -> None:
+    f = write(tmp_path, "u.csv", HEADER + row + "\n")
+    assert run(db, "ingest", str(f)).exit_code == 0
+    bad = report(db)["rows"][0]
+    assert bad["status"] == "invalid" and bad["error_code"] == code, bad
+    assert words in bad["error"]
+
+
+def test_braced_division_ids_and_dos_end_of_file(tmp_path: Path, db: Path) -> None:
+    f = write(
+        tmp_path,
+        "u.csv",
+        (HEADER + "Ada,L,a@example.com,,{0B9A8EA6-5C79-4D2E-9A3E-3C1D1A2B3C4D},,\n").encode()
+        + b"\x1a",
+    )
+    assert run(db, "ingest", str(f)).exit_code == 0
+    rows = report(db)["rows"]
+    assert len(rows) == 1 and rows[0]["division_id"] == "0b9a8ea6-5c79-4d2e-9a3e-3c1d1a2b3c4d"
+
+
+def test_utf16_without_a_bom_is_named(tmp_path: Path, db: Path) -> None:
+    f = write(tmp_path, "u16.csv", (HEADER + "Ada,L,a@example.com,,,,\n").encode("utf-16-be"))
+    result = run(db, "ingest", str(f))
+    assert result.exit_code == 1 and "UTF-16" in result.output
+
+
+def test_a_refused_file_creates_no_ledger(tmp_path: Path) -> None:
+    empty = write(tmp_path, "empty.csv", b"")
+    db = tmp_path / "new" / "folder" / "l.db"
+    result = run(db, "ingest", str(empty))
+    assert result.exit_code == 1 and "the file is empty" in result.output
+    assert not (tmp_path / "new").exists()
+
+
+def test_db_pointing_at_a_folder_or_another_programs_database(tmp_path: Path) -> None:
+    import hashlib
+    import sqlite3
+
+    result = run(tmp_path, "report")
+    assert result.exit_code == 1
+    assert result.output.strip() == f"Error: {tmp_path} is a folder, not a ledger file"
+    other = tmp_path / "other.db"
+    conn = sqlite3.connect(other)
+    conn.execute("CREATE TABLE invoices (x)")
+    conn.commit()
+    conn.close()
+    before = hashlib.sha256(other.read_bytes()).hexdigest()
+    for args in (
+        ["report"],
+        ["ingest", str(write(tmp_path, "u.csv", HEADER + "A,B,a@example.com,,,,\n"))],
+    ):
+        result = run(other, *args)
+        assert result.exit_code == 1
+        assert "is not a jobrunner ledger" in result.output and "invoices" in result.output
+    assert hashlib.sha256(other.read_bytes()).hexdigest() == before
