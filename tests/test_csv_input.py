@@ -53,3 +53,20 @@ def test_phone_numbers_must_carry_a_country_code(raw: str, e164: str | None) -> 
     got, problem = normalise_phone(raw)
     assert got == e164
     assert (problem is None) == (e164 is not None)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.from_regex(r"\+[1-9][0-9 ()\-.]{6,20}", fullmatch=True))
+def test_the_short_path_for_phones_agrees_with_the_full_parser(raw: str) -> None:
+    from jobrunner.csv_input import _normalise_phone_fully
+
+    assert normalise_phone(raw) == _normalise_phone_fully(raw), raw
+
+
+@pytest.mark.parametrize(
+    "raw", ["+390612345678", "+44 20 7946 0958", "+1 (317) 555-0101", "+86 10 1234 5678"]
+)
+def test_the_short_path_on_real_shapes(raw: str) -> None:
+    from jobrunner.csv_input import _normalise_phone_fully
+
+    assert normalise_phone(raw) == _normalise_phone_fully(raw)
