@@ -470,11 +470,19 @@ class Ledger:
         )
         return cur.rowcount == 1
 
+    def exists_without_id(self, limit: int = 10_000) -> list[Row]:
+        """`exists` rows whose id look-up never happened (a crash) or found nobody yet."""
+        cur = self.execute(
+            f"SELECT {_ROW_COLUMNS} FROM rows WHERE status = 'exists' AND user_id IS NULL "
+            "ORDER BY id LIMIT ?",
+            (limit,),
+        )
+        return [_row(r) for r in cur.fetchall()]
+
     def set_user_id(self, row_id: int, user_id: str | None, note: str | None) -> None:
         """Add what a look-up found to a row that is already settled."""
         self.execute(
-            "UPDATE rows SET user_id = coalesce(?, user_id), "
-            "error_message = coalesce(?, error_message), updated_at = ? "
+            "UPDATE rows SET user_id = coalesce(?, user_id), error_message = ?, updated_at = ? "
             "WHERE id = ? AND status = 'exists'",
             (user_id, note, utc_now_iso(), row_id),
         )

@@ -300,11 +300,15 @@ class Runner:
         self.stats.total = counts["pending"]
         self.ledger.record_run_start(self.owner, os.getpid(), socket.gethostname(), self.clock())
         log.info("run.start", pending=counts["pending"], concurrency=self.concurrency)
-        if counts["pending"]:
+        unnamed = self.ledger.exists_without_id()
+        if counts["pending"] or unnamed:
             if hasattr(self.client, "on_new_token"):
                 self.client.on_new_token = self.pacer.new_token
             self.client.authenticate()  # ConfigError here: nothing sent, nothing marked
-            self._work(progress)
+            if counts["pending"]:
+                self._work(progress)
+            if self.fatal is None:
+                self._name_existing(self.ledger.exists_without_id())
             self.stats.calls["token"] = getattr(self.client, "tokens_fetched", 1)
         self.ledger.record_run_heartbeat(self.owner, self.clock())
         result = RunResult(self.ledger.counts(), self.stats, recovered, in_doubt, requeued)
@@ -369,6 +373,26 @@ class Runner:
                     signal.signal(sig, handler)
         if interrupts and self.fatal is None:
             self.fatal = Interrupted()
+
+    def _name_existing(self, rows: list[Row]) -> None:
+        """Find the ids of `exists` rows that have none: a run stopped between the 409 and
+        its look-up, or the search did not show the user yet."""
+        for row in rows:
+            if self.stop.is_set() or not self.pacer.wait(self.stop):
+                return
+            try:
+                found = self._lookup(row)
+            except _StopRun as stop:
+                self._set_fatal(stop.error)
+                return
+            except JobrunnerError as err:
+                log.info("row.exists.id_unknown", line=row.line, email=row.email, error=str(err))
+                continue
+            if found is not None:
+                state = found.state if found.state not in (None, "active") else None
+                note = f"the existing user is {state}" if state else None
+                self.ledger.set_user_id(row.id, found.id, note)
+                log.info("row.exists.id", line=row.line, email=row.email, user_id=found.id)
 
     def _set_fatal(self, error: JobrunnerError) -> None:
         with self._fatal_lock:

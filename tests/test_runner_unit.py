@@ -509,3 +509,22 @@ def test_an_unreachable_api_stops_the_run_with_rows_pending(
     assert {r["status"] for r in got.values()} == {"pending"}
     assert got["ada@example.com"]["attempts"] == 2 and got["ada@example.com"]["in_doubt"] == 1
     assert got["grace@example.com"]["attempts"] == 0
+
+
+def test_an_exists_row_whose_id_look_up_was_cut_short_gets_its_id_next_run(
+    ledger: Ledger,
+) -> None:
+    """kill -9 between committing `exists` (after a 409) and the search for the id."""
+    ledger.execute(
+        "UPDATE rows SET status = 'exists', attempts = 1 WHERE email = 'grace@example.com'"
+    )
+    ledger.execute(
+        "UPDATE rows SET status = 'created', user_id = 'x' WHERE email != 'grace@example.com'"
+    )
+    client = FakeClient()
+    client.add_user(NewUser("Grace B. Hopper", "grace@example.com"), "the-real-grace")
+    result = make_runner(ledger, client).run()
+    assert result.exit_code == 0
+    grace = rows(ledger)["grace@example.com"]
+    assert grace["status"] == "exists" and grace["user_id"] == "the-real-grace"
+    assert client.calls == [("search", "grace@example.com")]
