@@ -463,9 +463,9 @@ class Runner:
         except ApiError as err:
             self._reachable()
             self.pacer.answered(err.status, err.retry_after)
-            self._on_create_error(row, new, err, row.attempts + 1, doubt)
+            self._on_create_error(row, new, err, doubt)
         except TransportError as err:
-            self._on_transport_error(row, err, row.attempts + 1, doubt)
+            self._on_transport_error(row, err, doubt)
         except ConfigError as err:  # 401, and a fresh token was refused too: not acted on
             self._give_back_and_stop(row, doubt, err)
         else:
@@ -482,9 +482,7 @@ class Runner:
         )
         raise _StopRun(error)
 
-    def _on_create_error(
-        self, row: Row, new: NewUser, err: ApiError, attempts: int, doubt: int
-    ) -> None:
+    def _on_create_error(self, row: Row, new: NewUser, err: ApiError, doubt: int) -> None:
         if err.status == 409:
             if doubt:
                 # Our own unanswered create may be the one holding this email.
@@ -522,7 +520,7 @@ class Runner:
             return
         self._finish(row, "failed", in_doubt=doubt, error_code=err.code, error_message=str(err))
 
-    def _on_transport_error(self, row: Row, err: TransportError, attempts: int, doubt: int) -> None:
+    def _on_transport_error(self, row: Row, err: TransportError, doubt: int) -> None:
         if err.kind == "connect":
             self._not_reached(row, doubt, err, undo_attempt=True)
             return
