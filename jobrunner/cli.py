@@ -118,10 +118,15 @@ def ingest(obj: Context, file: Path) -> None:
         csv_file = read_csv(file)  # most refusals come here, before any ledger is created
     except JobrunnerError as exc:
         raise fail(exc) from None
+    new_ledger = not obj.db.exists()
     ledger = _open_ledger(obj, create=True)
     try:
         summary = ingest_csv(ledger, csv_file)
     except JobrunnerError as exc:
+        ledger.close()
+        if new_ledger:  # refused while reading the rows: leave no empty ledger behind
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{obj.db}{suffix}").unlink(missing_ok=True)
         raise fail(exc) from None
     finally:
         csv_file.close()

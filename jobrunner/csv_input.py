@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import functools
 import hashlib
 import io
 import re
@@ -50,6 +51,7 @@ _SIMPLE_EMAIL = re.compile(
 )
 _SPECIAL_TLDS = frozenset({"arpa", "invalid", "local", "localhost", "onion", "test"})
 _E164 = re.compile(r"\+[1-9][0-9]{6,14}")
+_ADDRESS_LIKE = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 _BLANK = " \t\r\n\x1a\ufeff"  # what an empty row may hold (^Z: DOS end of file)
 _SEP_HINT = re.compile(r"sep=([,;\t|])", re.IGNORECASE)
 
@@ -99,6 +101,11 @@ class CsvFile:
             self._stream.close()
 
 
+def _line_breaks(data: bytes) -> int:
+    """Line breaks in LF, CRLF or old-Mac CR files."""
+    return data.count(b"\n") + data.count(b"\r") - data.count(b"\r\n")
+
+
 def _hash_and_check_utf8(name: str, raw: IO[bytes]) -> str:
     """sha256 of the file; refuses it, naming the line, unless it is all UTF-8."""
     digest = hashlib.sha256()
@@ -107,7 +114,7 @@ def _hash_and_check_utf8(name: str, raw: IO[bytes]) -> str:
     for chunk in iter(lambda: raw.read(1 << 20), b""):
         digest.update(chunk)
         if b"\x00" in chunk:
-            line = lines_before + chunk[: chunk.index(b"\x00")].count(b"\n") + 1
+            line = lines_before + _line_breaks(chunk[: chunk.index(b"\x00")]) + 1
             raise InputFileError(
                 f"{name}: line {line} contains a NUL byte: not a text CSV file "
                 "(binary content, or a UTF-16 export)"
@@ -118,9 +125,9 @@ def _hash_and_check_utf8(name: str, raw: IO[bytes]) -> str:
             # Positions are within this chunk, plus whatever the decoder held back (< 4 bytes).
             pending = len(exc.object) - len(chunk)
             at = max(exc.start - pending, 0)
-            line = lines_before + chunk[:at].count(b"\n") + 1
+            line = lines_before + _line_breaks(chunk[:at]) + 1
             raise _decode_error(name, exc, line) from None
-        lines_before += chunk.count(b"\n")
+        lines_before += _line_breaks(chunk)
     try:
         decoder.decode(b"", final=True)
     except UnicodeDecodeError as exc:
@@ -301,9 +308,14 @@ def _read_rows(f: CsvFile) -> Iterator[InputRow]:
             row = InputRow(line=start)
             for col, index in get_index:
                 if index is not None and index < len(record):
-                    setattr(row, col, record[index].strip())
+                    value = record[index].strip()
+                    if "\x1a" in value:  # DOS end-of-file marks: never part of a value
+                        value = value.replace("\x1a", "").strip()
+                    setattr(row, col, value)
             if previous_end > start:
-                _check_spanning_values(name, row, f.delimiter, width, start, previous_end)
+                _check_spanning_values(
+                    name, row, record, f.delimiter, m["email"], start, previous_end
+                )
             missing = [c for c in REQUIRED_COLUMNS if m[c] >= len(record)]
             if missing:
                 hint = ""
@@ -331,20 +343,32 @@ def _read_rows(f: CsvFile) -> Iterator[InputRow]:
 
 
 def _check_spanning_values(
-    name: str, row: InputRow, delimiter: str, width: int, start: int, end: int
+    name: str, row: InputRow, record: list[str], delimiter: str, email_at: int, start: int, end: int
 ) -> None:
-    """A quoted value that spans lines: fine in a title, fatal when it swallowed rows."""
-    for col in KNOWN_COLUMNS:
-        value = getattr(row, col)
-        if not value or ("\n" not in value and "\r" not in value):
+    """A quoted value that spans lines: fine in a title, fatal when it swallowed rows.
+
+    A line inside any value (known column or not) that reads as a row with an address in
+    the email column means a stray quote ate the rows in between: the file is refused.
+    """
+    for cell in record:
+        if "\n" not in cell and "\r" not in cell:
             continue
-        inner = value.splitlines()[1:]
-        if width > 1 and any(part.count(delimiter) >= width - 1 for part in inner):
-            raise InputFileError(
-                f'{name}: line {start}: a quote (") opened here runs to line {end} and '
-                "swallows what look like whole rows: check the quoting"
-            )
-        if col in ("email", "phone_number", "division_id"):
+        for part in cell.splitlines():
+            if "@" not in part:
+                continue
+            cells = next(csv.reader([part], delimiter=delimiter), [])
+            if (
+                len(cells) >= len(REQUIRED_COLUMNS)
+                and len(cells) > email_at
+                and _ADDRESS_LIKE.fullmatch(cells[email_at].strip())
+            ):
+                raise InputFileError(
+                    f'{name}: line {start}: a quote (") opened here runs to line {end} and '
+                    "swallows what look like whole rows: check the quoting"
+                )
+    for col in ("email", "phone_number", "division_id"):
+        value = getattr(row, col)
+        if value and ("\n" in value or "\r" in value):
             row.invalidate("line_break", f"{col} contains a line break")
 
 
@@ -411,11 +435,12 @@ def _validate(row: InputRow) -> None:
 
 
 def _control_character(value: str) -> str | None:
-    """The first control character other than tab and line breaks, as U+XXXX."""
+    """The first control character other than tabs and line breaks (FileMaker writes
+    vertical tabs for them), as U+XXXX."""
     if value.isprintable():
         return None
     for char in value:
-        if char not in "\t\n\r" and unicodedata.category(char) == "Cc":
+        if char not in "\t\n\r\x0b\x0c" and unicodedata.category(char) == "Cc":
             return f"U+{ord(char):04X}"
     return None
 
@@ -458,7 +483,9 @@ def normalise_phone(raw: str) -> tuple[str | None, str | None]:
 
 
 def _possible_e164(number: str) -> bool:
+    """True only when the full parser would surely keep `number` as it is and accept it."""
     import phonenumbers
+    from phonenumbers.phonemetadata import PhoneMetadata
 
     digits = number[1:]
     for size in (1, 2, 3):  # country codes are prefix-free: the first known one is it
@@ -467,9 +494,21 @@ def _possible_e164(number: str) -> bool:
             national = digits[size:]
             if national.startswith("0"):
                 return False  # leading zeros (Italy, ...): the full parser knows those
+            region = phonenumbers.region_code_for_country_code(code)
+            metadata = PhoneMetadata.metadata_for_region(region, None)
+            if metadata is None:
+                return False  # non-geographic codes: leave them to the full parser
+            prefix = metadata.national_prefix_for_parsing
+            if prefix and _national_prefix(prefix).match(national):
+                return False  # the parser may strip or rewrite a national prefix here
             number_ = phonenumbers.PhoneNumber(country_code=code, national_number=int(national))
             return bool(phonenumbers.is_possible_number(number_))
     return False
+
+
+@functools.lru_cache(maxsize=512)
+def _national_prefix(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
 
 
 def _normalise_phone_fully(raw: str) -> tuple[str | None, str | None]:

@@ -157,15 +157,14 @@ class Ledger:
         tables = [
             r[0]
             for r in self.conn.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table' "
-                "AND name NOT LIKE 'sqlite_%' ORDER BY name"
+                "SELECT name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY name"
             )
         ]
         if tables and "schema_migrations" not in tables:
             shown = ", ".join(tables[:5]) + (", ..." if len(tables) > 5 else "")
             raise LedgerError(
-                f"{self.path} is not a jobrunner ledger (it is a SQLite file with other "
-                f"tables: {shown}); point --db at another file"
+                f"{self.path} is not a jobrunner ledger (it is a SQLite file holding "
+                f"{shown}); point --db at another file"
             )
 
     # -- migrations ----------------------------------------------------------------------
@@ -471,10 +470,11 @@ class Ledger:
         return cur.rowcount == 1
 
     def exists_without_id(self, limit: int = 10_000) -> list[Row]:
-        """`exists` rows whose id look-up never happened (a crash) or found nobody yet."""
+        """`exists` rows whose id look-up a stopped run never finished (it leaves a note when
+        it does, found or not)."""
         cur = self.execute(
             f"SELECT {_ROW_COLUMNS} FROM rows WHERE status = 'exists' AND user_id IS NULL "
-            "ORDER BY id LIMIT ?",
+            "AND error_message IS NULL ORDER BY id LIMIT ?",
             (limit,),
         )
         return [_row(r) for r in cur.fetchall()]

@@ -375,8 +375,10 @@ class Runner:
             self.fatal = Interrupted()
 
     def _name_existing(self, rows: list[Row]) -> None:
-        """Find the ids of `exists` rows that have none: a run stopped between the 409 and
-        its look-up, or the search did not show the user yet."""
+        """Find the ids of `exists` rows whose look-up a stopped run never finished.
+
+        One search each; on network trouble the rest wait for the next run.
+        """
         for row in rows:
             if self.stop.is_set() or not self.pacer.wait(self.stop):
                 return
@@ -385,14 +387,23 @@ class Runner:
             except _StopRun as stop:
                 self._set_fatal(stop.error)
                 return
-            except JobrunnerError as err:
-                log.info("row.exists.id_unknown", line=row.line, email=row.email, error=str(err))
+            except CallError as err:
+                if err.retryable:
+                    log.warning("exists.ids_later", error=str(err), rows=len(rows))
+                    return
+                self.ledger.set_user_id(row.id, None, f"could not look up the id ({err})")
                 continue
-            if found is not None:
-                state = found.state if found.state not in (None, "active") else None
-                note = f"the existing user is {state}" if state else None
-                self.ledger.set_user_id(row.id, found.id, note)
-                log.info("row.exists.id", line=row.line, email=row.email, user_id=found.id)
+            except JobrunnerError as err:
+                self._set_fatal(err)
+                return
+            if found is None:
+                self.ledger.set_user_id(row.id, None, "the search did not return the existing user")
+                continue
+            state = found.state if found.state not in (None, "active") else None
+            self.ledger.set_user_id(
+                row.id, found.id, f"the existing user is {state}" if state else None
+            )
+            log.info("row.exists.id", line=row.line, email=row.email, user_id=found.id)
 
     def _set_fatal(self, error: JobrunnerError) -> None:
         with self._fatal_lock:
@@ -686,21 +697,23 @@ class Runner:
         user_id, note = None, None
         for attempt in range(1, 5):  # a read: safe to repeat on 5xx and network errors
             if not self.pacer.wait(self.stop):
-                note = "stopped before the existing user's id was looked up"
-                break
+                # No note: the next run looks this row up (see _name_existing).
+                self._log_outcome(row, "exists", None, "the id is looked up by the next run")
+                return
             try:
                 found = self._lookup(row)
             except _StopRun:
-                self._log_outcome(row, "exists", None, "the id was not looked up")
+                self._log_outcome(row, "exists", None, "the id is looked up by the next run")
                 raise
             except CallError as err:
-                if (
-                    not err.retryable
-                    or attempt == 4
-                    or self.stop.wait(min(2.0, self.policy.delay(attempt, self.rand)))
-                ):
+                if not err.retryable:
                     note = f"could not look up the existing user's id ({err})"
                     break
+                if attempt == 4 or self.stop.wait(min(2.0, self.policy.delay(attempt, self.rand))):
+                    self._log_outcome(
+                        row, "exists", None, f"the id is looked up by the next run ({err})"
+                    )
+                    return
                 continue
             except JobrunnerError as err:
                 note = f"could not look up the existing user's id ({err})"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from email_validator import EmailNotValidError, validate_email
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from jobrunner.csv_input import _SIMPLE_EMAIL, email_problem, normalise_phone
@@ -55,8 +55,17 @@ def test_phone_numbers_must_carry_a_country_code(raw: str, e164: str | None) -> 
     assert (problem is None) == (e164 is not None)
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=1500, deadline=None)
 @given(st.from_regex(r"\+[1-9][0-9 ()\-.]{6,20}", fullmatch=True))
+@example("+261 22 123 45")  # Madagascar: the parser adds a prefix
+@example("+2612000000")
+@example("+375 8 017 123 45 67")  # Belarus: national prefix 8
+@example("+672 12345")  # Norfolk Island: rewritten
+@example("+378 912345")  # San Marino: 0549 added
+@example("+86 12 1234 5678")
+@example("+55 90 11 91234 5678")
+@example("+54 11 15 1234 5678")
+@example("+352 621 123 456")
 def test_the_short_path_for_phones_agrees_with_the_full_parser(raw: str) -> None:
     from jobrunner.csv_input import _normalise_phone_fully
 

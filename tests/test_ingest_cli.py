@@ -259,7 +259,12 @@ def test_refusal_found_on_the_last_line_rolls_back_every_earlier_row(
     bad = write(tmp_path, "bad.csv", HEADER + rows + '"Broken,Row,b@example.com,,,,\n')
     result = run(db, "ingest", str(bad))
     assert result.exit_code == 1 and "line 5002: unterminated quote" in result.output
-    assert sum(report(db)["counts"].values()) == 0
+    assert not db.exists()  # the ledger this ingest began is gone again
+    good = write(tmp_path, "good.csv", HEADER + "Ada,L,ada@example.com,,,,\n")
+    assert run(db, "ingest", str(good)).exit_code == 0
+    before = report(db)
+    result = run(db, "ingest", str(bad))
+    assert result.exit_code == 1 and report(db) == before  # an existing ledger is untouched
 
 
 def test_a_huge_field_is_an_invalid_row_not_a_crash(tmp_path: Path, db: Path) -> None:
@@ -328,7 +333,7 @@ def test_a_stray_quote_that_swallows_rows_refuses_the_file(tmp_path: Path, db: P
     result = run(db, "ingest", str(f))
     assert result.exit_code == 1
     assert "line 2: a quote" in result.output and "runs to line 4" in result.output
-    assert sum(report(db)["counts"].values()) == 0
+    assert not db.exists()
 
 
 def test_a_nul_byte_late_in_a_big_file_is_refused(tmp_path: Path, db: Path) -> None:
@@ -407,3 +412,46 @@ def test_db_pointing_at_a_folder_or_another_programs_database(tmp_path: Path) ->
         assert result.exit_code == 1
         assert "is not a jobrunner ledger" in result.output and "invoices" in result.output
     assert hashlib.sha256(other.read_bytes()).hexdigest() == before
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        # the stray quote opens in a column jobrunner ignores
+        'first_name,last_name,notes,email\nA,B,"oops,a@example.com\nC,D,x,c@example.com\n'
+        'E,F,y",e@example.com\n',
+        # the swallowed rows have fewer fields than the header
+        HEADER
+        + '"Ada,Lovelace,ada@example.com\nBob,Smith,bob@example.com\nCy",Doe,cy@example.com\n',
+        # a stray quote before the email column would glue a wrong name to a good address
+        'first_name,last_name,email\na,"b\nc,d,e@example.com\nf",g@example.com\n',
+    ],
+    ids=["unknown-column", "short-rows", "before-email"],
+)
+def test_more_swallowed_rows(tmp_path: Path, db: Path, content: str) -> None:
+    result = run(db, "ingest", str(write(tmp_path, "s.csv", content)))
+    assert result.exit_code == 1 and "swallows what look like whole rows" in result.output
+
+
+def test_multi_line_titles_are_kept(tmp_path: Path, db: Path) -> None:
+    f = write(
+        tmp_path,
+        "t.csv",
+        "first_name,last_name,email,title\n"
+        'Ada,L,a@example.com,"Head of Sales\nEMEA, APAC, LATAM, NA"\n'
+        'Bo,M,b@example.com,"Agent\x0bNights"\n',
+    )
+    assert run(db, "ingest", str(f)).exit_code == 0
+    rows = report(db)["rows"]
+    assert rows[0]["title"] == "Head of Sales\nEMEA, APAC, LATAM, NA"
+    assert rows[1]["status"] == "pending" and rows[1]["title"] == "Agent\x0bNights"
+
+
+def test_line_numbers_in_old_mac_files_name_the_bad_line(tmp_path: Path, db: Path) -> None:
+    f = write(
+        tmp_path,
+        "cr.csv",
+        b"first_name,last_name,email\rA,B,a@example.com\rJos\xe9,B,j@example.com\r",
+    )
+    result = run(db, "ingest", str(f))
+    assert result.exit_code == 1 and "line 3: not UTF-8" in result.output

@@ -528,3 +528,18 @@ def test_an_exists_row_whose_id_look_up_was_cut_short_gets_its_id_next_run(
     grace = rows(ledger)["grace@example.com"]
     assert grace["status"] == "exists" and grace["user_id"] == "the-real-grace"
     assert client.calls == [("search", "grace@example.com")]
+
+
+def test_a_rerun_with_nothing_to_do_makes_no_calls(ledger: Ledger) -> None:
+    """An `exists` row whose search found nobody keeps its note; reruns leave it alone."""
+    ledger.execute(
+        "UPDATE rows SET status = 'exists', error_message = 'the search did not return the "
+        "existing user' WHERE email = 'grace@example.com'"
+    )
+    ledger.execute(
+        "UPDATE rows SET status = 'created', user_id = 'x' WHERE email != 'grace@example.com'"
+    )
+    client = FakeClient()
+    for _ in range(2):
+        assert make_runner(ledger, client).run().exit_code == 0
+    assert client.calls == [] and client.authenticated == 0
