@@ -485,7 +485,6 @@ def normalise_phone(raw: str) -> tuple[str | None, str | None]:
 def _possible_e164(number: str) -> bool:
     """True only when the full parser would surely keep `number` as it is and accept it."""
     import phonenumbers
-    from phonenumbers.phonemetadata import PhoneMetadata
 
     digits = number[1:]
     for size in (1, 2, 3):  # country codes are prefix-free: the first known one is it
@@ -494,12 +493,10 @@ def _possible_e164(number: str) -> bool:
             national = digits[size:]
             if national.startswith("0"):
                 return False  # leading zeros (Italy, ...): the full parser knows those
-            region = phonenumbers.region_code_for_country_code(code)
-            metadata = PhoneMetadata.metadata_for_region(region, None)
-            if metadata is None:
+            known, prefix = _national_prefix(code)
+            if not known:
                 return False  # non-geographic codes: leave them to the full parser
-            prefix = metadata.national_prefix_for_parsing
-            if prefix and _national_prefix(prefix).match(national):
+            if prefix is not None and prefix.match(national):
                 return False  # the parser may strip or rewrite a national prefix here
             number_ = phonenumbers.PhoneNumber(country_code=code, national_number=int(national))
             return bool(phonenumbers.is_possible_number(number_))
@@ -507,8 +504,17 @@ def _possible_e164(number: str) -> bool:
 
 
 @functools.lru_cache(maxsize=512)
-def _national_prefix(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)
+def _national_prefix(code: int) -> tuple[bool, re.Pattern[str] | None]:
+    """(has region metadata, the region's national-prefix-for-parsing pattern)."""
+    import phonenumbers
+    from phonenumbers.phonemetadata import PhoneMetadata
+
+    region = phonenumbers.region_code_for_country_code(code)
+    metadata = PhoneMetadata.metadata_for_region(region, None)
+    if metadata is None:
+        return False, None
+    prefix = metadata.national_prefix_for_parsing
+    return True, re.compile(prefix) if prefix else None
 
 
 def _normalise_phone_fully(raw: str) -> tuple[str | None, str | None]:
