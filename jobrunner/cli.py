@@ -123,14 +123,17 @@ def ingest(obj: Context, file: Path) -> None:
     try:
         summary = ingest_csv(ledger, csv_file)
     except JobrunnerError as exc:
-        ledger.close()
-        if new_ledger:  # refused while reading the rows: leave no empty ledger behind
-            for suffix in ("", "-wal", "-shm"):
-                Path(f"{obj.db}{suffix}").unlink(missing_ok=True)
-        raise fail(exc) from None
+        error: JobrunnerError | None = exc
+    else:
+        error = None
     finally:
         csv_file.close()
         ledger.close()
+    if error is not None:
+        if new_ledger:  # refused while reading the rows: leave no empty ledger behind
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{obj.db}{suffix}").unlink(missing_ok=True)
+        raise fail(error)
     out = click.echo
     out(f"{summary.file}: {summary.rows_read:,} rows read")
     if not summary.rows_read:

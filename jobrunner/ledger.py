@@ -11,7 +11,6 @@ import os
 import re
 import sqlite3
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,8 +22,6 @@ from jobrunner.errors import LedgerError
 from jobrunner.resources import migrations_dir
 
 STATUSES = ("pending", "in_progress", "created", "exists", "failed", "invalid")
-# Statuses a run never touches again.
-FINAL_STATUSES = ("created", "exists", "invalid")
 
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 BUSY_TIMEOUT_MS = 10_000
@@ -260,25 +257,14 @@ class Ledger:
             (sha256, rows_read, rows_added, source_id),
         )
 
-    def find_by_email(
-        self, email_norm: str, exclude_source: int = 0
-    ) -> tuple[int, str, int, str] | None:
-        """The row holding this person: (row id, status, line, source name); live rows first."""
-        return self.execute(
-            "SELECT rows.id, rows.status, rows.line, sources.name FROM rows "
-            "JOIN sources ON sources.id = rows.source_id "
-            "WHERE email_norm = ? AND rows.source_id != ? "
-            "ORDER BY rows.status = 'invalid', rows.id LIMIT 1",
-            (email_norm, exclude_source),
-        ).fetchone()
-
     def has_rows(self) -> bool:
         return self.execute("SELECT EXISTS (SELECT 1 FROM rows)").fetchone()[0] == 1
 
     def find_by_emails(
         self, emails: Sequence[str], exclude_source: int
     ) -> dict[str, tuple[int, str, int, str]]:
-        """find_by_email for many addresses at once: email_norm -> (id, status, line, source)."""
+        """The rows of earlier ingests holding these people: email_norm -> (row id, status,
+        line, source name); a live row wins over an invalid one, then the oldest."""
         found: dict[str, tuple[int, str, int, str]] = {}
         if not emails:
             return found
@@ -290,7 +276,7 @@ class Ledger:
             "ORDER BY rows.status = 'invalid' DESC, rows.id DESC",
             (*emails, exclude_source),
         )
-        # Ordered so that the row find_by_email would pick (live first, then oldest) comes last.
+        # Ordered so that the row that wins comes last and overwrites the others.
         for email_norm, *rest in cur:
             found[email_norm] = tuple(rest)  # type: ignore[assignment]
         return found
@@ -563,7 +549,3 @@ def _create_private_file(path: Path) -> None:
         pass
     except OSError as exc:
         raise LedgerError(f"cannot create ledger {path}: {exc.strerror}") from None
-
-
-def now() -> float:
-    return time.time()

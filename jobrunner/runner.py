@@ -99,7 +99,6 @@ class Pacer:
         self._accepted: deque[float] = deque()
         self._calm_since = clock()  # last 429, or last loosening
         self.limited = 0  # 429s seen
-        self.accepted = 0
 
     def new_token(self) -> None:
         """The limit is per token: a new token starts with an empty window."""
@@ -135,7 +134,6 @@ class Pacer:
             while self._accepted and self._accepted[0] < now - self.window_s:
                 self._accepted.popleft()
             if status != 429:
-                self.accepted += 1
                 self._accepted.append(now)
                 return
             self.limited += 1
@@ -163,7 +161,6 @@ class RunStats:
     total: int = 0  # rows to settle in this run (pending + in_progress at start)
     outcomes: Counter[str] = field(default_factory=Counter)
     calls: Counter[str] = field(default_factory=Counter)  # create, search, token
-    retries: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def outcome(self, status: str) -> None:
@@ -300,7 +297,7 @@ class Runner:
         self.stats.total = counts["pending"]
         self.ledger.record_run_start(self.owner, os.getpid(), socket.gethostname(), self.clock())
         log.info("run.start", pending=counts["pending"], concurrency=self.concurrency)
-        unnamed = self.ledger.exists_without_id()
+        unnamed = self.ledger.exists_without_id(limit=1)
         if counts["pending"] or unnamed:
             if hasattr(self.client, "on_new_token"):
                 self.client.on_new_token = self.pacer.new_token
@@ -391,19 +388,15 @@ class Runner:
                 if err.retryable:
                     log.warning("exists.ids_later", error=str(err), rows=len(rows))
                     return
-                self.ledger.set_user_id(row.id, None, f"could not look up the id ({err})")
+                self.ledger.set_user_id(row.id, None, _lookup_failed(err))
                 continue
             except JobrunnerError as err:
                 self._set_fatal(err)
                 return
-            if found is None:
-                self.ledger.set_user_id(row.id, None, "the search did not return the existing user")
-                continue
-            state = found.state if found.state not in (None, "active") else None
-            self.ledger.set_user_id(
-                row.id, found.id, f"the existing user is {state}" if state else None
-            )
-            log.info("row.exists.id", line=row.line, email=row.email, user_id=found.id)
+            user_id, note = _existing_user(found)
+            self.ledger.set_user_id(row.id, user_id, note)
+            if user_id:
+                log.info("row.exists.id", line=row.line, email=row.email, user_id=user_id)
 
     def _set_fatal(self, error: JobrunnerError) -> None:
         with self._fatal_lock:
@@ -600,7 +593,6 @@ class Runner:
             )
             return
         delay = self.policy.delay(attempts, self.rand)
-        self.stats.retries += 1
         log.info(
             "row.retry",
             line=row.line,
@@ -707,7 +699,7 @@ class Runner:
                 raise
             except CallError as err:
                 if not err.retryable:
-                    note = f"could not look up the existing user's id ({err})"
+                    note = _lookup_failed(err)
                     break
                 if attempt == 4 or self.stop.wait(min(2.0, self.policy.delay(attempt, self.rand))):
                     self._log_outcome(
@@ -716,14 +708,9 @@ class Runner:
                     return
                 continue
             except JobrunnerError as err:
-                note = f"could not look up the existing user's id ({err})"
+                note = _lookup_failed(err)
                 break
-            if found is None:
-                note = "the search did not return the existing user"
-            else:
-                user_id = found.id
-                if found.state not in (None, "active"):
-                    note = f"the existing user is {found.state}"
+            user_id, note = _existing_user(found)
             break
         self.ledger.set_user_id(row.id, user_id, note)
         self._log_outcome(row, "exists", user_id, note)
@@ -774,6 +761,18 @@ class Runner:
             log.warning("row.failed", **fields, error_code=code, error=message)
         else:
             log.info(f"row.{status}", **fields, **({"note": message} if message else {}))
+
+
+def _existing_user(found: Any) -> tuple[str | None, str | None]:
+    """What a look-up for an `exists` row gives the ledger: (user id, note)."""
+    if found is None:
+        return None, "the search did not return the existing user"
+    inactive = found.state not in (None, "active")
+    return found.id, f"the existing user is {found.state}" if inactive else None
+
+
+def _lookup_failed(err: JobrunnerError) -> str:
+    return f"could not look up the existing user's id ({err})"
 
 
 class Progress:
