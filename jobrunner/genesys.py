@@ -9,6 +9,7 @@ because only the runner knows whether a retry could create a person twice.
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 import time
@@ -249,6 +250,14 @@ def _transport_error(exc: BaseException, method: str) -> TransportError:
     return TransportError("dropped", f"request failed: {type(exc).__name__}", maybe_acted=sent)
 
 
+@dataclass(frozen=True)
+class _Sdk:
+    module: Any
+    api_exception: Any
+    client: Any
+    users: Any
+
+
 class GenesysClient:
     """One ApiClient and one token, shared by every worker thread."""
 
@@ -259,28 +268,40 @@ class GenesysClient:
         connect_timeout: float = CONNECT_TIMEOUT_S,
         read_timeout: float = READ_TIMEOUT_S,
     ) -> None:
-        import PureCloudPlatformClientV2 as sdk  # ~3 s: only the code path that calls the API
-        from PureCloudPlatformClientV2.rest import ApiException
-
-        self._sdk = sdk
-        self._api_exception = ApiException
         self.settings = settings
-        client = sdk.ApiClient()
-        endpoint = settings.endpoint
-        if endpoint.gateway:
-            host, protocol, port = endpoint.gateway
-            client.set_gateway(host, protocol, port, "", "")
-        else:
-            client.host = endpoint.api_url
-        client.set_http_client(_make_transport(pool_size, connect_timeout, read_timeout))
-        self.client = client
-        self.users = sdk.UsersApi(client)
+        self._transport_settings = (pool_size, connect_timeout, read_timeout)
         self._token_lock = threading.Lock()
         self._token_generation = 0
         self.tokens_fetched = 0
         self._refusal: ConfigError | None = None
         self._search_any_state = True  # include deleted users (they keep their email)
         self.on_new_token: Any = None  # called after each new token (the pacer's window)
+
+    @functools.cached_property
+    def _api(self) -> _Sdk:
+        """The SDK, imported and wired on first use (~3 s): a run with nothing to send never
+        pays for it."""
+        import PureCloudPlatformClientV2 as sdk
+        from PureCloudPlatformClientV2.rest import ApiException
+
+        client = sdk.ApiClient()
+        endpoint = self.settings.endpoint
+        if endpoint.gateway:
+            host, protocol, port = endpoint.gateway
+            client.set_gateway(host, protocol, port, "", "")
+        else:
+            client.host = endpoint.api_url
+        client.set_http_client(_make_transport(*self._transport_settings))
+        return _Sdk(sdk, ApiException, client, sdk.UsersApi(client))
+
+    @property
+    def client(self) -> Any:
+        """The SDK's ApiClient (shared by every thread)."""
+        return self._api.client
+
+    @property
+    def users(self) -> Any:
+        return self._api.users
 
     # -- authentication ------------------------------------------------------------------
 
@@ -301,7 +322,7 @@ class GenesysClient:
                     self.settings.client_id, self.settings.client_secret
                 )
                 break
-            except self._api_exception as exc:
+            except self._api.api_exception as exc:
                 err = _api_error(exc.status or 0, exc.body, exc.headers)
                 if err.retryable and attempt < TOKEN_TRIES:
                     time.sleep(min(err.retry_after or 2.0**attempt, 30.0))
@@ -352,7 +373,7 @@ class GenesysClient:
         for attempt in (1, 2):
             try:
                 return fn(*args)
-            except self._api_exception as exc:
+            except self._api.api_exception as exc:
                 err = _api_error(exc.status or 0, exc.body, exc.headers)
                 if err.status == 401 and attempt == 1:
                     self._refresh_token(generation)
@@ -368,7 +389,7 @@ class GenesysClient:
 
     def create_user(self, new: NewUser) -> str:
         """POST /api/v2/users; returns the new user's id."""
-        sdk = self._sdk
+        sdk = self._api.module
         body = sdk.CreateUser()
         body.name = new.name
         body.email = new.email
@@ -389,7 +410,7 @@ class GenesysClient:
 
     def find_user_by_email(self, email: str) -> FoundUser | None:
         """POST /api/v2/users/search, exact email, any state (deleted users keep their email)."""
-        sdk = self._sdk
+        sdk = self._api.module
         by_email = sdk.UserSearchCriteria()
         by_email.type = "EXACT"
         by_email.fields = ["email"]

@@ -483,7 +483,7 @@ def test_kill_9_loop_creates_every_user_exactly_once(emulator: Any, make_ledger:
     for _ in range(6):
         proc = spawn_run(db, emu, "--max-attempts", "50")
         try:
-            wait_for_event(proc, "run.start")
+            wait_for_event(proc, "row.created")  # past the SDK import and the token
         except AssertionError:
             proc.kill()
             break
