@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import signal
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,15 @@ from jobrunner.emulator.command import emulator as emulator_command
 from jobrunner.errors import Interrupted, JobrunnerError
 
 DEFAULT_DB = Path("state") / "jobrunner.db"
+STATUS_CHOICES = (
+    "pending",
+    "in_progress",
+    "created",
+    "exists",
+    "failed",
+    "invalid",
+    "rolled_back",
+)
 
 
 class Context:
@@ -102,43 +112,60 @@ def _open_ledger(ctx_obj: Context, create: bool) -> Any:
 
 @cli.command()
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=True, exists=False))
+@click.option(
+    "--default-country",
+    metavar="CODE",
+    default=None,
+    help="ISO country code (US, GB, DE, ...) for phone numbers written without their "
+    "country code, e.g. (317) 555-0142.",
+)
 @click.pass_obj
-def ingest(obj: Context, file: Path) -> None:
-    """Validate FILE (CSV, UTF-8) and add its new rows to the ledger.
+def ingest(obj: Context, file: Path, default_country: str | None) -> None:
+    """Validate FILE (CSV, UTF-8) and add its people to the ledger.
 
-    Columns: first_name, last_name, email (required); phone_number (E.164, e.g.
-    +13175550101), division_id (UUID), title, department (optional). Invalid rows are
-    kept as `invalid` with a reason and never sent. Rows whose email is already in the
-    ledger are skipped, so ingesting a file twice adds nothing.
+    Columns: email and name (or first_name and last_name) are required; phone_number
+    (or phone_work), extension, title, department, division (name or id), email_manager,
+    location_work, roles_divisions, queues and skills are optional: the Genesys admin
+    UI's import template is read as it is. Invalid rows are kept as `invalid` with a
+    reason and never sent. A person already in the ledger is compared: rows never sent
+    take the file's new values, failed ones go back to pending.
     """
     from jobrunner.csv_input import read_csv
     from jobrunner.ingest import ingest_csv
+    from jobrunner.ledger import missing_folders, remove_ledger_files
 
     try:
-        csv_file = read_csv(file)  # most refusals come here, before any ledger is created
+        csv_file = read_csv(file, default_country)  # most refusals come here, before a ledger
     except JobrunnerError as exc:
         raise fail(exc) from None
-    new_ledger = not obj.db.exists()
-    ledger = _open_ledger(obj, create=True)
+    new_ledger = not obj.db.exists() and not obj.db.is_symlink()
+    new_folders = missing_folders(obj.db.parent)
+    finished = False
     try:
-        summary = ingest_csv(ledger, csv_file)
+        ledger = _open_ledger(obj, create=True)
+        try:
+            summary = ingest_csv(ledger, csv_file)
+        finally:
+            ledger.close()
+        finished = True
     except JobrunnerError as exc:
-        error: JobrunnerError | None = exc
-    else:
-        error = None
+        raise fail(exc) from None
     finally:
         csv_file.close()
-        ledger.close()
-    if error is not None:
-        if new_ledger:  # refused while reading the rows: leave no empty ledger behind
-            for suffix in ("", "-wal", "-shm"):
-                Path(f"{obj.db}{suffix}").unlink(missing_ok=True)
-        raise fail(error)
+        if new_ledger and not finished:  # whatever stopped it: leave no ledger behind
+            remove_ledger_files(obj.db, new_folders)
+    _print_ingest_summary(summary, obj.db)
+
+
+def _print_ingest_summary(summary: Any, db: Path) -> None:
     out = click.echo
     out(f"{summary.file}: {summary.rows_read:,} rows read")
     if not summary.rows_read:
         out("  (the file has a header and no rows)")
     out(f"  added:            {summary.added_pending:,} to create")
+    if summary.updated:
+        again = f"; {summary.requeued:,} failed rows are pending again" if summary.requeued else ""
+        out(f"  updated:          {summary.updated:,} (never sent: new values taken{again})")
     if summary.corrected:
         out(
             f"  corrected:        {summary.corrected:,} (replace invalid rows of an earlier ingest)"
@@ -148,14 +175,25 @@ def ingest(obj: Context, file: Path) -> None:
         out(f"    {reason:<20} {n:>7,}   e.g. {summary.invalid_examples[reason]}")
     already = ", ".join(f"{n:,} from {src}" for src, n in summary.already_from.most_common())
     out(f"  already present:  {summary.already_present:,}" + (f" ({already})" if already else ""))
+    if summary.kept:
+        out(f"  not updated:      {sum(summary.kept.values()):,} (the file gives other values)")
+        for reason, n in summary.kept.most_common():
+            named = ", ".join(summary.kept_named[reason])
+            more = n - len(summary.kept_named[reason])
+            out(f"    {n:,}: {reason}: {named}" + (f" and {more:,} more" if more else ""))
     if summary.unknown_columns:
-        shown = summary.unknown_columns[:12]
+        shown = [
+            f"{c} (did you mean {summary.suggestions[c]}?)" if c in summary.suggestions else c
+            for c in summary.unknown_columns[:12]
+        ]
         more = len(summary.unknown_columns) - len(shown)
         out(f"  ignored columns:  {', '.join(shown)}" + (f" and {more:,} more" if more else ""))
+    for ignored, used in summary.shadowed.items():
+        out(f"  ignored column:   {ignored} (the file's {used} column is used instead)")
     if summary.delimiter != ",":
         names = {";": "semicolon", "\t": "tab", "|": "pipe"}
         out(f"  delimiter:        {names.get(summary.delimiter, summary.delimiter)}")
-    out(f"ledger: {obj.db}")
+    out(f"ledger: {db}")
 
 
 @cli.command()
@@ -171,14 +209,18 @@ def ingest(obj: Context, file: Path) -> None:
     "--status",
     "statuses",
     multiple=True,
-    type=click.Choice(["pending", "in_progress", "created", "exists", "failed", "invalid"]),
+    type=click.Choice(list(STATUS_CHOICES)),
     help="Only rows with this status (repeatable).",
 )
 @click.pass_obj
 def report(obj: Context, fmt: str, statuses: tuple[str, ...]) -> None:
-    """What happened to every row: counts per status and the rows themselves."""
+    """What happened to every row: counts per status and step, and the rows themselves.
+
+    The table lists failed and invalid rows, and rows with a failed step, with the reason;
+    json and csv give every row with its steps.
+    """
     from jobrunner import render
-    from jobrunner.report import counts, report_rows
+    from jobrunner.report import counts, report_rows, step_counts
 
     ledger = _open_ledger(obj, create=False)
     try:
@@ -190,10 +232,145 @@ def report(obj: Context, fmt: str, statuses: tuple[str, ...]) -> None:
             render.write_csv_report(out, report_rows(ledger, statuses or None))
         else:
             shown = statuses or ("failed", "invalid")
-            heading = " and ".join(shown) + " rows"
-            render.write_table_report(out, totals, report_rows(ledger, shown), heading)
+            with_steps = not statuses
+            heading = " and ".join(shown) + " rows" + (", and rows with a failed step" * with_steps)
+            render.write_table_report(
+                out,
+                totals,
+                report_rows(ledger, shown, failed_steps=with_steps),
+                heading,
+                email_width=ledger.widest_email(shown, failed_steps=with_steps),
+                steps=step_counts(ledger),
+                settled=ledger.settled_counts(),
+            )
     finally:
         ledger.close()
+
+
+@cli.command()
+@click.option("--email", "emails", multiple=True, metavar="EMAIL", help="This person (repeatable).")
+@click.option(
+    "--status",
+    "statuses",
+    multiple=True,
+    type=click.Choice(["pending", "failed", "invalid"]),
+    help="Rows with this status (repeatable).",
+)
+@click.option(
+    "--source",
+    "sources",
+    multiple=True,
+    metavar="FILE",
+    help="Rows an ingest of this file brought (its name as `report` shows it; repeatable).",
+)
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation (for scripts).")
+@click.pass_obj
+def forget(
+    obj: Context,
+    emails: tuple[str, ...],
+    statuses: tuple[str, ...],
+    sources: tuple[str, ...],
+    yes: bool,
+) -> None:
+    """Remove rows no user was ever created for (pending, failed, invalid).
+
+    The filters combine (a row must match each one given). A row whose person was created
+    or found in the org, or whose create may have been sent, is never removed: it is named
+    and the command exits 1.
+    """
+    from jobrunner.runner import RunLock
+
+    if not (emails or statuses or sources):
+        raise click.UsageError("say which rows: --email, --status or --source")
+    ledger = _open_ledger(obj, create=False)
+    lock = RunLock(ledger.path)
+    try:
+        lock.acquire("forget", command="forget")
+        matched = ledger.select_rows(emails, statuses, sources)
+        removable = [r for r in matched if _forgettable(r) is None]
+        refused = [r for r in matched if _forgettable(r) is not None]
+        if not matched:
+            click.echo("no rows match")
+            return
+        for r in refused[:20]:
+            click.echo(f"kept: {r['source']}:{r['line']} {r['email']}: {_forgettable(r)}")
+        if len(refused) > 20:
+            click.echo(f"kept: ... and {len(refused) - 20:,} more")
+        if removable:
+            by_status = Counter(r["status"] for r in removable)
+            shown = ", ".join(f"{n:,} {s}" for s, n in sorted(by_status.items()))
+            click.echo(f"{len(removable):,} rows to forget ({shown})")
+            if not yes:
+                if not _stdin_is_terminal():
+                    raise click.ClickException(
+                        "nothing removed: confirm with --yes when not on a terminal"
+                    )
+                click.confirm("remove them from the ledger?", abort=True)
+            removed = ledger.forget_rows([r["id"] for r in removable])
+            click.echo(f"forgot {removed:,} rows")
+    except JobrunnerError as exc:
+        raise fail(exc) from None
+    finally:
+        lock.release()
+        ledger.close()
+    if refused:
+        raise click.ClickException(
+            f"{len(refused):,} rows were kept: a user was created or found for them, or their "
+            "create may have been sent"
+        )
+
+
+def _stdin_is_terminal() -> bool:
+    return sys.stdin.isatty()
+
+
+def _forgettable(row: dict[str, Any]) -> str | None:
+    """None if the row may be forgotten, else why not."""
+    if row["status"] in ("created", "exists", "rolled_back") or row["user_id"]:
+        return f"{row['status']}: the person is in Genesys"
+    if row["in_doubt"]:
+        return "a create may have been sent (a run looks it up first)"
+    if row["status"] not in ("pending", "failed", "invalid"):
+        return f"{row['status']}: a run is working on it"
+    return None
+
+
+@cli.command()
+@click.argument("dest", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--force", is_flag=True, help="Replace DEST if it exists.")
+@click.pass_obj
+def backup(obj: Context, dest: Path, force: bool) -> None:
+    """Copy the ledger to DEST safely, even while a run is working on it.
+
+    Copying the .db file alone loses what is still in its -wal file; DEST is one
+    self-contained file (SQLite's backup API) that `--db DEST` can open as it is.
+    """
+    import os
+    import tempfile
+
+    if dest.exists() and not force:
+        raise click.ClickException(f"{dest} exists: choose another name, or --force to replace it")
+    if dest.resolve() == obj.db.resolve():
+        raise click.ClickException(f"{dest} is the ledger itself")
+    ledger = _open_ledger(obj, create=False)
+    tmp = None
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent or Path("."))
+        os.close(fd)  # mkstemp makes it 0600: the copy holds personal data too
+        tmp = Path(name)
+        ledger.backup(tmp)
+        os.replace(tmp, dest)
+        tmp = None
+        rows = sum(ledger.counts().values())
+    except JobrunnerError as exc:
+        raise fail(exc) from None
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {dest}: {exc.strerror or exc}") from None
+    finally:
+        ledger.close()
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+    click.echo(f"ledger {obj.db} copied to {dest} ({rows:,} rows, {dest.stat().st_size:,} bytes)")
 
 
 class _ClearLineStream:

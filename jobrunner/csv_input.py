@@ -21,21 +21,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from jobrunner.columns import COLUMNS, NAME_COLUMNS, column_for, suggestion
 from jobrunner.errors import InputFileError
 
-REQUIRED_COLUMNS = ("first_name", "last_name", "email")
-OPTIONAL_COLUMNS = ("phone_number", "division_id", "title", "department")
-KNOWN_COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
+KNOWN_COLUMNS = COLUMNS
+# Cells holding lists: `Role:[Division], Role`, `Queue, Queue`, `Skill:5, Skill`.
+LIST_COLUMNS = ("roles_divisions", "queues", "skills")
 
 # Genesys has no published limits for these; beyond them a value is a mistake, not a name.
 MAX_LENGTH = {
     "first_name": 100,
     "last_name": 100,
+    "name": 255,
     "email": 254,  # RFC 5321 path limit
     "phone_number": 40,
-    "division_id": 45,  # also {braced} and urn:uuid: forms
+    "extension": 20,
+    "division": 255,
     "title": 255,
     "department": 255,
+    "email_manager": 254,
+    "location_work": 255,
+    "roles_divisions": 20_000,
+    "queues": 20_000,
+    "skills": 20_000,
 }
 # A field beyond this size cannot be a record at all: the file is refused.
 MAX_FIELD_BYTES = 16_000_000
@@ -54,6 +62,8 @@ _E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 _ADDRESS_LIKE = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 _BLANK = " \t\r\n\x1a\ufeff"  # what an empty row may hold (^Z: DOS end of file)
 _SEP_HINT = re.compile(r"sep=([,;\t|])", re.IGNORECASE)
+# What follows the ' that `report --format csv` puts before a cell a spreadsheet would run.
+_NEUTRALISED = frozenset("=+-@\t\r")
 
 
 @dataclass
@@ -61,13 +71,24 @@ class InputRow:
     line: int
     first_name: str = ""
     last_name: str = ""
+    name: str = ""  # the full name, as the admin UI's template has it
     email: str = ""
     phone_number: str | None = None
-    division_id: str | None = None
+    extension: str | None = None
     title: str | None = None
     department: str | None = None
+    division: str | None = None  # a division name, or an id (a UUID, written canonically)
+    email_manager: str | None = None
+    location_work: str | None = None
+    roles_divisions: str | None = None
+    queues: str | None = None
+    skills: str | None = None
     error_code: str | None = None
     error_message: str | None = None
+    # The list cells, parsed (filled by validation):
+    roles: tuple[tuple[str, str | None], ...] = ()  # (role, division or None: the row's)
+    queue_names: tuple[str, ...] = ()
+    skill_levels: tuple[tuple[str, float], ...] = ()  # (skill, proficiency 0..5)
 
     @property
     def valid(self) -> bool:
@@ -76,6 +97,18 @@ class InputRow:
     @property
     def email_norm(self) -> str:
         return self.email.strip().lower()
+
+    @property
+    def full_name(self) -> str:
+        """What the create sends as `name`: the name column, else first and last name."""
+        if self.name:
+            return self.name
+        return f"{self.first_name} {self.last_name}".strip()
+
+    @property
+    def division_id(self) -> str | None:
+        """The division when the file gives its id (else it is resolved by name at run time)."""
+        return self.division if self.division and is_uuid(self.division) else None
 
     def invalidate(self, code: str, message: str) -> None:
         if self.error_code is None:
@@ -90,6 +123,9 @@ class CsvFile:
     mapping: dict[str, int]  # known column -> index
     unknown_columns: list[str] = field(default_factory=list)
     sha256: str = ""
+    default_country: str | None = None  # ISO 3166 code for phone numbers without +
+    suggestions: dict[str, str] = field(default_factory=dict)  # ignored column -> ours
+    shadowed: dict[str, str] = field(default_factory=dict)  # ignored column -> the one used
     _stream: IO[bytes] | None = None
 
     def rows(self) -> Iterator[InputRow]:
@@ -135,10 +171,15 @@ def _hash_and_check_utf8(name: str, raw: IO[bytes]) -> str:
     return digest.hexdigest()
 
 
-def read_csv(path: Path | str) -> CsvFile:
-    """Open `path`, check what it is, read its header. Raises InputFileError."""
+def read_csv(path: Path | str, default_country: str | None = None) -> CsvFile:
+    """Open `path`, check what it is, read its header. Raises InputFileError.
+
+    `default_country` (an ISO 3166 code such as US) lets phone numbers written without
+    their country code be read as that country's.
+    """
     path = Path(path)
     name = str(path)
+    country = check_country(default_country) if default_country else None
     try:
         raw = open(path, "rb")  # noqa: SIM115 - closed by _read_rows
     except FileNotFoundError:
@@ -168,12 +209,15 @@ def read_csv(path: Path | str) -> CsvFile:
             header_line = _first_record_text(name, text, header_at)
         if header_line.count('"') % 2:
             raise InputFileError(f"{name}: line {header_at}: the header has an unterminated quote")
-        delimiter, columns = _choose_delimiter(name, header_line, hint.group(1) if hint else None)
-        mapping, unknown = _map_columns(name, columns, delimiter, header_at)
+        delimiter, columns = _choose_delimiter(header_line, hint.group(1) if hint else None)
+        mapping, unknown, shadowed = _map_columns(name, columns, delimiter, header_at)
     except BaseException:
         raw.close()
         raise
-    csv_file = CsvFile(path, delimiter, columns, mapping, unknown, sha256)
+    suggestions = {c: s for c in unknown if (s := suggestion(c)) and s not in mapping}
+    csv_file = CsvFile(
+        path, delimiter, columns, mapping, unknown, sha256, country, suggestions, shadowed
+    )
     csv_file._stream = raw
     csv_file._text = text  # type: ignore[attr-defined]
     csv_file._header_line = header_line  # type: ignore[attr-defined]
@@ -232,53 +276,71 @@ def _split_header(line: str, delimiter: str) -> list[str]:
         return [line]
 
 
-def _normalise_header(cell: str) -> str:
-    return cell.strip().lower().replace(" ", "_")
-
-
-def _choose_delimiter(name: str, header_line: str, hint: str | None) -> tuple[str, list[str]]:
+def _choose_delimiter(header_line: str, hint: str | None) -> tuple[str, list[str]]:
+    """The delimiter that makes the most of the header's cells columns we know (a tie goes
+    to the comma), so a semicolon file is read as one even when a column is missing."""
     if hint:
         return hint, _split_header(header_line.rstrip("\r\n"), hint)
-    best: tuple[str, list[str]] | None = None
+    best: tuple[int, str, list[str]] | None = None
     for delimiter in DELIMITERS:
         cells = _split_header(header_line.rstrip("\r\n"), delimiter)
-        normalised = {_normalise_header(c) for c in cells}
-        if all(col in normalised for col in REQUIRED_COLUMNS):
-            return delimiter, cells
-        if best is None:
-            best = (delimiter, cells)
+        known = len({found[0] for c in cells if (found := column_for(c))})
+        if best is None or known > best[0]:
+            best = (known, delimiter, cells)
     assert best is not None
-    return best
+    return best[1], best[2]
 
 
 def _map_columns(
     name: str, columns: list[str], delimiter: str, line: int = 1
-) -> tuple[dict[str, int], list[str]]:
-    mapping: dict[str, int] = {}
+) -> tuple[dict[str, int], list[str], dict[str, str]]:
+    """(known column -> index, unknown columns, shadowed column -> the one used instead)."""
+    chosen: dict[str, tuple[int, int, str]] = {}  # column -> (rank, index, header cell)
     unknown: list[str] = []
+    shadowed: dict[str, str] = {}
     for index, cell in enumerate(columns):
-        key = _normalise_header(cell)
-        if key in KNOWN_COLUMNS:
-            if key in mapping:
-                raise InputFileError(
-                    f"{name}: line {line}: column {key!r} appears twice in the header"
-                )
-            mapping[key] = index
-        elif cell.strip():  # spreadsheets export unnamed trailing columns: say nothing of those
-            unknown.append(cell.strip())
-    missing = [c for c in REQUIRED_COLUMNS if c not in mapping]
+        found = column_for(cell)
+        if found is None:
+            if cell.strip():  # spreadsheets export unnamed trailing columns: say nothing
+                unknown.append(cell.strip())
+            continue
+        column, rank = found
+        held = chosen.get(column)
+        if held is not None and held[0] == rank:
+            raise InputFileError(
+                f"{name}: line {line}: column {column!r} appears twice in the header "
+                f"({held[2].strip()!r} and {cell.strip()!r})"
+            )
+        if held is None or rank < held[0]:
+            if held is not None:
+                shadowed[held[2].strip()] = cell.strip()
+            chosen[column] = (rank, index, cell)
+        else:
+            shadowed[cell.strip()] = held[2].strip()
+    mapping = {column: index for column, (_rank, index, _cell) in chosen.items()}
+    missing = []
+    if "email" not in mapping:
+        missing.append("email")
+    has_first, has_last = "first_name" in mapping, "last_name" in mapping
+    if "name" not in mapping and not (has_first and has_last):
+        if has_first:
+            missing.append("last_name (or name)")
+        elif has_last:
+            missing.append("first_name (or name)")
+        else:
+            missing.append("name (or first_name and last_name)")
     if missing:
-        found = ", ".join(repr(c.strip()) for c in columns) if columns else "none"
+        found_text = ", ".join(repr(c.strip()) for c in columns) if columns else "none"
         seen = ""
         header_text = delimiter.join(columns)
-        others = [d for d in DELIMITERS if d != "," and d in header_text]
-        if delimiter == "," and others:
-            seen = f" (the header has {_DELIMITER_NAMES[others[0]]}s, but no required columns)"
+        others = [d for d in DELIMITERS if d != delimiter and d in header_text]
+        if not mapping and others:
+            seen = f" (the header has {_DELIMITER_NAMES[others[0]]}s, but no known columns)"
         raise InputFileError(
             f"{name}: line {line}: missing required column(s) {', '.join(missing)}; "
-            f"columns found: {found}{seen}"
+            f"columns found: {found_text}{seen}"
         )
-    return mapping, unknown
+    return mapping, unknown, shadowed
 
 
 def _read_rows(f: CsvFile) -> Iterator[InputRow]:
@@ -287,7 +349,9 @@ def _read_rows(f: CsvFile) -> Iterator[InputRow]:
     old_limit = csv.field_size_limit(MAX_FIELD_BYTES)
     width = len(f.columns)
     m = f.mapping
-    get_index = [(col, m.get(col)) for col in KNOWN_COLUMNS]
+    get_index = [(col, index) for col in KNOWN_COLUMNS if (index := m.get(col)) is not None]
+    required = [col for col in ("email", *NAME_COLUMNS) if col in m]
+    split_names = "first_name" in m or "last_name" in m
     reader = csv.reader(text, delimiter=f.delimiter, strict=True)
     header_at: int = f._header_at  # type: ignore[attr-defined]  # the header: one physical line
     previous_end = header_at
@@ -307,8 +371,11 @@ def _read_rows(f: CsvFile) -> Iterator[InputRow]:
                 continue  # a blank line, a spreadsheet row of empty cells, a DOS ^Z
             row = InputRow(line=start)
             for col, index in get_index:
-                if index is not None and index < len(record):
-                    value = record[index].strip()
+                if index < len(record):
+                    value = record[index]
+                    if value[:1] == "'" and value[1:2] in _NEUTRALISED:
+                        value = value[1:]  # `report --format csv` guarded it from spreadsheets
+                    value = value.strip()
                     if "\x1a" in value:  # DOS end-of-file marks: never part of a value
                         value = value.replace("\x1a", "").strip()
                     setattr(row, col, value)
@@ -316,7 +383,7 @@ def _read_rows(f: CsvFile) -> Iterator[InputRow]:
                 _check_spanning_values(
                     name, row, record, f.delimiter, m["email"], start, previous_end
                 )
-            missing = [c for c in REQUIRED_COLUMNS if m[c] >= len(record)]
+            missing = [c for c in required if m[c] >= len(record)]
             if missing:
                 hint = ""
                 if len(record) == 1 and any(d in record[0] for d in DELIMITERS if d != f.delimiter):
@@ -334,7 +401,7 @@ def _read_rows(f: CsvFile) -> Iterator[InputRow]:
                         f"has {len(record)} fields but the header has {width}: "
                         "an unquoted comma (or delimiter) in a value?",
                     )
-            _validate(row)
+            validate(row, split_names=split_names, country=f.default_country)
             yield row
     finally:
         csv.field_size_limit(old_limit)
@@ -358,7 +425,7 @@ def _check_spanning_values(
                 continue
             cells = next(csv.reader([part], delimiter=delimiter), [])
             if (
-                len(cells) >= len(REQUIRED_COLUMNS)
+                len(cells) >= 3
                 and len(cells) > email_at
                 and _ADDRESS_LIKE.fullmatch(cells[email_at].strip())
             ):
@@ -366,10 +433,6 @@ def _check_spanning_values(
                     f'{name}: line {start}: a quote (") opened here runs to line {end} and '
                     "swallows what look like whole rows: check the quoting"
                 )
-    for col in ("email", "phone_number", "division_id"):
-        value = getattr(row, col)
-        if value and ("\n" in value or "\r" in value):
-            row.invalidate("line_break", f"{col} contains a line break")
 
 
 def _csv_error(name: str, message: str, line: int) -> InputFileError:
@@ -387,14 +450,36 @@ def _csv_error(name: str, message: str, line: int) -> InputFileError:
     return InputFileError(f"{name}: line {line}: malformed CSV ({message})")
 
 
-def _validate(row: InputRow) -> None:
+_OPTIONAL = (
+    "phone_number",
+    "extension",
+    "title",
+    "department",
+    "division",
+    "email_manager",
+    "location_work",
+    "roles_divisions",
+    "queues",
+    "skills",
+)
+# Values that never hold a line break (a name, a title or a list cell may).
+_ONE_LINE = ("email", "phone_number", "extension", "division", "email_manager", "location_work")
+
+
+def validate(row: InputRow, *, split_names: bool = True, country: str | None = None) -> None:
+    """Ingest's rules for one row: normalises its values, or marks it invalid with a reason.
+
+    `split_names`: the file has first_name/last_name columns (needed unless `name` is
+    given). `country`: ISO code for phone numbers written without their country code. The
+    runner applies the same rules again to a ledger row before sending it.
+    """
     for col in KNOWN_COLUMNS:
         value = getattr(row, col)
         if value and len(value) > MAX_LENGTH[col]:
             row.invalidate(
                 "too_long", f"{col} is {len(value):,} characters long (at most {MAX_LENGTH[col]})"
             )
-    for col in ("phone_number", "division_id", "title", "department"):
+    for col in _OPTIONAL:
         if getattr(row, col) == "":
             setattr(row, col, None)
     for col in KNOWN_COLUMNS:
@@ -402,10 +487,17 @@ def _validate(row: InputRow) -> None:
         bad = _control_character(value) if value else None
         if bad:
             row.invalidate("control_character", f"{col} contains a control character ({bad})")
-    if not _visible(row.first_name):
-        row.invalidate("first_name_missing", "first_name is empty")
-    if not _visible(row.last_name):
-        row.invalidate("last_name_missing", "last_name is empty")
+    for col in _ONE_LINE:
+        value = getattr(row, col)
+        if value and ("\n" in value or "\r" in value):
+            row.invalidate("line_break", f"{col} contains a line break")
+    if not _visible(row.name):
+        if not split_names:
+            row.invalidate("name_missing", "name is empty")
+        if not _visible(row.first_name):
+            row.invalidate("first_name_missing", "first_name is empty")
+        if not _visible(row.last_name):
+            row.invalidate("last_name_missing", "last_name is empty")
     if not row.email:
         row.invalidate("email_missing", "email is empty")
     elif row.valid:
@@ -413,25 +505,111 @@ def _validate(row: InputRow) -> None:
         if problem:
             row.invalidate("email_invalid", f"email {row.email!r} is not valid: {problem}")
     if row.phone_number and row.valid:
-        e164, problem = normalise_phone(row.phone_number)
+        e164, problem = normalise_phone(row.phone_number, country)
         if problem:
             row.invalidate(
                 "phone_invalid", f"phone_number {row.phone_number!r} is not valid: {problem}"
             )
         else:
             row.phone_number = e164
-    if row.division_id and row.valid:
-        try:
-            row.division_id = str(uuid.UUID(row.division_id))
-        except ValueError:
+    if row.extension and row.valid and not row.extension.isdigit():
+        row.invalidate("extension_invalid", f"extension {row.extension!r} is not only digits")
+    if row.division and row.valid:
+        canonical = _canonical_uuid(row.division)
+        if canonical:
+            row.division = canonical
+        elif not _visible(row.division):
+            row.division = None
+    if row.email_manager and row.valid:
+        problem = email_problem(row.email_manager)
+        if problem:
             row.invalidate(
-                "division_invalid",
-                f"division_id {row.division_id!r} is not a division id (a UUID such as "
-                "'0b9a8ea6-5c79-4d2e-9a3e-3c1d1a2b3c4d')",
+                "manager_invalid", f"email_manager {row.email_manager!r} is not valid: {problem}"
             )
-        else:
-            if len(row.division_id) != 36:
-                row.invalidate("division_invalid", f"division_id {row.division_id!r} is not a UUID")
+        elif row.email_manager.lower() == row.email_norm:
+            row.invalidate("manager_invalid", "email_manager is the person's own email")
+    if row.valid:
+        _parse_lists(row)
+
+
+def _canonical_uuid(value: str) -> str | None:
+    """`{0B9A...}`, `urn:uuid:...` and plain UUIDs, written the one way Genesys does."""
+    try:
+        canonical = str(uuid.UUID(value))
+    except ValueError:
+        return None
+    return canonical if len(value) >= 32 else None
+
+
+def is_uuid(value: str) -> bool:
+    return len(value) == 36 and _canonical_uuid(value) == value
+
+
+def name_key(name: str) -> str:
+    """How names are compared with the org's: ignoring case and outer spaces."""
+    return name.strip().casefold()
+
+
+_ROLE_ITEM = re.compile(r"([^:\[\]]*?)\s*(?::\s*\[([^\[\]]*)\]\s*)?")
+
+
+def _items(cell: str | None) -> list[str]:
+    return [item.strip() for item in (cell or "").split(",") if item.strip()]
+
+
+def _parse_lists(row: InputRow) -> None:
+    """`Role:[Division], Role` / `Queue, Queue` / `Skill:5, Skill` (no proficiency: 0)."""
+    roles: dict[tuple[str, str], tuple[str, str | None]] = {}
+    for item in _items(row.roles_divisions):
+        match = _ROLE_ITEM.fullmatch(item)
+        role, division = (match.group(1), match.group(2)) if match else ("", None)
+        if not match or not _visible(role) or (division is not None and not _visible(division)):
+            row.invalidate(
+                "roles_invalid",
+                f"roles_divisions item {item!r} is not 'Role' or 'Role:[Division]' (a role name "
+                "holds no , or :)",
+            )
+            return
+        division = division.strip() if division is not None else None
+        roles.setdefault((name_key(role), name_key(division or "")), (role, division))
+    queues: dict[str, str] = {}
+    for item in _items(row.queues):
+        queues.setdefault(name_key(item), item)
+    skills: dict[str, tuple[str, float]] = {}
+    for item in _items(row.skills):
+        skill, colon, level_text = item.partition(":")
+        skill, level_text = skill.strip(), level_text.strip()
+        level = _proficiency(level_text) if colon else 0.0
+        if not _visible(skill) or level is None or ":" in level_text:
+            row.invalidate(
+                "skills_invalid",
+                f"skills item {item!r} is not 'Skill' or 'Skill:N' with N from 0 to 5 (a skill "
+                "name holds no , or :)",
+            )
+            return
+        earlier = skills.setdefault(name_key(skill), (skill, level))
+        if earlier[1] != level:
+            row.invalidate(
+                "skills_invalid",
+                f"skill {skill!r} is given twice with different proficiencies "
+                f"({_level_text(earlier[1])} and {_level_text(level)})",
+            )
+            return
+    row.roles = tuple(roles.values())
+    row.queue_names = tuple(queues.values())
+    row.skill_levels = tuple(skills.values())
+
+
+def _proficiency(text: str) -> float | None:
+    try:
+        level = float(text)
+    except ValueError:
+        return None
+    return level if 0.0 <= level <= 5.0 else None
+
+
+def _level_text(level: float) -> str:
+    return f"{level:g}"
 
 
 def _control_character(value: str) -> str | None:
@@ -469,8 +647,9 @@ _PHONE_PUNCTUATION = str.maketrans("", "", " -.()\u00a0")
 _PLAIN_E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 
 
-def normalise_phone(raw: str) -> tuple[str | None, str | None]:
-    """(E.164, None) or (None, problem). Numbers must carry their country code (+1 ...).
+def normalise_phone(raw: str, country: str | None = None) -> tuple[str | None, str | None]:
+    """(E.164, None) or (None, problem). Numbers must carry their country code (+1 ...),
+    unless `country` (ISO code, e.g. US) says whose local numbers the file holds.
 
     Most files hold numbers already in international form, and the full parser costs
     ~9 µs a number; a plain +digits number takes a short path that gives the same verdict
@@ -479,7 +658,19 @@ def normalise_phone(raw: str) -> tuple[str | None, str | None]:
     compact = raw.translate(_PHONE_PUNCTUATION)
     if _PLAIN_E164.fullmatch(compact) and _possible_e164(compact):
         return compact, None
-    return _normalise_phone_fully(raw)
+    return _normalise_phone_fully(raw, country)
+
+
+def check_country(code: str) -> str:
+    """An ISO 3166 region code phonenumbers knows (`us` -> `US`), else InputFileError."""
+    import phonenumbers
+
+    region = code.strip().upper()
+    if region not in phonenumbers.SUPPORTED_REGIONS:
+        raise InputFileError(
+            f"--default-country {code!r} is not a country code such as US, GB, DE or FR"
+        )
+    return region
 
 
 def _possible_e164(number: str) -> bool:
@@ -517,13 +708,18 @@ def _national_prefix(code: int) -> tuple[bool, re.Pattern[str] | None]:
     return True, re.compile(prefix) if prefix else None
 
 
-def _normalise_phone_fully(raw: str) -> tuple[str | None, str | None]:
+def _normalise_phone_fully(raw: str, country: str | None = None) -> tuple[str | None, str | None]:
     import phonenumbers
 
     try:
-        number = phonenumbers.parse(raw, None)
+        number = phonenumbers.parse(raw, country)
     except phonenumbers.NumberParseException:
-        return None, "write it in international form with the country code, e.g. +13175550101"
+        if country:
+            return None, f"not a phone number of {country} nor one in international form"
+        return None, (
+            "write it in international form with the country code, e.g. +13175550101, or "
+            "give `ingest --default-country US` (your country's code) for local numbers"
+        )
     # Length and country code are checked; the per-range validity tables are not, because they
     # lag behind new number allocations and Genesys itself only requires E.164.
     if not phonenumbers.is_possible_number(number):

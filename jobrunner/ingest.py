@@ -2,6 +2,15 @@
 
 The whole file goes in one transaction: a file-level problem found on the last line still
 leaves the ledger exactly as it was.
+
+A person is known by their email. A file that names a person the ledger already has:
+* same values: nothing to do ("already present");
+* other values, and no user was ever made or may have been made for the row (pending, or
+  failed without doubt): the row takes the file's values ("updated"); a failed one goes back
+  to pending with fresh attempts;
+* otherwise the row is left as it is and named: a create that may have been sent keeps what
+  was sent (a look-up compares against it), and a person already created or found existing
+  is never changed by ingest.
 """
 
 from __future__ import annotations
@@ -11,11 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jobrunner.csv_input import CsvFile, InputRow, read_csv
-from jobrunner.ledger import Ledger
+from jobrunner.csv_input import CsvFile, InputRow, name_key, read_csv
+from jobrunner.ledger import INPUT_FIELDS, Ledger
 from jobrunner.log import get_logger
+from jobrunner.steps import planned_steps
 
 _BATCH = 500
+NAMED_AT_MOST = 10  # rows named one by one in the summary, per reason
 
 
 @dataclass
@@ -27,38 +38,97 @@ class IngestSummary:
     added_pending: int = 0
     added_invalid: int = 0
     corrected: int = 0  # valid rows that replaced an invalid row from an earlier ingest
+    updated: int = 0  # rows never sent whose values the file changed
+    requeued: int = 0  # of which were failed and are pending again
     already_present: int = 0
     already_from: Counter[str] = field(default_factory=Counter)  # earlier file -> rows
     invalid_by_reason: Counter[str] = field(default_factory=Counter)
     invalid_examples: dict[str, str] = field(default_factory=dict)  # reason -> "line N: msg"
     unknown_columns: list[str] = field(default_factory=list)
+    suggestions: dict[str, str] = field(default_factory=dict)  # ignored column -> ours
+    shadowed: dict[str, str] = field(default_factory=dict)  # ignored column -> the one used
+    # Rows whose file values differ but which ingest will not change: reason -> count, and
+    # up to NAMED_AT_MOST "line N (email)" each.
+    kept: Counter[str] = field(default_factory=Counter)
+    kept_named: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def added(self) -> int:
-        return self.added_pending + self.added_invalid + self.corrected
+        """New rows in the ledger: to create, and invalid."""
+        return self.added_pending + self.added_invalid
+
+    def keep(self, reason: str, row: InputRow) -> None:
+        self.kept[reason] += 1
+        named = self.kept_named.setdefault(reason, [])
+        if len(named) < NAMED_AT_MOST:
+            named.append(f"line {row.line} ({row.email})")
+
+
+# Why a row with other values in the file is not changed, as the summary says it.
+KEPT_IN_DOUBT = "a create may have been sent: the row keeps what was sent"
+KEPT_RUNNING = "a run is working on it right now: ingest again when it is done"
+KEPT_PERSON = (
+    "the person was already created or found in the org: ingest never changes people "
+    "(`jobrunner run --update-existing` brings existing people in line with the file)"
+)
+KEPT_INVALID = "invalid in this file: the ledger keeps the earlier values"
+
+
+# An email is the person's identity, compared ignoring case like Genesys does.
+_COMPARED = tuple(c for c in INPUT_FIELDS if c != "email")
 
 
 def _values(row: InputRow, source_id: int) -> dict[str, Any]:
     return {
         "source_id": source_id,
         "line": row.line,
+        "name": row.full_name,
         "first_name": row.first_name,
         "last_name": row.last_name,
         "email": row.email,
         "email_norm": row.email_norm,
         "phone_number": row.phone_number,
+        "extension": row.extension,
+        "division": row.division,
         "division_id": row.division_id,
         "title": row.title,
         "department": row.department,
+        "email_manager": row.email_manager,
+        "location_work": row.location_work,
+        # The list cells are kept in one canonical spelling, so a re-ingest compares
+        # meaning, not spaces.
+        "roles_divisions": ", ".join(
+            f"{role}:[{division}]" if division else role for role, division in row.roles
+        )
+        or None,
+        "queues": ", ".join(row.queue_names) or None,
+        "skills": ", ".join(f"{skill}:{level:g}" for skill, level in row.skill_levels) or None,
         "status": "pending" if row.valid else "invalid",
         "error_code": row.error_code,
         "error_message": row.error_message,
+        "wants": _wants(row) if row.valid else [],
+        "steps": planned_steps(row) if row.valid else [],
     }
 
 
-def ingest_file(ledger: Ledger, path: Path | str, display_name: str | None = None) -> IngestSummary:
+def _wants(row: InputRow) -> list[tuple[Any, ...]]:
+    wants: list[tuple[Any, ...]] = []
+    wants.extend(("role", role, name_key(role), division, None) for role, division in row.roles)
+    wants.extend(("queue", queue, name_key(queue), None, None) for queue in row.queue_names)
+    wants.extend(
+        ("skill", skill, name_key(skill), None, level) for skill, level in row.skill_levels
+    )
+    return wants
+
+
+def ingest_file(
+    ledger: Ledger,
+    path: Path | str,
+    display_name: str | None = None,
+    default_country: str | None = None,
+) -> IngestSummary:
     """Validate `path` and add its new rows to the ledger. Raises InputFileError, LedgerError."""
-    return ingest_csv(ledger, read_csv(path), display_name)
+    return ingest_csv(ledger, read_csv(path, default_country), display_name)
 
 
 def ingest_csv(ledger: Ledger, csv_file: CsvFile, display_name: str | None = None) -> IngestSummary:
@@ -69,6 +139,8 @@ def ingest_csv(ledger: Ledger, csv_file: CsvFile, display_name: str | None = Non
         sha256=csv_file.sha256,
         delimiter=csv_file.delimiter,
         unknown_columns=csv_file.unknown_columns,
+        suggestions=csv_file.suggestions,
+        shadowed=csv_file.shadowed,
     )
     with ledger.transaction():
         source_id = ledger.add_source(name)
@@ -80,14 +152,19 @@ def ingest_csv(ledger: Ledger, csv_file: CsvFile, display_name: str | None = Non
                 _add_chunk(ledger, chunk, source_id, csv_file.sha256, summary, first_ingest)
                 chunk = []
         _add_chunk(ledger, chunk, source_id, csv_file.sha256, summary, first_ingest)
-        ledger.finish_source(source_id, csv_file.sha256, summary.rows_read, summary.added)
+        ledger.finish_source(
+            source_id, csv_file.sha256, summary.rows_read, summary.added + summary.corrected
+        )
     get_logger().info(
         "ingested",
         file=name,
         rows_read=summary.rows_read,
-        added=summary.added,
+        to_create=summary.added_pending,
         invalid=summary.added_invalid,
+        corrected=summary.corrected,
+        updated=summary.updated,
         already_present=summary.already_present,
+        not_updated=sum(summary.kept.values()),
     )
     return summary
 
@@ -100,9 +177,9 @@ def _add_chunk(
     summary: IngestSummary,
     first_ingest: bool,
 ) -> None:
-    """Add a chunk of rows, skipping those an earlier ingest already brought."""
+    """Add a chunk of rows; a person an earlier ingest brought is compared, not added."""
     emails = [r.email_norm for r in chunk if r.email_norm]
-    earlier: dict[str, tuple[int, str, int, str]] = {}
+    earlier: dict[str, dict[str, Any]] = {}
     if not first_ingest:
         earlier = ledger.find_by_emails(emails, source_id)
     # Duplicates within this file: against rows of it already stored, then within the chunk.
@@ -116,20 +193,16 @@ def _add_chunk(
                 row.invalidate("duplicate", f"duplicate of line {first} (same email)")
             elif row.valid:
                 first_line[row.email_norm] = row.line
+        known: dict[str, Any] | None
         if first_ingest:
             known = None
         elif row.email_norm:
             known = earlier.get(row.email_norm)
         else:
             known = ledger.source_line_known(sha256, row.line, exclude_source=source_id)
+        values = _values(row, source_id)
         if known is not None:
-            row_id, status, _line, source = known
-            if status == "invalid" and row.valid and row.email_norm:
-                ledger.replace_invalid_row(row_id, _values(row, source_id))
-                summary.corrected += 1
-            else:
-                summary.already_present += 1
-                summary.already_from[source] += 1
+            _compare(ledger, row, values, known, summary)
             continue
         if row.valid:
             summary.added_pending += 1
@@ -140,6 +213,39 @@ def _add_chunk(
             summary.invalid_examples.setdefault(
                 row.error_code, f"line {row.line}: {row.error_message}"
             )
-        batch.append(_values(row, source_id))
+        batch.append(values)
     if batch:
         ledger.insert_rows(batch)
+
+
+def _compare(
+    ledger: Ledger,
+    row: InputRow,
+    values: dict[str, Any],
+    known: dict[str, Any],
+    summary: IngestSummary,
+) -> None:
+    """A row for a person the ledger already has."""
+    status = known["status"]
+    if status == "invalid":
+        if row.valid and row.email_norm:
+            ledger.update_row(known["id"], values, restart=True)
+            summary.corrected += 1
+            return
+    elif "name" in known and any(known[c] != values[c] for c in _COMPARED):
+        if not row.valid:
+            summary.keep(KEPT_INVALID, row)
+        elif known["user_id"] or status in ("created", "exists", "rolled_back"):
+            summary.keep(KEPT_PERSON, row)
+        elif status == "in_progress":
+            summary.keep(KEPT_RUNNING, row)
+        elif known["in_doubt"]:
+            summary.keep(KEPT_IN_DOUBT, row)
+        elif ledger.update_row(known["id"], values, restart=status == "failed"):
+            summary.updated += 1
+            summary.requeued += status == "failed"
+        else:  # it changed under us (a run claimed it): say so rather than guess
+            summary.keep(KEPT_RUNNING, row)
+        return
+    summary.already_present += 1
+    summary.already_from[known["source"]] += 1

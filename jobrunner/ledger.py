@@ -7,24 +7,36 @@ the write lock up front (BEGIN IMMEDIATE) and use one UPDATE ... RETURNING.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import shutil
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from jobrunner.errors import LedgerError
 from jobrunner.resources import migrations_dir
 
-STATUSES = ("pending", "in_progress", "created", "exists", "failed", "invalid")
+STATUSES = ("pending", "in_progress", "created", "exists", "failed", "invalid", "rolled_back")
 
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 BUSY_TIMEOUT_MS = 10_000
+WAIT_LOG_S = 10.0  # while another command holds the ledger: say so this often
+T = TypeVar("T")
+
+
+def _log() -> Any:
+    from jobrunner.log import get_logger
+
+    return get_logger("jobrunner.ledger")
 
 
 def utc_now_iso() -> str:
@@ -57,26 +69,45 @@ class Row:
 
     id: int
     line: int
+    name: str
     first_name: str
     last_name: str
     email: str
     phone_number: str | None
+    extension: str | None
+    division: str | None
     division_id: str | None
     title: str | None
     department: str | None
+    email_manager: str | None
+    location_work: str | None
     status: str
     attempts: int
     in_doubt: int  # 0 clean; 1 a create may have been sent; 2 ... and a 409 was seen since
     user_id: str | None
+    user_version: int | None
+    settled_by: str | None
+    settled_at: float | None
+    user_state: str | None
 
-    @property
-    def name(self) -> str:
-        return f"{self.first_name} {self.last_name}"
 
-
-_ROW_COLUMNS = (
-    "id, line, first_name, last_name, email, phone_number, division_id, title, department, "
-    "status, attempts, in_doubt, user_id"
+_ROW_COLUMNS = ", ".join(f.name for f in fields(Row))
+# What a file says about a person: the columns a re-ingest compares and may update.
+INPUT_FIELDS = (
+    "name",
+    "first_name",
+    "last_name",
+    "email",
+    "phone_number",
+    "extension",
+    "division",
+    "title",
+    "department",
+    "email_manager",
+    "location_work",
+    "roles_divisions",
+    "queues",
+    "skills",
 )
 
 
@@ -85,29 +116,42 @@ def _row(values: Sequence[Any]) -> Row:
 
 
 class Ledger:
-    """An open ledger. Safe to share between threads: statements are serialised by a lock."""
+    """An open ledger. Safe to share between threads: statements are serialised by a lock.
+
+    Every SQLite failure leaves this class as a LedgerError that names the ledger and what
+    to do (`describe_failure`); a ledger that another command holds (an ingest's one long
+    transaction, say) is waited for, with a log line every WAIT_LOG_S, never given up on.
+    """
 
     def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
         self.path = path
         self.conn = conn
         self._lock = threading.RLock()
         self._depth = 0
+        self._waiting_since: float | None = None
 
     # -- opening -------------------------------------------------------------------------
 
     @classmethod
     def open(cls, path: Path | str, *, create: bool = True) -> Ledger:
-        """Open (and create, and migrate) the ledger at `path`."""
+        """Open (and migrate) the ledger at `path`; create it there only if nothing is there.
+
+        Anything at `path` that is not a jobrunner ledger (an empty file, another program's
+        file or database) is refused and left exactly as it is.
+        """
         path = Path(path)
-        if not path.exists():
+        if not path.exists() and not path.is_symlink():
             if not create:
                 raise LedgerError(
                     f"no ledger at {path}: run `jobrunner ingest FILE` first "
                     "(or point --db / JOBRUNNER_DB at your ledger)"
                 )
-            _create_private_file(path)
-        elif path.is_dir():
-            raise LedgerError(f"{path} is a folder, not a ledger file")
+            _create_new(path, lambda tmp: cls._connect(tmp, new=True))
+        _check_is_ledger_file(path)
+        return cls._connect(path)
+
+    @classmethod
+    def _connect(cls, path: Path, new: bool = False) -> Ledger:
         try:
             conn = sqlite3.connect(
                 str(path),
@@ -116,25 +160,23 @@ class Ledger:
                 timeout=BUSY_TIMEOUT_MS / 1000,
             )
         except sqlite3.Error as exc:
-            raise LedgerError(f"cannot open ledger {path}: {exc}") from None
+            raise describe_failure(path, exc, "open") from None
         ledger = cls(path, conn)
         try:
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            ledger._refuse_foreign_database()
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if not new:
+                ledger._refuse_foreign_database()
+            mode = ledger._wait_if_busy(lambda: conn.execute("PRAGMA journal_mode = WAL"))
+            mode = mode.fetchone()[0]
             if mode.lower() != "wal":
                 raise LedgerError(f"cannot switch ledger {path} to WAL journal mode (got {mode})")
             conn.execute("PRAGMA synchronous = FULL")
             conn.execute("PRAGMA foreign_keys = ON")
             ledger.migrate()
-        except sqlite3.DatabaseError as exc:
+        except sqlite3.Error as exc:
             conn.close()
-            if "not a database" in str(exc) or "malformed" in str(exc):
-                raise LedgerError(
-                    f"{path} is not a jobrunner ledger (not a SQLite database)"
-                ) from None
-            raise LedgerError(f"cannot open ledger {path}: {exc}") from None
-        except LedgerError:
+            raise describe_failure(path, exc, "open") from None
+        except BaseException:
             conn.close()
             raise
         return ledger
@@ -157,11 +199,78 @@ class Ledger:
                 "SELECT name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY name"
             )
         ]
-        if tables and "schema_migrations" not in tables:
-            shown = ", ".join(tables[:5]) + (", ..." if len(tables) > 5 else "")
+        if "schema_migrations" in tables:
+            return
+        if not tables:
             raise LedgerError(
-                f"{self.path} is not a jobrunner ledger (it is a SQLite file holding "
-                f"{shown}); point --db at another file"
+                f"{self.path} is not a jobrunner ledger (an empty SQLite database); only a "
+                "path where no file exists becomes a new ledger: point --db at one"
+            )
+        shown = ", ".join(tables[:5]) + (", ..." if len(tables) > 5 else "")
+        raise LedgerError(
+            f"{self.path} is not a jobrunner ledger (it is a SQLite file holding "
+            f"{shown}); point --db at another file"
+        )
+
+    def quick_check(self) -> None:
+        """SQLite's quick_check of the whole file: a damaged ledger is refused, not used."""
+        with self._lock:
+            try:
+                found = [r[0] for r in self.conn.execute("PRAGMA quick_check(5)")]
+            except sqlite3.Error as exc:
+                raise describe_failure(self.path, exc) from None
+        if found != ["ok"]:
+            raise LedgerError(
+                f"ledger {self.path} is damaged ({' '.join('; '.join(found).split())[:200]}): "
+                "nothing was sent. "
+                "Restore your last copy (`jobrunner backup` makes one), or ask for help before "
+                "you run again"
+            )
+
+    def backup(self, dest: Path) -> None:
+        """A self-contained copy (SQLite's backup API; safe while a run writes)."""
+        try:
+            target = sqlite3.connect(str(dest))
+            try:
+                with self._lock:
+                    self.conn.backup(target)
+                target.execute("PRAGMA journal_mode = DELETE")  # no -wal needed beside it
+            finally:
+                target.close()
+        except sqlite3.Error as exc:
+            raise LedgerError(f"cannot copy ledger {self.path} to {dest}: {exc}") from None
+
+    # -- waiting and failing ---------------------------------------------------------------
+
+    def _wait_if_busy(self, action: Callable[[], T]) -> T:
+        """Run `action`; while another connection holds the write lock, wait and say so."""
+        while True:
+            try:
+                result = action()
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc):
+                    raise
+                self._note_waiting()
+                continue
+            if self._waiting_since is not None:
+                waited = time.monotonic() - self._waiting_since
+                self._waiting_since = None
+                _log().info("ledger.available", ledger=str(self.path), waited_s=round(waited, 1))
+            return result
+
+    def _note_waiting(self) -> None:
+        now = time.monotonic()
+        if self._waiting_since is None:
+            self._waiting_since = now
+            self._last_wait_log = now - WAIT_LOG_S
+        if now - self._last_wait_log >= WAIT_LOG_S:
+            self._last_wait_log = now
+            _log().info(
+                "ledger.waiting",
+                ledger=str(self.path),
+                waited_s=round(now - self._waiting_since, 1),
+                detail="another jobrunner command (an ingest, say) is writing to the ledger; "
+                "waiting for it",
             )
 
     # -- migrations ----------------------------------------------------------------------
@@ -225,22 +334,35 @@ class Ledger:
                 finally:
                     self._depth -= 1
                 return
-            self.conn.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+            begin = "BEGIN IMMEDIATE" if immediate else "BEGIN"
+            try:
+                self._wait_if_busy(lambda: self.conn.execute(begin))
+            except sqlite3.Error as exc:
+                raise describe_failure(self.path, exc) from None
             self._depth = 1
             try:
                 yield self.conn
-            except BaseException:
-                self._depth = 0
-                if self.conn.in_transaction:
-                    self.conn.execute("ROLLBACK")
-                raise
-            else:
-                self._depth = 0
                 self.conn.execute("COMMIT")
+            except BaseException as exc:
+                if self.conn.in_transaction:
+                    try:
+                        self.conn.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass  # the connection is gone; SQLite rolls back on the next open
+                if isinstance(exc, sqlite3.Error):
+                    raise describe_failure(self.path, exc) from None
+                raise
+            finally:
+                self._depth = 0
 
     def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> sqlite3.Cursor:
         with self._lock:
-            return self.conn.execute(sql, params)
+            try:
+                if self._depth:
+                    return self.conn.execute(sql, params)
+                return self._wait_if_busy(lambda: self.conn.execute(sql, params))
+            except sqlite3.Error as exc:
+                raise describe_failure(self.path, exc) from None
 
     # -- ingest --------------------------------------------------------------------------
 
@@ -262,23 +384,29 @@ class Ledger:
 
     def find_by_emails(
         self, emails: Sequence[str], exclude_source: int
-    ) -> dict[str, tuple[int, str, int, str]]:
-        """The rows of earlier ingests holding these people: email_norm -> (row id, status,
-        line, source name); a live row wins over an invalid one, then the oldest."""
-        found: dict[str, tuple[int, str, int, str]] = {}
+    ) -> dict[str, dict[str, Any]]:
+        """The rows of earlier ingests holding these people, by email_norm: a live row wins
+        over an invalid one, then the newest. Each: id, status, line, source, in_doubt,
+        user_id and the INPUT_FIELDS."""
+        found: dict[str, dict[str, Any]] = {}
         if not emails:
             return found
         marks = ", ".join("?" * len(emails))
-        cur = self.execute(
-            "SELECT rows.email_norm, rows.id, rows.status, rows.line, sources.name FROM rows "
-            "JOIN sources ON sources.id = rows.source_id "
-            f"WHERE email_norm IN ({marks}) AND rows.source_id != ? "
-            "ORDER BY rows.status = 'invalid' DESC, rows.id DESC",
-            (*emails, exclude_source),
-        )
-        # Ordered so that the row that wins comes last and overwrites the others.
-        for email_norm, *rest in cur:
-            found[email_norm] = tuple(rest)  # type: ignore[assignment]
+        columns = ", ".join(f"rows.{c}" for c in INPUT_FIELDS)
+        with self._lock:
+            cur = self.conn.cursor()
+            cur.row_factory = sqlite3.Row
+            cur.execute(
+                "SELECT rows.email_norm, rows.id, rows.status, rows.line, sources.name AS source, "
+                f"rows.in_doubt, rows.user_id, {columns} FROM rows "
+                "JOIN sources ON sources.id = rows.source_id "
+                f"WHERE email_norm IN ({marks}) AND rows.source_id != ? "
+                "ORDER BY rows.status = 'invalid' DESC, rows.id DESC",
+                (*emails, exclude_source),
+            )
+            # Ordered so that the row that wins comes last and overwrites the others.
+            for r in cur.fetchall():
+                found[r["email_norm"]] = dict(r)
         return found
 
     def lines_in_source(self, emails: Sequence[str], source_id: int) -> dict[str, int]:
@@ -295,37 +423,120 @@ class Ledger:
 
     def source_line_known(
         self, sha256: str, line: int, exclude_source: int = 0
-    ) -> tuple[int, str, int, str] | None:
+    ) -> dict[str, Any] | None:
         """The row read from this line of a file with these exact bytes, in an earlier ingest."""
-        return self.execute(
+        found = self.execute(
             "SELECT rows.id, rows.status, rows.line, sources.name FROM rows "
             "JOIN sources ON sources.id = rows.source_id "
             "WHERE sources.sha256 = ? AND rows.line = ? AND rows.source_id != ? LIMIT 1",
             (sha256, line, exclude_source),
         ).fetchone()
+        if found is None:
+            return None
+        return dict(zip(("id", "status", "line", "source"), found, strict=True))
+
+    _INSERT = (
+        "INSERT INTO rows (source_id, line, status, error_code, error_message, email_norm, "
+        f"division_id, created_at, updated_at, {', '.join(INPUT_FIELDS)}) VALUES (:source_id, "
+        ":line, :status, :error_code, :error_message, :email_norm, :division_id, :now, :now, "
+        + ", ".join(f":{c}" for c in INPUT_FIELDS)
+        + ")"
+    )
 
     def insert_rows(self, rows: Sequence[dict[str, Any]]) -> None:
+        """New rows, each a dict of columns plus `wants` [(kind, name, name_key, division,
+        proficiency)] and `steps` [(kind, target)]: the work after its create."""
         now = utc_now_iso()
+        with self.transaction():
+            self.conn.executemany(self._INSERT, [{**r, "now": now} for r in rows])
+            planned = [r for r in rows if r["wants"] or r["steps"]]
+            if not planned:
+                return
+            emails = [r["email_norm"] for r in planned]
+            marks = ", ".join("?" * len(emails))
+            ids = dict(
+                self.conn.execute(
+                    f"SELECT email_norm, id FROM rows WHERE email_norm IN ({marks}) "
+                    "AND status != 'invalid'",
+                    emails,
+                ).fetchall()
+            )
+            for r in planned:
+                self._add_plan(ids[r["email_norm"]], r, now)
+
+    def _add_plan(self, row_id: int, values: dict[str, Any], now: str) -> None:
         self.conn.executemany(
-            "INSERT INTO rows (source_id, line, first_name, last_name, email, email_norm, "
-            "phone_number, division_id, title, department, status, error_code, error_message, "
-            "created_at, updated_at) VALUES (:source_id, :line, :first_name, :last_name, :email, "
-            ":email_norm, :phone_number, :division_id, :title, :department, :status, "
-            ":error_code, :error_message, '" + now + "', '" + now + "')",
-            rows,
+            "INSERT INTO wants (row_id, kind, position, name, name_key, division, proficiency) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(row_id, w[0], i, *w[1:]) for i, w in enumerate(values["wants"])],
+        )
+        self.conn.executemany(
+            "INSERT INTO steps (row_id, kind, target, status, updated_at) "
+            "VALUES (?, ?, ?, 'waiting', ?)",
+            [(row_id, kind, target, now) for kind, target in values["steps"]],
         )
 
-    def replace_invalid_row(self, row_id: int, values: dict[str, Any]) -> None:
-        """A corrected file brings a valid version of a row that was invalid: it takes its place."""
-        self.execute(
-            "UPDATE rows SET source_id = :source_id, line = :line, first_name = :first_name, "
-            "last_name = :last_name, email = :email, email_norm = :email_norm, "
-            "phone_number = :phone_number, division_id = :division_id, title = :title, "
-            "department = :department, status = 'pending', error_code = NULL, "
-            "error_message = NULL, attempts = 0, next_attempt_at = 0, in_doubt = 0, "
-            "updated_at = :now WHERE id = :row_id AND status = 'invalid'",
-            {**values, "row_id": row_id, "now": utc_now_iso()},
+    def update_row(self, row_id: int, values: dict[str, Any], *, restart: bool) -> bool:
+        """A re-ingested file gives other values for a row no user was made for yet: they
+        replace the old ones, and its plan. `restart`: a failed or invalid row goes back to
+        pending with fresh attempts. False if the row was not in a state to change."""
+        now = utc_now_iso()
+        sets = ", ".join(f"{c} = :{c}" for c in INPUT_FIELDS)
+        reset = (
+            ", status = 'pending', attempts = 0, next_attempt_at = 0, in_doubt = 0, "
+            "error_code = NULL, error_message = NULL"
+            if restart
+            else ""
         )
+        with self.transaction():
+            cur = self.conn.execute(
+                "UPDATE rows SET source_id = :source_id, line = :line, email_norm = :email_norm, "
+                f"division_id = :division_id, {sets}{reset}, updated_at = :now "
+                "WHERE id = :row_id AND in_doubt = 0 AND user_id IS NULL AND status IN "
+                "('pending', 'failed', 'invalid')",
+                {**values, "row_id": row_id, "now": now},
+            )
+            if cur.rowcount != 1:
+                return False
+            self.conn.execute("DELETE FROM wants WHERE row_id = ?", (row_id,))
+            self.conn.execute("DELETE FROM steps WHERE row_id = ?", (row_id,))
+            self._add_plan(row_id, values, now)
+        return True
+
+    # -- forget --------------------------------------------------------------------------
+
+    def select_rows(
+        self,
+        emails: Sequence[str] = (),
+        statuses: Sequence[str] = (),
+        sources: Sequence[str] = (),
+    ) -> list[dict[str, Any]]:
+        """Rows matching every given filter (an empty filter matches all)."""
+        where, params = _filters(emails, statuses, sources)
+        with self._lock:
+            cur = self.conn.cursor()
+            cur.row_factory = sqlite3.Row
+            cur.execute(
+                "SELECT rows.id, rows.line, rows.email, rows.status, rows.in_doubt, "
+                "rows.user_id, sources.name AS source FROM rows "
+                f"JOIN sources ON sources.id = rows.source_id{where} ORDER BY rows.id",
+                params,
+            )
+            return [dict(r) for r in cur.fetchall()]
+
+    def forget_rows(self, row_ids: Sequence[int]) -> int:
+        """Remove rows no user was ever made for (and their plans); others are kept."""
+        removed = 0
+        with self.transaction():
+            for start in range(0, len(row_ids), 500):
+                chunk = row_ids[start : start + 500]
+                marks = ", ".join("?" * len(chunk))
+                removed += self.conn.execute(
+                    f"DELETE FROM rows WHERE id IN ({marks}) AND in_doubt = 0 AND "
+                    "user_id IS NULL AND status IN ('pending', 'failed', 'invalid')",
+                    chunk,
+                ).rowcount
+        return removed
 
     # -- runner --------------------------------------------------------------------------
 
@@ -499,17 +710,23 @@ class Ledger:
             counts[status] = n
         return counts
 
-    def iter_report_rows(self, statuses: Sequence[str] | None = None) -> Iterator[dict[str, Any]]:
+    def iter_report_rows(
+        self, statuses: Sequence[str] | None = None, failed_steps: bool = False
+    ) -> Iterator[dict[str, Any]]:
+        """Every row (or those with these statuses, and with `failed_steps` those with a
+        failed step too) with its source's name and its steps as (kind, target, status,
+        error) tuples, streamed a thousand at a time."""
         sql = (
-            "SELECT sources.name AS source, rows.line, rows.email, rows.first_name, "
-            "rows.last_name, rows.phone_number, rows.division_id, rows.title, rows.department, "
-            "rows.status, rows.user_id, rows.attempts, rows.error_code, rows.error_message, "
-            "rows.updated_at FROM rows JOIN sources ON sources.id = rows.source_id"
+            "SELECT sources.name AS source, rows.* FROM rows "
+            "JOIN sources ON sources.id = rows.source_id"
         )
         params: list[Any] = []
         if statuses:
-            sql += f" WHERE rows.status IN ({', '.join('?' * len(statuses))})"
+            sql += f" WHERE (rows.status IN ({', '.join('?' * len(statuses))})"
             params.extend(statuses)
+            if failed_steps:
+                sql += " OR rows.id IN (SELECT row_id FROM steps WHERE status = 'failed')"
+            sql += ")"
         sql += " ORDER BY rows.source_id, rows.line, rows.id"
         with self._lock:
             cur = self.conn.cursor()
@@ -517,10 +734,48 @@ class Ledger:
             cur.execute(sql, params)
             rows = cur.fetchmany(1000)
         while rows:
+            steps = self._steps_of([r["id"] for r in rows])
             for r in rows:
-                yield dict(r)
+                yield {**dict(r), "steps": steps.get(r["id"], [])}
             with self._lock:
                 rows = cur.fetchmany(1000)
+
+    def _steps_of(self, row_ids: Sequence[int]) -> dict[int, list[tuple[Any, ...]]]:
+        found: dict[int, list[tuple[Any, ...]]] = {}
+        marks = ", ".join("?" * len(row_ids))
+        for row_id, *step in self.execute(
+            "SELECT row_id, kind, target, status, error_message FROM steps "
+            f"WHERE row_id IN ({marks}) ORDER BY row_id, rowid",
+            row_ids,
+        ).fetchall():
+            found.setdefault(row_id, []).append(tuple(step))
+        return found
+
+    def widest_email(self, statuses: Sequence[str], failed_steps: bool = False) -> int:
+        """The longest email among the rows a table will show (it shows them whole)."""
+        marks = ", ".join("?" * len(statuses))
+        extra = " OR id IN (SELECT row_id FROM steps WHERE status = 'failed')"
+        (width,) = self.execute(
+            "SELECT coalesce(max(length(email)), 0) FROM rows WHERE status IN "
+            f"({marks}){extra if failed_steps else ''}",
+            list(statuses),
+        ).fetchone()
+        return int(width)
+
+    def step_counts(self) -> list[tuple[str, str, int]]:
+        return self.execute(
+            "SELECT kind, status, count(*) FROM steps GROUP BY kind, status ORDER BY kind"
+        ).fetchall()
+
+    def settled_counts(self) -> dict[tuple[str, str], int]:
+        """(status, settled_by) -> rows: how created and exists rows were settled."""
+        return {
+            (status, by): n
+            for status, by, n in self.execute(
+                "SELECT status, settled_by, count(*) FROM rows WHERE settled_by IS NOT NULL "
+                "GROUP BY status, settled_by"
+            )
+        }
 
     def sources(self) -> list[dict[str, Any]]:
         cur = self.conn.cursor()
@@ -528,24 +783,190 @@ class Ledger:
         return [dict(r) for r in cur.execute("SELECT * FROM sources ORDER BY id")]
 
 
-def _create_private_file(path: Path) -> None:
-    """Create the ledger file 0600, and any folder we create for it 0700: it holds PII."""
-    parent = path.parent
-    missing = []
-    while not parent.exists():
-        missing.append(parent)
-        parent = parent.parent
-    for folder in reversed(missing):
+def _filters(
+    emails: Sequence[str], statuses: Sequence[str], sources: Sequence[str]
+) -> tuple[str, list[Any]]:
+    clauses, params = [], []
+    for column, values in (
+        ("rows.email_norm", [e.strip().lower() for e in emails]),
+        ("rows.status", list(statuses)),
+        ("sources.name", list(sources)),
+    ):
+        if values:
+            clauses.append(f"{column} IN ({', '.join('?' * len(values))})")
+            params.extend(values)
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    text = str(exc)
+    return name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "database is locked" in text
+
+
+def describe_failure(path: Path | str, exc: BaseException, action: str = "") -> LedgerError:
+    """One line naming the ledger, what went wrong, and what to do; never "internal error"."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    text = str(exc)
+    err = getattr(exc, "errno", None)
+    where = f"ledger {path}"
+    if name.startswith("SQLITE_FULL") or "is full" in text or err == errno.ENOSPC:
+        free = _free_space(Path(path))
+        return LedgerError(
+            f"{where}: the disk is full{free}: free some space and run the command again "
+            "(every outcome recorded so far is kept)"
+        )
+    if (
+        name.startswith(("SQLITE_READONLY",))
+        or "readonly" in text
+        or err
+        in (
+            errno.EROFS,
+            errno.EACCES,
+            errno.EPERM,
+        )
+    ):
+        return LedgerError(
+            f"{where} cannot be written ({text}): the file and its folder must be writable "
+            "(SQLite writes a -wal and a -shm file beside it), on a file system mounted "
+            "read-write"
+        )
+    if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) or "malformed" in text:
+        return LedgerError(
+            f"{where} is damaged ({text}): restore your last copy (`jobrunner backup` makes "
+            "one) and run again"
+        )
+    if name.startswith("SQLITE_IOERR") or "disk I/O error" in text or err == errno.EIO:
+        return LedgerError(
+            f"{where}: disk I/O error ({text}): check the disk and that the ledger's folder is "
+            "still there, then run again (outcomes committed before this are kept)"
+        )
+    if name.startswith("SQLITE_CANTOPEN") or "unable to open" in text:
+        return LedgerError(
+            f"cannot {action or 'open'} {where} ({text}): check that its folder exists and is "
+            "writable"
+        )
+    if _is_busy(exc) if isinstance(exc, sqlite3.OperationalError) else False:
+        return LedgerError(
+            f"{where} is locked by another program: close it (a database browser?) and run again"
+        )
+    return LedgerError(f"{where}: {text}")
+
+
+def _free_space(path: Path) -> str:
+    try:
+        free = shutil.disk_usage(path.parent if path.parent.exists() else ".").free
+    except OSError:
+        return ""
+    return f" ({free / 1e6:,.1f} MB free on its disk)"
+
+
+def free_bytes(path: Path) -> int | None:
+    """Free space on the ledger's disk, or None when it cannot be told."""
+    try:
+        return shutil.disk_usage(path.parent).free
+    except OSError:
+        return None
+
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def _check_is_ledger_file(path: Path) -> None:
+    """Refuse what cannot be a ledger before SQLite touches it (it would write into an empty
+    file, and recover or discard a -wal beside it)."""
+    if path.is_dir():
+        raise LedgerError(f"{path} is a folder, not a ledger file")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(_SQLITE_MAGIC))
+    except OSError as exc:
+        raise LedgerError(f"cannot read ledger {path}: {exc.strerror}") from None
+    if not head:
+        wal = Path(f"{path}-wal")
+        beside = (
+            f"; {wal.name} beside it holds data: the ledger's main file was lost or emptied, "
+            "so restore your last copy"
+            if wal.exists() and wal.stat().st_size
+            else ""
+        )
+        raise LedgerError(
+            f"{path} is an empty file, not a jobrunner ledger{beside}; only a path where no "
+            "file exists becomes a new ledger (it was left as it is)"
+        )
+    if head != _SQLITE_MAGIC:
+        raise LedgerError(f"{path} is not a jobrunner ledger (not a SQLite database)")
+
+
+def _create_new(path: Path, connect: Callable[[Path], Ledger]) -> None:
+    """Build a new ledger beside `path` and move it into place in one step, so `path` is
+    never an empty or half-made ledger, and a failure leaves nothing behind."""
+    made = _make_folders(path.parent)
+    tmp = path.with_name(f".{path.name}.new-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        _create_private_file(tmp)
+        connect(tmp).close()  # migrated, checkpointed: the -wal is gone on close
         try:
-            folder.mkdir(mode=0o700)
+            os.link(tmp, path)  # fails if another command made a ledger there meanwhile
         except FileExistsError:
             pass
         except OSError as exc:
-            raise LedgerError(f"cannot create ledger folder {folder}: {exc.strerror}") from None
+            raise describe_failure(path, exc, "create") from None
+    except BaseException:
+        for folder in reversed(made):
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
+        raise
+    finally:
+        remove_ledger_files(tmp)
+
+
+def remove_ledger_files(path: Path | None, folders: Sequence[Path] = ()) -> None:
+    """A ledger this command itself created: the file, its -wal and -shm, and the `folders`
+    made for it (innermost first, each only if empty)."""
+    if path is None:
+        return
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        try:
+            Path(f"{path}{suffix}").unlink()
+        except OSError:
+            pass  # gone already, or nothing more we can do: the caller reports the failure
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            pass
+
+
+def missing_folders(folder: Path) -> list[Path]:
+    """The folders from `folder` up that do not exist yet, innermost first."""
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+def _make_folders(folder: Path) -> list[Path]:
+    """Create the missing folders up to `folder`, 0700 (a ledger holds personal data)."""
+    made = []
+    for each in reversed(missing_folders(folder)):
+        try:
+            each.mkdir(mode=0o700)
+            made.append(each)
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise LedgerError(f"cannot create ledger folder {each}: {exc.strerror}") from None
+    return made
+
+
+def _create_private_file(path: Path) -> None:
+    """Create the ledger file 0600: it holds personal data."""
     try:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
         os.close(fd)
-    except FileExistsError:
-        pass
     except OSError as exc:
-        raise LedgerError(f"cannot create ledger {path}: {exc.strerror}") from None
+        raise describe_failure(path, exc, "create") from None

@@ -36,10 +36,19 @@ def write_json_report(
 
 
 def write_csv_report(out: TextIO, rows: Iterable[dict[str, Any]]) -> None:
+    """Every report field, then `steps` as one cell ("roles done; queues failed: ...")."""
     writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(REPORT_FIELDS)
+    writer.writerow((*REPORT_FIELDS, "steps"))
     for row in rows:
-        writer.writerow([neutralise(row[f]) if row[f] is not None else "" for f in REPORT_FIELDS])
+        cells = [neutralise(row[f]) if row[f] is not None else "" for f in REPORT_FIELDS]
+        writer.writerow((*cells, neutralise(steps_text(row["steps"]))))
+
+
+def steps_text(steps: Mapping[str, Mapping[str, Any]]) -> str:
+    return "; ".join(
+        f"{name} {step['status']}" + (f": {step['error']}" if step["error"] else "")
+        for name, step in steps.items()
+    )
 
 
 def _one_line(text: str | None, width: int = 100) -> str:
@@ -52,24 +61,54 @@ def write_table_report(
     counts: Mapping[str, int],
     rows: Iterable[dict[str, Any]],
     heading: str = "failed and invalid rows",
+    *,
+    email_width: int = 32,
+    steps: Mapping[str, Mapping[str, int]] | None = None,
+    settled: Mapping[tuple[str, str], int] | None = None,
 ) -> None:
+    """Counts per status (and per step), then the rows given, emails shown whole."""
     total = sum(counts.values())
     width = max(len(s) for s in STATUSES)
     out.write(f"{'status':<{width}}  {'rows':>8}\n")
     for status in STATUSES:
-        out.write(f"{status:<{width}}  {counts.get(status, 0):>8,}\n")
+        note = ""
+        if status == "created" and settled and settled.get(("created", "lookup")):
+            note = f"  ({settled[('created', 'lookup')]:,} by look-up after a lost answer)"
+        out.write(f"{status:<{width}}  {counts.get(status, 0):>8,}{note}\n")
     out.write(f"{'total':<{width}}  {total:>8,}\n")
+    if steps:
+        out.write(
+            f"\n{'step':<{width}}  {'done':>8}  {'pending':>8}  {'failed':>8}  {'skipped':>8}\n"
+        )
+        for name, n in steps.items():
+            out.write(
+                f"{name:<{width}}  {n['done']:>8,}  {n['pending']:>8,}  {n['failed']:>8,}  "
+                f"{n['skipped']:>8,}\n"
+            )
+    email_width = max(len("email"), email_width)
     shown = 0
     for row in rows:
         if shown == 0:
             out.write(f"\n{heading}:\n")
-            out.write(f"{'source:line':<24} {'status':<11} {'email':<32} detail\n")
+            out.write(f"{'source:line':<24} {'status':<11} {'email':<{email_width}} detail\n")
         where = f"{row['source']}:{row['line']}"
-        detail = row["error"] or (f"user {row['user_id']}" if row["user_id"] else "")
-        if row["error_code"] and row["error"]:
-            detail = f"[{row['error_code']}] {row['error']}"
         out.write(
-            f"{_one_line(where, 24):<24} {row['status']:<11} {_one_line(row['email'], 32):<32} "
-            f"{_one_line(detail)}\n"
+            f"{_one_line(where, 24):<24} {row['status']:<11} {row['email']:<{email_width}} "
+            f"{_one_line(_detail(row), 160)}\n"
         )
         shown += 1
+
+
+def _detail(row: Mapping[str, Any]) -> str:
+    if row["error"]:
+        detail = f"[{row['error_code']}] {row['error']}" if row["error_code"] else row["error"]
+    elif row["user_id"]:
+        detail = f"user {row['user_id']}"
+        if row.get("settled_by") == "lookup":
+            detail += " (created by look-up: the create's answer was lost)"
+    else:
+        detail = ""
+    failed = {n: s for n, s in (row.get("steps") or {}).items() if s["status"] == "failed"}
+    if failed:
+        detail = (detail + "; " if detail else "") + steps_text(failed)
+    return detail

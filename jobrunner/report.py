@@ -7,7 +7,9 @@ from typing import Any
 
 from jobrunner.ledger import Ledger
 
-# The JSON/CSV contract: the first eight keys are promised to outside tools.
+# The JSON/CSV contract: the first eight keys are promised to outside tools; later ones are
+# added at the end. The admin UI's columns are here too, so a report fed back to `ingest`
+# (after fixing rows in a spreadsheet) reads as the file it came from.
 REPORT_FIELDS = (
     "line",
     "email",
@@ -24,29 +26,70 @@ REPORT_FIELDS = (
     "title",
     "department",
     "updated_at",
+    "name",
+    "extension",
+    "division",
+    "email_manager",
+    "location_work",
+    "roles_divisions",
+    "queues",
+    "skills",
+    "settled_by",
+    "user_state",
 )
+# How a row's user id became known, as people read it.
+SETTLED = {
+    "create": "created",
+    "lookup": "created by look-up (the create's answer was lost; a user matching every "
+    "field was found)",
+    "conflict": "there before the job (409)",
+    "restore": "restored (was deleted)",
+}
+# The step kinds a report shows, in order; queue instances are shown together as "queues".
+STEP_NAMES = {"roles": "roles", "skills": "skills", "queue": "queues", "profile": "profile"}
+_SHOWN = {"waiting": "pending", "in_progress": "pending"}
 
 
-def report_rows(ledger: Ledger, statuses: Sequence[str] | None = None) -> Iterator[dict[str, Any]]:
-    for r in ledger.iter_report_rows(statuses):
-        yield {
-            "line": r["line"],
-            "email": r["email"],
-            "first_name": r["first_name"],
-            "last_name": r["last_name"],
-            "status": r["status"],
-            "user_id": r["user_id"],
-            "attempts": r["attempts"],
-            "error": r["error_message"],
-            "error_code": r["error_code"],
-            "source": r["source"],
-            "phone_number": r["phone_number"],
-            "division_id": r["division_id"],
-            "title": r["title"],
-            "department": r["department"],
-            "updated_at": r["updated_at"],
-        }
+def report_rows(
+    ledger: Ledger, statuses: Sequence[str] | None = None, failed_steps: bool = False
+) -> Iterator[dict[str, Any]]:
+    """Every row (or those with these statuses), each REPORT_FIELDS plus its `steps`."""
+    for r in ledger.iter_report_rows(statuses, failed_steps=failed_steps):
+        row = {f: r["error_message"] if f == "error" else r[f] for f in REPORT_FIELDS}
+        row["steps"] = _steps(r["steps"])
+        yield row
+
+
+def _steps(found: list[tuple[str, str, str, str | None]]) -> dict[str, dict[str, Any]]:
+    """(kind, target, status, error) of one row -> {"roles": {"status", "error"}, ...}."""
+    grouped: dict[str, list[tuple[str, str, str | None]]] = {}
+    for kind, target, status, error in found:
+        grouped.setdefault(STEP_NAMES.get(kind, kind), []).append(
+            (target, _SHOWN.get(status, status), error)
+        )
+    steps: dict[str, dict[str, Any]] = {}
+    for name, parts in grouped.items():
+        statuses = {status for _t, status, _e in parts}
+        for status in ("failed", "pending", "done", "skipped"):
+            if status in statuses:
+                break
+        if statuses == {"done", "skipped"}:
+            status = "done"
+        errors = [f"{t}: {e}" if t else e for t, s, e in parts if s == "failed" and e]
+        steps[name] = {"status": status, "error": "; ".join(errors) or None}
+    return steps
 
 
 def counts(ledger: Ledger) -> dict[str, int]:
     return ledger.counts()
+
+
+def step_counts(ledger: Ledger) -> dict[str, dict[str, int]]:
+    """{"roles": {"done": n, "pending": n, "failed": n, "skipped": n}, "queues": ...}."""
+    table: dict[str, dict[str, int]] = {}
+    for kind, status, n in ledger.step_counts():
+        shown = table.setdefault(
+            STEP_NAMES.get(kind, kind), dict.fromkeys(("done", "pending", "failed", "skipped"), 0)
+        )
+        shown[_SHOWN.get(status, status)] += n
+    return table

@@ -456,7 +456,11 @@ def test_a_second_runner_refuses_naming_the_first(emulator: Any, make_ledger: An
         wait_for_event(first, "row.created")
         result = cli_run(db, env_for(emu))
         assert result.exit_code == 4
-        assert f"pid {first.pid}" in result.output and "another `jobrunner run`" in result.output
+        assert (
+            f"pid {first.pid}" in result.output
+            and "another jobrunner command" in result.output
+            and "`jobrunner run`" in result.output
+        )
     finally:
         first.send_signal(signal.SIGTERM)
         first.communicate(timeout=20)

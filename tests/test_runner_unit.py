@@ -274,7 +274,9 @@ def test_second_runner_is_refused_naming_the_first(ledger: Ledger) -> None:
     lock = RunLock(ledger.path)
     lock.acquire("first")
     try:
-        with pytest.raises(LedgerBusy, match=r"another `jobrunner run`.*pid \d+"):
+        with pytest.raises(
+            LedgerBusy, match=r"another jobrunner command.*`jobrunner run`, pid \d+"
+        ):
             make_runner(ledger, FakeClient()).run()
     finally:
         lock.release()
