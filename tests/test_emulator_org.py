@@ -146,6 +146,9 @@ def test_read_org_file_refuses_what_is_not_an_org(tmp_path: Path) -> None:
     path.write_text("{not json", encoding="utf-8")
     with pytest.raises(ValueError):
         read_org_file(path)
+    path.write_text(json.dumps({"skills": [{"name": "Chat"}, {"name": "Chat"}]}), "utf-8")
+    with pytest.raises(ValueError, match=r"org\.json: skills: the name 'Chat' is given twice"):
+        read_org_file(path)
 
 
 # ---- look-ups by name, as each real endpoint matches names --------------------------------

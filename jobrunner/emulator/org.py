@@ -36,10 +36,16 @@ def stable_id(seed: int | None, kind: str, name: str) -> str:
 
 
 def read_org_file(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The org file: a JSON object with any of the keys in ORG_KEYS, each a list."""
+    """The org file: a JSON object with any of the keys in ORG_KEYS, each a list of objects
+    with a unique name and, optionally, a UUID id. Raises ValueError naming the problem."""
     path = Path(path)
     data = json.loads(path.read_text(encoding="utf-8-sig"))
     check_org(data, str(path))
+    for kind in ("divisions", *KINDS):
+        try:
+            org_entries(data, kind, seed=0)
+        except ValueError as error:
+            raise ValueError(f"{path}: {error}") from None
     return data
 
 
