@@ -239,11 +239,11 @@ def test_every_list_pages(client: Any, path: str, total: int) -> None:
             page_count,
         )
         seen += [e["id"] for e in page["entities"]]
-        if path != "/api/v2/authorization/divisions":  # the older listing has no URIs
-            assert page["selfUri"] == f"{path}?pageSize=3&pageNumber={number}"
-            assert page["lastUri"] == f"{path}?pageSize=3&pageNumber={page_count}"
-            assert ("nextUri" in page) == (number < page_count)
-            assert ("previousUri" in page) == (number > 1)
+        assert page["selfUri"] == f"{path}?pageSize=3&pageNumber={number}"
+        assert page["firstUri"] == f"{path}?pageSize=3&pageNumber=1"
+        assert page["lastUri"] == f"{path}?pageSize=3&pageNumber={page_count}"
+        assert ("nextUri" in page) == (number < page_count)
+        assert ("previousUri" in page) == (number > 1)
     assert len(seen) == len(set(seen)) == total
     status, _, past = client.api("GET", f"{path}?pageSize=3&pageNumber={page_count + 1}")
     assert (status, past["entities"], past["total"]) == (200, [], total)

@@ -267,7 +267,10 @@ class Directory:
             entities = [d for d in entities if name.lower() in d["name"].lower()]
         if wanted:
             entities = [d for d in entities if d["id"] in wanted]
-        return _page("entities", [dict(d) for d in entities], page_size, page_number)
+        path = "/api/v2/authorization/divisions"
+        return entity_listing(
+            [dict(d) for d in entities], page_size, page_number, path, {"name": name or ""}
+        )
 
     # ---- users ---------------------------------------------------------------------------
 
