@@ -55,10 +55,16 @@ class Running:
         return json.loads(response.read())["access_token"]
 
     def get(self, path: str, token: str | None = None) -> tuple[int, Any]:
+        return self.call("GET", path, token)
+
+    def call(self, method: str, path: str, token: str | None = None, body: Any = None) -> Any:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
-        conn.request("GET", path, headers={"Authorization": f"Bearer {token}"} if token else {})
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        payload = json.dumps(body) if body is not None else None
+        conn.request(method, path, payload, headers)
         response = conn.getresponse()
-        return response.status, json.loads(response.read())
+        data = response.read()
+        return response.status, json.loads(data) if data else None
 
     def stop(self, sig: int) -> tuple[int, str, str]:
         self.proc.send_signal(sig)
@@ -165,6 +171,66 @@ def test_demo_defaults_seed_users_state_file_and_sigterm(
     assert sorted(u["email"] for u in saved["users"]) == ["extra@example.com", "old@example.com"]
 
 
+def test_org_file_refused_permission_and_fresh_user_delay(processes: list[Running]) -> None:
+    org_file = Path(__file__).resolve().parents[1] / "examples" / "org.json"
+    running = start(
+        [
+            "emulator",
+            "--port",
+            "0",
+            "--org-file",
+            str(org_file),
+            "--refuse-permission",
+            "routing:queue:edit",
+            "--refuse-permission",
+            "authorization:grant:add@d0000000-0000-4000-8000-000000000001",
+            "--fresh-user-delay",
+            "600",
+        ],
+        _env(),
+        expect_lines=3,
+    )
+    processes.append(running)
+    token = running.token("jobrunner-demo", "jobrunner-demo-secret")
+    status, roles = running.get("/api/v2/authorization/roles?name=Quality", token)
+    assert [r["name"] for r in roles["entities"]] == ["Quality Evaluator"]
+    status, queues = running.get("/api/v2/routing/queues?name=VIP%20Care", token)
+    queue = queues["entities"][0]["id"]
+    maria = "e0000000-0000-4000-8000-000000000002"
+    assert running.get(f"/api/v2/users/{maria}", token)[1]["name"] == "Maria Gonzalez"
+
+    status, body = running.call("POST", f"/api/v2/routing/queues/{queue}/members", token, [])
+    assert (status, body["code"]) == (403, "missing.permissions")
+    bulkadd = f"/api/v2/authorization/subjects/{maria}/bulkadd"
+    grant = {"roleId": "a0000000-0000-4000-8000-000000000003"}
+    sales = {"grants": [{**grant, "divisionId": "d0000000-0000-4000-8000-000000000001"}]}
+    support = {"grants": [{**grant, "divisionId": "d0000000-0000-4000-8000-000000000002"}]}
+    assert running.call("POST", bulkadd, token, sales)[0] == 403
+    assert running.call("POST", bulkadd, token, support)[0] == 204
+
+    status, user = running.call(
+        "POST", "/api/v2/users", token, {"name": "New", "email": "new@example.com"}
+    )
+    assert status == 200
+    assert running.get(f"/api/v2/authorization/subjects/{user['id']}", token)[0] == 404
+    stats = running.get("/emulator/stats")[1]
+    assert stats["onboarding"]["maria.gonzalez@example.com"]["grants"] == [
+        ["Supervisor", "Support"]
+    ]
+    code, _, err = running.stop(signal.SIGTERM)
+    assert code == 0 and "Traceback" not in err
+
+
+def test_bad_org_file_is_a_one_line_error(tmp_path: Path) -> None:
+    org = tmp_path / "org.json"
+    org.write_text('{"roles": [{"name": "Agent"}, {"name": "Agent"}]}', encoding="utf-8")
+    result = CliRunner().invoke(emulator_command, ["--port", "0", "--org-file", str(org)])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        f"Error: {org}: roles: the name 'Agent' is given twice"
+    ]
+
+
 def test_port_in_use_is_a_one_line_error() -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -189,6 +255,8 @@ def test_port_in_use_is_a_one_line_error() -> None:
         ["--division", "Sales=not-a-uuid"],
         ["--revoke-tokens-after", "0"],
         ["--existing-users", "/no/such/file.csv"],
+        ["--org-file", "/no/such/org.json"],
+        ["--fresh-user-delay", "-1"],
     ],
 )
 def test_bad_option_values_are_usage_errors(args: list[str]) -> None:

@@ -359,7 +359,10 @@ def test_get_patch_with_version_and_soft_delete(
     assert error_of(excinfo)["details"][0]["fieldName"] == "version"
 
     users_api.delete_user(user.id)
-    gone = users_api.get_user(user.id)
+    with pytest.raises(sdk.ApiException) as excinfo:
+        users_api.get_user(user.id)  # a deleted user is only found when asked for
+    assert excinfo.value.status == 404
+    gone = users_api.get_user(user.id, state="deleted")
     assert (gone.state, gone.email, gone.version) == ("deleted", email, 3)
 
     # Terraform's restore: PATCH with only state and version.

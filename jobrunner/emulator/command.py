@@ -1,4 +1,5 @@
-"""`jobrunner emulator`: serve a local Genesys Cloud users API until Ctrl-C or SIGTERM.
+"""`jobrunner emulator`: serve a local Genesys Cloud API (users, divisions, roles, queues,
+skills, locations and onboarding) until Ctrl-C or SIGTERM.
 
 Only click is imported here; the server loads when the command runs, so `jobrunner --help`
 stays fast.
@@ -150,11 +151,34 @@ def _parse_divisions(
     help="An extra division (repeatable).",
 )
 @click.option(
+    "--org-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="JSON org: divisions, roles, queues, skills, locations and users (see examples/org.json).",
+)
+@click.option(
+    "--fresh-user-delay",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="For this long after its creation a user is a 404 to the onboarding endpoints "
+    "(roles, skills, queues).",
+)
+@click.option(
+    "--refuse-permission",
+    "refused_permissions",
+    multiple=True,
+    metavar="PERM[@DIVISION_ID]",
+    help="Answer 403 missing.permissions where this permission is needed, or only in that "
+    "division (repeatable).",
+)
+@click.option(
     "--state-file",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Load users from this JSON file at start, save them to it (atomically) "
-    "while running and on exit.",
+    help="Load users and their roles, skills and queues from this JSON file at start, save "
+    "them to it (atomically) while running and on exit.",
 )
 def emulator(
     host: str,
@@ -173,6 +197,9 @@ def emulator(
     existing_users: Path | None,
     existing_email: tuple[str, ...],
     divisions: dict[str, str],
+    org_file: Path | None,
+    fresh_user_delay: float,
+    refused_permissions: tuple[str, ...],
     state_file: Path | None,
 ) -> None:
     """Serve a local stand-in for the Genesys Cloud users API.
@@ -185,6 +212,7 @@ def emulator(
     import threading
 
     from jobrunner.emulator.directory import read_existing_users
+    from jobrunner.emulator.org import read_org_file
     from jobrunner.emulator.server import Emulator, EmulatorConfig
     from jobrunner.log import get_logger
 
@@ -193,6 +221,7 @@ def emulator(
         if existing_users is not None:
             seeds.extend(read_existing_users(existing_users))
         seeds.extend({"email": email} for email in existing_email)
+        org = read_org_file(org_file) if org_file is not None else None
         config = EmulatorConfig(
             client_id=client_id,
             client_secret=client_secret,
@@ -207,6 +236,9 @@ def emulator(
             seed=seed,
             existing_users=seeds,
             divisions=divisions,
+            org=org,
+            fresh_user_404_s=fresh_user_delay,
+            refused_permissions=set(refused_permissions),
             state_file=state_file,
             host=host,
             port=port,

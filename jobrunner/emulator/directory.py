@@ -1,9 +1,15 @@
-"""Users and divisions as the Genesys Cloud users API keeps them.
+"""Users and divisions as the Genesys Cloud users API keeps them, and what onboarding gives a
+user: role grants, routing skills, queue memberships, manager, locations.
 
 `Directory` validates requests the way the API does (400 naming the field, 409 on a taken email,
-404 on an unknown id, 409 on a stale version), soft-deletes, searches, and lists divisions. It
-knows nothing about HTTP and is safe to call from many threads (one short lock; user records
+404 on an unknown id, 409 on a stale version), soft-deletes and restores, searches, and lists
+divisions, roles, queues, skills and locations (the last four in its read-only `org` Catalog).
+It knows nothing about HTTP and is safe to call from many threads (one short lock; user records
 are replaced, never mutated, so a snapshot can be serialised outside the lock).
+
+The onboarding services of a real org learn about a new user a few seconds after the directory
+does: methods that stand for them take `now` and `fresh_s` and answer 404 for a user created
+less than `fresh_s` ago.
 """
 
 from __future__ import annotations
@@ -16,7 +22,8 @@ import re
 import tempfile
 import threading
 import uuid
-from collections.abc import Iterable, Mapping
+from collections import defaultdict
+from collections.abc import Collection, Iterable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -24,9 +31,20 @@ from typing import Any
 from jobrunner.emulator.errors import (
     ApiError,
     bad_request,
+    field_error,
+    invalid_query_param,
     invalid_value,
     missing_field,
     not_found,
+)
+from jobrunner.emulator.org import (
+    KINDS,
+    PATHS,
+    Catalog,
+    check_org,
+    entity_listing,
+    org_entries,
+    sort_descending,
 )
 
 STATES = ("active", "inactive", "deleted")
@@ -60,6 +78,13 @@ SEARCH_FIELDS = ("id", "name", "email", "state", "title", "department", "usernam
 SEARCH_SORT_FIELDS = ("name", "email", "id", "department", "title")
 DEFAULT_SEARCH_STATES = ("active", "inactive")
 MAX_PAGE_SIZE = 100
+GET_STATES = ("active", "deleted")  # GET /api/v2/users/{id}?state=, default active
+MAX_SKILLS_PER_CALL = 50
+MAX_MEMBERS_PER_CALL = 100
+# The real API's own text for a queue-member batch of the wrong size (x-inin-error-codes).
+MEMBERS_COUNT_MESSAGE = (
+    "Invalid request data.  Make sure you submit a valid number of queue members."
+)
 
 
 def now_iso() -> str:
@@ -147,25 +172,53 @@ def _int(body: Mapping[str, Any], key: str, default: int, low: int, high: int | 
 
 
 class Directory:
-    """The org's users and divisions.
+    """The org's users, divisions and the rest of the org (roles, queues, skills, locations).
 
-    `divisions` maps extra division names to ids; the Home division is always there.
+    `divisions` maps extra division names to ids; the Home division is always there. More
+    come from an org file through load_org().
     """
 
     def __init__(self, home_division_id: str, divisions: Mapping[str, str] | None = None) -> None:
         self._lock = threading.Lock()
         self._users: dict[str, dict[str, Any]] = {}
         self._by_email: dict[str, str] = {}
+        # When each user was created (clock seconds; -inf for users that existed before).
         self._indexed_at: dict[str, float] = {}
         self.home_division_id = home_division_id
         self._divisions: dict[str, dict[str, Any]] = {}
         self._add_division(home_division_id, "Home", home=True)
         for name, division_id in (divisions or {}).items():
-            if name == "Home" or division_id == home_division_id:
-                raise ValueError(f"division {name}={division_id} clashes with the Home division")
-            self._add_division(division_id, name, home=False)
+            self.add_division(division_id, name)
+        self.org = Catalog(self._division_ref(home_division_id), now_iso())
+        # Onboarding state, all guarded by _lock:
+        self._grants: dict[str, dict[tuple[str, str], str]] = {}  # user -> (role, div) -> when
+        self._skills: dict[str, dict[str, float]] = {}  # user -> skill -> proficiency
+        self._members: dict[str, dict[str, None]] = {}  # queue -> users, in the order added
+        self._locations: dict[str, list[dict[str, Any]]] = {}  # user -> [{"id", "notes"}]
 
     # ---- divisions -----------------------------------------------------------------------
+
+    def add_division(self, division_id: str, name: str) -> bool:
+        """Add a division at start-up. False if this very (id, name) is there already."""
+        existing = self._divisions.get(division_id)
+        if existing is not None and existing["name"] == name:
+            return False
+        if name == "Home" or division_id == self.home_division_id:
+            raise ValueError(f"division {name}={division_id} clashes with the Home division")
+        if any(d["name"] == name for d in self._divisions.values()):
+            raise ValueError(f"division {name!r} is given twice")
+        self._add_division(division_id, name, home=False)
+        return True
+
+    def load_org(self, data: Mapping[str, Any], seed: int | None = None) -> None:
+        """Divisions, roles, queues, skills and locations from an org file's data (its users
+        are added with add_existing). Objects without an id get one derived from `seed`."""
+        check_org(data)
+        for division_id, name in org_entries(data, "divisions", seed):
+            self.add_division(division_id, name)
+        for kind in KINDS:
+            for object_id, name in org_entries(data, kind, seed):
+                self.org.add(kind, object_id, name)
 
     def _add_division(self, division_id: str, name: str, *, home: bool) -> None:
         try:
@@ -214,7 +267,10 @@ class Directory:
             entities = [d for d in entities if name.lower() in d["name"].lower()]
         if wanted:
             entities = [d for d in entities if d["id"] in wanted]
-        return _page("entities", [dict(d) for d in entities], page_size, page_number)
+        path = "/api/v2/authorization/divisions"
+        return entity_listing(
+            [dict(d) for d in entities], page_size, page_number, path, {"name": name or ""}
+        )
 
     # ---- users ---------------------------------------------------------------------------
 
@@ -254,6 +310,7 @@ class Directory:
         department: str | None = None,
         title: str | None = None,
         addresses: list[dict[str, Any]] | None = None,
+        manager_id: str | None = None,
         date_modified: str | None = None,
     ) -> dict[str, Any]:
         user: dict[str, Any] = {
@@ -274,6 +331,8 @@ class Directory:
             user["department"] = department
         if title is not None:
             user["title"] = title
+        if manager_id:
+            user["manager"] = {"id": manager_id, "selfUri": f"/api/v2/users/{manager_id}"}
         return user
 
     def create(self, body: Any, now: float = 0.0) -> dict[str, Any]:
@@ -315,22 +374,73 @@ class Directory:
             self._indexed_at[user["id"]] = now
         return user
 
-    def get(self, user_id: str, state: str | None = None) -> dict[str, Any]:
-        with self._lock:
-            user = self._user(user_id)
-        if state is not None and user["state"] != state:
-            raise not_found(f"User {user_id} not found")
-        return user
+    def division_of(self, user_id: str) -> str | None:
+        """The id of the user's division, None for an unknown user."""
+        user = self._users.get(user_id)
+        return user["division"]["id"] if user else None
 
-    def patch(self, user_id: str, body: Any) -> dict[str, Any]:
-        """PATCH /api/v2/users/{id} with an UpdateUser body: `version` must be the current one."""
-        if not isinstance(body, dict):
-            raise bad_request("The request body must be an UpdateUser JSON object.")
+    def get(
+        self, user_id: str, state: str | None = None, expand: Collection[str] = ()
+    ) -> dict[str, Any]:
+        """GET /api/v2/users/{id}: a deleted user only with state "deleted", the others only
+        without it (or with "active"). `expand` may add "locations" and "skills"."""
+        wanted = state or "active"
+        if wanted not in GET_STATES:
+            raise invalid_query_param("state", state, GET_STATES)
+        with self._lock:
+            user = self._users.get(user_id)
+        if user is None or (user["state"] == "deleted") != (wanted == "deleted"):
+            raise not_found(f"User {user_id} not found")
+        return self._present(user, expand)
+
+    def _present(self, user: dict[str, Any], expand: Collection[str]) -> dict[str, Any]:
+        if not expand:
+            return user
+        shown = dict(user)
+        with self._lock:
+            locations = list(self._locations.get(user["id"], []))
+            skills = dict(self._skills.get(user["id"], {}))
+        if "locations" in expand:
+            shown["locations"] = [self._location_entity(loc) for loc in locations]
+        if "skills" in expand:
+            shown["skills"] = self._skill_entities(user["id"], skills)
+        return shown
+
+    @staticmethod
+    def _version_of(body: Mapping[str, Any]) -> int:
         version = body.get("version")
         if version is None:
             raise missing_field("version")
         if isinstance(version, bool) or not isinstance(version, int):
             raise invalid_value("version", version, "must be an integer")
+        return version
+
+    @staticmethod
+    def _check_version(version: int, current: Mapping[str, Any]) -> None:
+        if version != current["version"]:
+            raise ApiError(
+                409,
+                "general.conflict",
+                "The version supplied [{version}] does not match the current version of the "
+                "user [{current}].",
+                params={"version": str(version), "current": str(current["version"])},
+                details=[{"errorCode": "general.conflict", "fieldName": "version"}],
+            )
+
+    def patch(self, user_id: str, body: Any) -> dict[str, Any]:
+        """PATCH /api/v2/users/{id} with an UpdateUser body: `version` must be the current one.
+
+        Takes name, email, department, title, state (active/inactive), addresses, manager (a
+        user id; "" removes the manager) and locations ([{"id", "notes"}], replacing the
+        list). A deleted user is only restored: exactly {"state": "active", "version"}.
+        """
+        if not isinstance(body, dict):
+            raise bad_request("The request body must be an UpdateUser JSON object.")
+        with self._lock:
+            current = self._user(user_id)
+        if current["state"] == "deleted":
+            return self._restore(user_id, body)
+        version = self._version_of(body)
         changes: dict[str, Any] = {}
         for key in ("name", "email", "department", "title"):
             value = _string(body, key, key)
@@ -342,20 +452,29 @@ class Directory:
                 validate_email(value)
             changes[key] = value
         if body.get("state") is not None:
-            changes["state"] = _enum(body["state"], STATES, "state")
+            # Deleting is DELETE /api/v2/users/{id}'s job; PATCH only switches these two.
+            changes["state"] = _enum(body["state"], ("active", "inactive"), "state")
         if body.get("addresses") is not None:
             changes["addresses"] = validate_addresses(body["addresses"])
+        locations = None
+        if body.get("locations") is not None:
+            locations = self._validate_locations(body["locations"])
+        manager = body.get("manager")
+        if manager is not None and not isinstance(manager, str):
+            raise invalid_value("manager", manager, "must be a user id")
         with self._lock:
             current = self._user(user_id)
-            if version != current["version"]:
-                raise ApiError(
-                    409,
-                    "general.conflict",
-                    "The version supplied [{version}] does not match the current version of the "
-                    "user [{current}].",
-                    params={"version": str(version), "current": str(current["version"])},
-                    details=[{"errorCode": "general.conflict", "fieldName": "version"}],
-                )
+            if current["state"] == "deleted":
+                raise not_found(f"User {user_id} not found")
+            manager_id = (current.get("manager") or {}).get("id")
+            if manager == "":
+                manager_id = None
+            elif manager is not None:
+                boss = self._users.get(manager)
+                if boss is None or boss["state"] == "deleted" or manager == user_id:
+                    raise invalid_value("manager", manager, "no other user has this id")
+                manager_id = manager
+            self._check_version(version, current)
             if "email" in changes:
                 self._conflict_if_taken(changes["email"], except_id=user_id)
             user = self._build(
@@ -368,29 +487,74 @@ class Directory:
                 department=changes.get("department", current.get("department")) or None,
                 title=changes.get("title", current.get("title")) or None,
                 addresses=changes.get("addresses", current["addresses"]),
+                manager_id=manager_id,
             )
+            self._put(user)
+            if locations is not None:
+                self._locations[user_id] = locations
+        return user
+
+    def _restore(self, user_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """PATCH of a deleted user: exactly {"state": "active", "version"} restores it (as
+        Terraform's provider does); without state the user is not found; anything else
+        beside state and version is refused."""
+        if body.get("state") is None:
+            raise not_found(f"User {user_id} not found")
+        extra = sorted(
+            k for k, v in body.items() if k not in ("state", "version") and v is not None
+        )
+        if extra:
+            raise field_error(
+                400,
+                "bad.request",
+                extra[0],
+                "A deleted user is restored with state and version alone; [{field}] was sent too.",
+            )
+        if body["state"] != "active":
+            raise invalid_value("state", body["state"], "a deleted user is restored as active")
+        version = self._version_of(body)
+        with self._lock:
+            current = self._user(user_id)
+            self._check_version(version, current)
+            if current["state"] != "deleted":
+                raise ApiError(409, "general.conflict", "The user is not deleted.")
+            user = {
+                **current,
+                "state": "active",
+                "version": current["version"] + 1,
+                "dateModified": now_iso(),
+            }
             self._put(user)
         return user
 
     def delete(self, user_id: str) -> None:
-        """Soft delete: state "deleted", the email stays taken."""
+        """Soft delete: state "deleted", the email stays taken; the user goes back to the Home
+        division, loses its role grants and queue memberships, and its addresses lose their
+        extensions. Deleting a deleted user is a 404."""
         with self._lock:
-            current = self._user(user_id)
-            if current["state"] != "deleted":
-                self._put(
-                    {
-                        **current,
-                        "state": "deleted",
-                        "version": current["version"] + 1,
-                        "dateModified": now_iso(),
-                    }
-                )
+            current = self._users.get(user_id)
+            if current is None or current["state"] == "deleted":
+                raise not_found(f"User {user_id} not found")
+            self._put(
+                {
+                    **current,
+                    "state": "deleted",
+                    "version": current["version"] + 1,
+                    "division": self._division_ref(self.home_division_id),
+                    "addresses": _without_extensions(current["addresses"]),
+                    "dateModified": now_iso(),
+                }
+            )
+            self._grants.pop(user_id, None)
+            for members in self._members.values():
+                members.pop(user_id, None)
 
     def add_existing(self, record: Mapping[str, Any], *, skip_taken: bool = False) -> bool:
-        """Add a user that exists before the job (seed file, state file). False if skipped.
+        """Add a user that exists before the job (seed file, org file, state file). False if
+        skipped.
 
         Accepts the User JSON shape or a flat {name, email, title, department, state,
-        divisionId} dict. A taken email raises ValueError unless `skip_taken`.
+        divisionId, manager} dict. A taken email raises ValueError unless `skip_taken`.
         """
         email = record.get("email")
         if not isinstance(email, str) or not is_email(email):
@@ -405,6 +569,9 @@ class Directory:
             addresses = validate_addresses(addresses)
         except ApiError as error:
             raise ValueError(f"existing user {email}: {error.message}") from None
+        manager = record.get("manager")
+        if isinstance(manager, dict):
+            manager = manager.get("id")
         user = self._build(
             user_id=str(record.get("id") or uuid.uuid4()),
             name=str(name),
@@ -415,6 +582,7 @@ class Directory:
             department=record.get("department") or None,
             title=record.get("title") or None,
             addresses=addresses,
+            manager_id=str(manager) if manager else None,
             date_modified=record.get("dateModified"),
         )
         with self._lock:
@@ -434,15 +602,453 @@ class Directory:
     def __len__(self) -> int:
         return len(self._users)
 
+    # ---- the rest of the org: look-ups by name ---------------------------------------------
+
+    def list_org(
+        self,
+        kind: str,
+        name: str | None = None,
+        page_size: int = 25,
+        page_number: int = 1,
+        sort_order: str | None = None,
+        ids: Iterable[str] = (),
+    ) -> dict[str, Any]:
+        """GET /api/v2/authorization/roles, /routing/queues, /routing/skills, /locations: one
+        page of the objects whose names match `name` the way that endpoint matches names."""
+        found = self.org.matching(kind, name, ids, descending=sort_descending(sort_order))
+        if kind == "queues":
+            with self._lock:
+                counts = {q: len(m) for q, m in self._members.items()}
+            found = [_queue_with_counts(q, counts.get(q["id"], 0)) for q in found]
+        else:
+            found = [dict(item) for item in found]
+        query = {"name": name or "", "sortOrder": sort_order or ""}
+        return entity_listing(found, page_size, page_number, PATHS[kind], query)
+
+    # ---- onboarding ------------------------------------------------------------------------
+
+    def _onboarded(self, user_id: str, now: float, fresh_s: float) -> dict[str, Any]:
+        """(lock held) A user the onboarding services know: not deleted, and created at least
+        `fresh_s` ago. Anyone else is a 404, as a real org's other services answer."""
+        user = self._users.get(user_id)
+        created = self._indexed_at.get(user_id, float("-inf"))
+        if user is None or user["state"] == "deleted" or now - created < fresh_s:
+            raise not_found(f"User {user_id} not found")
+        return user
+
+    def grant(self, subject_id: str, body: Any, now: float = 0.0, fresh_s: float = 0.0) -> None:
+        """POST /api/v2/authorization/subjects/{id}/bulkadd with RoleDivisionGrants. A grant
+        already held stays as it was; nothing is granted unless every pair is valid."""
+        if not isinstance(body, dict):
+            raise bad_request("The request body must be a RoleDivisionGrants JSON object.")
+        raw = body.get("grants")
+        if raw is None:
+            raise missing_field("grants")
+        if not isinstance(raw, list):
+            raise invalid_value("grants", raw, "must be a list of {roleId, divisionId}")
+        pairs: list[tuple[str, str]] = []
+        for index, entry in enumerate(raw):
+            where = f"grants[{index}]"
+            if not isinstance(entry, dict):
+                raise invalid_value(where, entry, "must be a {roleId, divisionId} object")
+            for key in ("roleId", "divisionId"):
+                if entry.get(key) in (None, ""):
+                    raise missing_field(f"{where}.{key}")
+            role_id, division_id = entry["roleId"], entry["divisionId"]
+            if self.org.get("roles", role_id) is None:
+                raise invalid_value(where + ".roleId", role_id, "no role has this id")
+            if not isinstance(division_id, str) or division_id not in self._divisions:
+                raise invalid_value(where + ".divisionId", division_id, "no division has this id")
+            pairs.append((role_id, division_id))
+        with self._lock:
+            self._onboarded(subject_id, now, fresh_s)
+            held = self._grants.setdefault(subject_id, {})
+            stamp = now_iso()
+            for pair in pairs:
+                held.setdefault(pair, stamp)
+
+    def subject(self, subject_id: str, now: float = 0.0, fresh_s: float = 0.0) -> dict[str, Any]:
+        """GET /api/v2/authorization/subjects/{id}: an AuthzSubject with the user's grants."""
+        with self._lock:
+            user = self._onboarded(subject_id, now, fresh_s)
+            held = list(self._grants.get(subject_id, {}).items())
+        grants: list[dict[str, Any]] = []
+        for (role_id, division_id), made_at in held:
+            role = self.org.get("roles", role_id) or {}
+            grants.append(
+                {
+                    "subjectId": subject_id,
+                    "division": dict(self._divisions[division_id]),
+                    "role": {
+                        "id": role_id,
+                        "name": role.get("name", ""),
+                        "description": role.get("description", ""),
+                        "default": role.get("default", False),
+                        "selfUri": f"/api/v2/authorization/roles/{role_id}",
+                    },
+                    "grantMadeAt": made_at,
+                }
+            )
+        grants.sort(key=lambda g: (g["role"]["name"].lower(), g["division"]["name"].lower()))
+        return {
+            "id": subject_id,
+            "name": user["name"],
+            "grants": grants,
+            "selfUri": f"/api/v2/authorization/subjects/{subject_id}",
+        }
+
+    def set_skills(
+        self, user_id: str, body: Any, now: float = 0.0, fresh_s: float = 0.0
+    ) -> dict[str, Any]:
+        """PATCH /api/v2/users/{id}/routingskills/bulk: add or update (never remove) up to 50
+        skills; answers a UserSkillEntityListing of all the user's skills."""
+        if not isinstance(body, list):
+            raise bad_request("The request body must be a list of UserRoutingSkillPost objects.")
+        if len(body) > MAX_SKILLS_PER_CALL:
+            raise ApiError(
+                400,
+                "bad.request",
+                "At most {max} skills may be added or updated in one request; this one has "
+                "{count}.",
+                params={"max": str(MAX_SKILLS_PER_CALL), "count": str(len(body))},
+            )
+        entries: list[tuple[str, float]] = []
+        for index, entry in enumerate(body):
+            where = f"body[{index}]"
+            if not isinstance(entry, dict):
+                raise invalid_value(where, entry, "must be a {id, proficiency} object")
+            skill_id, proficiency = entry.get("id"), entry.get("proficiency")
+            if skill_id in (None, ""):
+                raise missing_field(where + ".id")
+            if proficiency is None:
+                raise missing_field(where + ".proficiency")
+            if (
+                isinstance(proficiency, bool)
+                or not isinstance(proficiency, (int, float))
+                or not 0 <= proficiency <= 5
+            ):
+                raise invalid_value(where + ".proficiency", proficiency, "must be from 0 to 5")
+            if self.org.get("skills", skill_id) is None:
+                raise invalid_value(where + ".id", skill_id, "no skill has this id")
+            entries.append((skill_id, float(proficiency)))
+        with self._lock:
+            self._onboarded(user_id, now, fresh_s)
+            held = self._skills.setdefault(user_id, {})
+            held.update(entries)
+            snapshot = dict(held)
+        items = self._skill_entities(user_id, snapshot)
+        path = f"/api/v2/users/{user_id}/routingskills"
+        return entity_listing(items, max(25, len(items)), 1, path)
+
+    def user_skills(
+        self,
+        user_id: str,
+        page_size: int = 25,
+        page_number: int = 1,
+        sort_order: str | None = None,
+        now: float = 0.0,
+        fresh_s: float = 0.0,
+    ) -> dict[str, Any]:
+        """GET /api/v2/users/{id}/routingskills: a UserSkillEntityListing, sorted by name."""
+        descending = sort_descending(sort_order)
+        with self._lock:
+            self._onboarded(user_id, now, fresh_s)
+            snapshot = dict(self._skills.get(user_id, {}))
+        items = self._skill_entities(user_id, snapshot, descending)
+        path = f"/api/v2/users/{user_id}/routingskills"
+        return entity_listing(items, page_size, page_number, path, {"sortOrder": sort_order or ""})
+
+    def _skill_entities(
+        self, user_id: str, skills: Mapping[str, float], descending: bool = False
+    ) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = [
+            {
+                "id": skill_id,
+                "name": self.org.name_of("skills", skill_id),
+                "proficiency": proficiency,
+                "state": "active",
+                "skillUri": f"/api/v2/routing/skills/{skill_id}",
+                "selfUri": f"/api/v2/users/{user_id}/routingskills/{skill_id}",
+            }
+            for skill_id, proficiency in skills.items()
+        ]
+        items.sort(key=lambda s: (s["name"].lower(), s["id"]), reverse=descending)
+        return items
+
+    def update_queue_members(
+        self,
+        queue_id: str,
+        body: Any,
+        delete: bool = False,
+        now: float = 0.0,
+        fresh_s: float = 0.0,
+    ) -> None:
+        """POST /api/v2/routing/queues/{id}/members: add (or with `delete`, remove) 1 to 100
+        users. One unknown user refuses the whole batch (404); members already there, or
+        already gone, are fine."""
+        if not isinstance(body, list):
+            raise bad_request("The request body must be a list of {id} objects.")
+        if not 1 <= len(body) <= MAX_MEMBERS_PER_CALL:
+            raise ApiError(400, "bad.request", MEMBERS_COUNT_MESSAGE)
+        user_ids: list[str] = []
+        for index, entry in enumerate(body):
+            where = f"body[{index}]"
+            if not isinstance(entry, dict):
+                raise invalid_value(where, entry, "must be an {id} object")
+            user_id = entry.get("id")
+            if user_id in (None, ""):
+                raise missing_field(where + ".id")
+            if not isinstance(user_id, str):
+                raise invalid_value(where + ".id", user_id, "must be a user id")
+            user_ids.append(user_id)
+        if self.org.get("queues", queue_id) is None:
+            raise not_found(f"Queue {queue_id} not found")
+        with self._lock:
+            for user_id in user_ids:
+                self._onboarded(user_id, now, fresh_s)
+            members = self._members.setdefault(queue_id, {})
+            for user_id in user_ids:
+                if delete:
+                    members.pop(user_id, None)
+                else:
+                    members.setdefault(user_id, None)
+
+    def queue_members(
+        self,
+        queue_id: str,
+        page_size: int = 25,
+        page_number: int = 1,
+        sort_order: str | None = None,
+        name: str | None = None,
+        joined: bool | None = None,
+    ) -> dict[str, Any]:
+        """GET /api/v2/routing/queues/{id}/members: a QueueMemberEntityListing (no total or
+        pageCount in the real one either: page until there is no nextUri)."""
+        if self.org.get("queues", queue_id) is None:
+            raise not_found(f"Queue {queue_id} not found")
+        descending = sort_descending(sort_order)
+        with self._lock:
+            users = [self._users[u] for u in self._members.get(queue_id, {})]
+        if name:
+            users = [u for u in users if name.lower() in u["name"].lower()]
+        if joined is False:
+            users = []  # every member the emulator adds is joined
+        users.sort(key=lambda u: (u["name"].lower(), u["id"]), reverse=descending)
+        entities = [
+            {
+                "id": u["id"],
+                "name": u["name"],
+                "user": {
+                    key: u[key]
+                    for key in ("id", "name", "division", "email", "state", "username", "version")
+                }
+                | {"selfUri": u["selfUri"]},
+                "ringNumber": 1,
+                "joined": True,
+                "memberBy": "user",
+                "selfUri": f"/api/v2/routing/queues/{queue_id}/members/{u['id']}",
+            }
+            for u in users
+        ]
+        path = f"/api/v2/routing/queues/{queue_id}/members"
+        query = {"sortOrder": sort_order or "", "name": name or ""}
+        return entity_listing(entities, page_size, page_number, path, query, counted=False)
+
+    def user_queues(
+        self,
+        user_id: str,
+        page_size: int = 25,
+        page_number: int = 1,
+        joined: bool | None = None,
+        division_ids: Collection[str] = (),
+        now: float = 0.0,
+        fresh_s: float = 0.0,
+    ) -> dict[str, Any]:
+        """GET /api/v2/users/{id}/queues: the queues the user is a member of
+        (UserQueueEntityListing), sorted by name."""
+        with self._lock:
+            self._onboarded(user_id, now, fresh_s)
+            counts = {q: len(m) for q, m in self._members.items() if user_id in m}
+        queues = []
+        for queue_id, count in counts.items():
+            queue = self.org.get("queues", queue_id)
+            if queue is not None:
+                queues.append(_queue_with_counts(queue, count) | {"joined": True})
+        if division_ids:
+            queues = [q for q in queues if q["division"]["id"] in division_ids]
+        if joined is False:
+            queues = []
+        queues.sort(key=lambda q: (q["name"].lower(), q["id"]))
+        path = f"/api/v2/users/{user_id}/queues"
+        return entity_listing(queues, page_size, page_number, path)
+
+    def _validate_locations(self, value: Any) -> list[dict[str, Any]]:
+        """UpdateUser.locations as the Terraform provider sends it: [{"id", "notes"}] (an id
+        inside "locationDefinition" is taken too)."""
+        if not isinstance(value, list):
+            raise invalid_value("locations", value, "must be a list of Location objects")
+        cleaned: dict[str, dict[str, Any]] = {}
+        for index, entry in enumerate(value):
+            where = f"locations[{index}]"
+            if not isinstance(entry, dict):
+                raise invalid_value(where, entry, "must be a Location object")
+            location_id = entry.get("id")
+            definition = entry.get("locationDefinition")
+            if location_id in (None, "") and isinstance(definition, dict):
+                location_id = definition.get("id")
+            if location_id in (None, ""):
+                raise missing_field(where + ".id")
+            if self.org.get("locations", location_id) is None:
+                raise invalid_value(where + ".id", location_id, "no location has this id")
+            notes = entry.get("notes")
+            if notes is not None and not isinstance(notes, str):
+                raise invalid_value(where + ".notes", notes, "must be a string")
+            cleaned[location_id] = {"id": location_id, **({"notes": notes} if notes else {})}
+        return list(cleaned.values())
+
+    def _location_entity(self, location: Mapping[str, Any]) -> dict[str, Any]:
+        definition = self.org.get("locations", location["id"]) or {"id": location["id"]}
+        return {"id": location["id"], "locationDefinition": dict(definition)} | (
+            {"notes": location["notes"]} if location.get("notes") else {}
+        )
+
+    def move_to_division(self, division_id: str, object_type: str, body: Any) -> None:
+        """POST /api/v2/authorization/divisions/{id}/objects/USER: moves users there. An
+        unknown division or user is a 404 and moves nobody."""
+        if division_id not in self._divisions:
+            raise not_found(f"Division {division_id} not found")
+        if object_type != "USER":
+            raise invalid_value("objectType", object_type, "the emulator moves USER objects only")
+        if not isinstance(body, list) or not all(isinstance(i, str) for i in body):
+            raise bad_request("The request body must be a JSON list of object ids.")
+        with self._lock:
+            for user_id in body:
+                user = self._users.get(user_id)
+                if user is None or user["state"] == "deleted":
+                    raise not_found(f"User {user_id} not found")
+            for user_id in dict.fromkeys(body):
+                current = self._users[user_id]
+                if current["division"]["id"] == division_id:
+                    continue
+                self._put(
+                    {
+                        **current,
+                        "division": self._division_ref(division_id),
+                        "version": current["version"] + 1,
+                        "dateModified": now_iso(),
+                    }
+                )
+
+    # ---- onboarding state: statistics and persistence --------------------------------------
+
+    def onboarding(self) -> dict[str, dict[str, Any]]:
+        """Every user's onboarding state keyed by lower-cased email, in names: grants as
+        [role, division] pairs, skills {name: proficiency}, queues, manager (email), location
+        (the first one's name), division, state."""
+        with self._lock:
+            users = list(self._users.values())
+            grants = {u: list(g) for u, g in self._grants.items()}
+            skills = {u: dict(s) for u, s in self._skills.items()}
+            locations = {u: list(loc) for u, loc in self._locations.items()}
+            queues_of: dict[str, list[str]] = defaultdict(list)
+            for queue_id, members in self._members.items():
+                for user_id in members:
+                    queues_of[user_id].append(self.org.name_of("queues", queue_id))
+        emails = {u["id"]: u["email"].lower() for u in users}
+        summary: dict[str, dict[str, Any]] = {}
+        for user in users:
+            user_id = user["id"]
+            manager_id = (user.get("manager") or {}).get("id")
+            held_locations = locations.get(user_id) or []
+            first_location = held_locations[0] if held_locations else None
+            summary[user["email"].lower()] = {
+                "state": user["state"],
+                "division": self._divisions.get(user["division"]["id"], {}).get("name", ""),
+                "grants": sorted(
+                    [self.org.name_of("roles", role_id), self._divisions[division_id]["name"]]
+                    for role_id, division_id in grants.get(user_id, [])
+                ),
+                "skills": {
+                    self.org.name_of("skills", skill_id): proficiency
+                    for skill_id, proficiency in sorted(skills.get(user_id, {}).items())
+                },
+                "queues": sorted(queues_of.get(user_id, [])),
+                "manager": emails.get(manager_id) if manager_id else None,
+                "location": (
+                    self.org.name_of("locations", first_location["id"]) if first_location else None
+                ),
+            }
+        return summary
+
+    def export_onboarding(self) -> dict[str, Any]:
+        """Grants, skills, queue members and user locations, for the state file."""
+        with self._lock:
+            return {
+                "grants": {
+                    user_id: [[role, division, made_at] for (role, division), made_at in g.items()]
+                    for user_id, g in self._grants.items()
+                    if g
+                },
+                "skills": {user_id: dict(s) for user_id, s in self._skills.items() if s},
+                "queueMembers": {q: list(m) for q, m in self._members.items() if m},
+                "userLocations": {u: list(loc) for u, loc in self._locations.items() if loc},
+            }
+
+    def load_onboarding(self, data: Mapping[str, Any]) -> int:
+        """Restore export_onboarding()'s data after the users are loaded. References to users,
+        roles, divisions, skills, queues or locations that are no longer there are dropped;
+        returns how many were."""
+        dropped = 0
+        with self._lock:
+            for user_id, grants in (data.get("grants") or {}).items():
+                for role_id, division_id, made_at in grants:
+                    if (
+                        user_id in self._users
+                        and self.org.get("roles", role_id) is not None
+                        and division_id in self._divisions
+                    ):
+                        self._grants.setdefault(user_id, {})[(role_id, division_id)] = made_at
+                    else:
+                        dropped += 1
+            for user_id, skills in (data.get("skills") or {}).items():
+                for skill_id, proficiency in skills.items():
+                    if user_id in self._users and self.org.get("skills", skill_id) is not None:
+                        self._skills.setdefault(user_id, {})[skill_id] = float(proficiency)
+                    else:
+                        dropped += 1
+            for queue_id, members in (data.get("queueMembers") or {}).items():
+                for user_id in members:
+                    if user_id in self._users and self.org.get("queues", queue_id) is not None:
+                        self._members.setdefault(queue_id, {})[user_id] = None
+                    else:
+                        dropped += 1
+            for user_id, locations in (data.get("userLocations") or {}).items():
+                kept = [
+                    loc
+                    for loc in locations
+                    if user_id in self._users and self.org.get("locations", loc.get("id"))
+                ]
+                dropped += len(locations) - len(kept)
+                if kept:
+                    self._locations[user_id] = kept
+        return dropped
+
     # ---- search --------------------------------------------------------------------------
 
-    def search(self, body: Any, now: float = 0.0, index_delay_s: float = 0.0) -> dict[str, Any]:
+    def search(
+        self,
+        body: Any,
+        now: float = 0.0,
+        index_delay_s: float = 0.0,
+        hidden_divisions: Collection[str] = (),
+    ) -> dict[str, Any]:
         """POST /api/v2/users/search with a UserSearchRequest body.
 
         Criteria are combined the Genesys (Elasticsearch bool) way: AND (the default) must
         match, NOT must not, and when OR criteria are present at least one must match. Without
         a criterion on `state`, only active and inactive users are returned. A user becomes
         searchable `index_delay_s` after its creation (the real index is eventually consistent).
+        Users in `hidden_divisions` (where the caller may not view users) are left out.
         """
         if not isinstance(body, dict):
             raise bad_request("The request body must be a UserSearchRequest JSON object.")
@@ -462,6 +1068,7 @@ class Directory:
                 u
                 for u in self._users.values()
                 if now - self._indexed_at.get(u["id"], float("-inf")) >= index_delay_s
+                and u["division"]["id"] not in hidden_divisions
             ]
         results = [
             u
@@ -565,6 +1172,26 @@ def _combine(criteria: list[_Criterion], user: Mapping[str, Any]) -> bool:
         if criterion.operator == "NOT" and criterion.matches(user):
             return False
     return not should or any(c.matches(user) for c in should)
+
+
+def _queue_with_counts(queue: Mapping[str, Any], members: int) -> dict[str, Any]:
+    return {
+        **queue,
+        "memberCount": members,
+        "userMemberCount": members,
+        "joinedMemberCount": members,
+    }
+
+
+def _without_extensions(addresses: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A deleted user's addresses: extensions go back to the pool."""
+    kept = []
+    for contact in addresses:
+        if "extension" not in contact:
+            kept.append(contact)
+        elif contact.get("address"):
+            kept.append({k: v for k, v in contact.items() if k != "extension"})
+    return kept
 
 
 def _page(key: str, items: list[Any], page_size: int, page_number: int) -> dict[str, Any]:

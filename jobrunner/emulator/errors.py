@@ -87,3 +87,24 @@ def bad_request(message: str) -> ApiError:
 
 def not_found(message: str = "The requested resource was not found.") -> ApiError:
     return ApiError(404, "not.found", message)
+
+
+def invalid_query_param(name: str, value: Any, allowed: tuple[str, ...]) -> ApiError:
+    """A query parameter outside its allowed values (Genesys' invalid.query.param.value)."""
+    return ApiError(
+        400,
+        "invalid.query.param.value",
+        "Value [{value}] is not valid for parameter [{param}]. Allowable values are: {allowed}",
+        params={"value": str(value), "param": name, "allowed": ", ".join(allowed)},
+    )
+
+
+def missing_permission(permission: str) -> ApiError:
+    """403 as Genesys answers a caller whose roles lack `permission`."""
+    return ApiError(
+        403,
+        "missing.permissions",
+        "Unable to perform the requested action. You are missing the following "
+        "permission(s): [{permissions}]",
+        params={"permissions": permission},
+    )

@@ -6,7 +6,8 @@
 
 Order of events for an /api/v2 request: latency sleep, bearer token check (401), rate limit
 (429, costs no budget), token-revocation countdown, 5xx fault (502/503/504, before acting),
-the route itself, then for a successful create the dropped-connection fault.
+the route itself (its permission check, 403, first), then for a successful create the
+dropped-connection fault.
 
 Every response goes out in a single send with TCP_NODELAY set, so keep-alive clients never wait
 on Nagle's algorithm and delayed ACKs.
@@ -27,7 +28,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from http import HTTPStatus
@@ -39,16 +40,24 @@ from urllib.parse import parse_qs, unquote
 
 from jobrunner.emulator.access import RateLimiter, TokenRegistry
 from jobrunner.emulator.directory import Directory, load_state, save_state
-from jobrunner.emulator.errors import ApiError, bad_request, invalid_value, not_found
+from jobrunner.emulator.errors import (
+    ApiError,
+    bad_request,
+    invalid_query_param,
+    invalid_value,
+    missing_permission,
+    not_found,
+)
 from jobrunner.log import get_logger
 
 MAX_BODY_BYTES = 512_000
 _DISCARD_LIMIT = 16 * 1024 * 1024
 FAULT_STATUSES = (502, 503, 504)
 _FAULT_CODES = {502: "bad.gateway", 503: "service.unavailable", 504: "gateway.timeout"}
-_USER_PATH = re.compile(r"^/api/v2/users/([^/]+)$")
-_DIVISION_PATH = re.compile(r"^/api/v2/authorization/divisions/([^/]+)$")
 _STATE_FORMAT = "jobrunner-emulator-state"
+_STATE_VERSION = 2  # 2 added grants, skills, queue members and user locations
+_MAX_PAGE_SIZE = 500
+_MAX_MEMBERS_PAGE_SIZE = 100  # GET /api/v2/routing/queues/{id}/members: "Max value is 100"
 
 log = get_logger("jobrunner.emulator")
 
@@ -84,6 +93,14 @@ class EmulatorConfig:
     search_index_delay_s: float = 0.0
     home_division_id: str | None = None
     save_interval_s: float = 2.0
+    # Divisions, roles, queues, skills, locations and users, as in an org file (org.py).
+    org: dict[str, Any] | None = None
+    # For this long after a user's creation the onboarding endpoints (bulkadd, subjects,
+    # routingskills, queue members, a user's queues) answer 404 for it.
+    fresh_user_404_s: float = 0.0
+    # Permissions the caller lacks ("routing:queue:edit"), or lacks in one division only
+    # ("authorization:grant:add@<division id>"): the endpoints needing them answer 403.
+    refused_permissions: Collection[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         if self.rate_per_minute < 1:
@@ -92,7 +109,7 @@ class EmulatorConfig:
             raise ValueError("rate_window_s must be positive")
         if self.token_lifetime_s <= 0:
             raise ValueError("token_lifetime_s must be positive")
-        for name in ("latency_ms", "latency_jitter_ms", "search_index_delay_s"):
+        for name in ("latency_ms", "latency_jitter_ms", "search_index_delay_s", "fresh_user_404_s"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
         for name in ("fault_5xx_rate", "drop_after_create_rate"):
@@ -102,6 +119,10 @@ class EmulatorConfig:
             raise ValueError("revoke_tokens_after must be at least 1")
         if not 0 <= self.port <= 65535:
             raise ValueError("port must be between 0 and 65535")
+        if isinstance(self.refused_permissions, str) or not all(
+            isinstance(p, str) and p for p in self.refused_permissions
+        ):
+            raise ValueError("refused_permissions must be a collection of permission names")
 
 
 @dataclass
@@ -210,6 +231,79 @@ def _query_int(params: dict[str, list[str]], name: str, default: int, high: int)
     return value
 
 
+def _query_str(params: dict[str, list[str]], name: str) -> str | None:
+    return params.get(name, [None])[-1]
+
+
+def _query_list(params: dict[str, list[str]], name: str) -> list[str]:
+    """A list parameter, repeated (`a=1&a=2`) or comma-joined as the SDK sends it (`a=1,2`)."""
+    return [item for value in params.get(name, []) for item in value.split(",") if item]
+
+
+def _query_bool(params: dict[str, list[str]], name: str) -> bool | None:
+    raw = _query_str(params, name)
+    if raw is None or raw == "":
+        return None
+    if raw.lower() not in ("true", "false"):
+        raise invalid_query_param(name, raw, ("true", "false"))
+    return raw.lower() == "true"
+
+
+def _paging(params: dict[str, list[str]], high: int = _MAX_PAGE_SIZE) -> dict[str, int]:
+    return {
+        "page_size": _query_int(params, "pageSize", 25, high),
+        "page_number": _query_int(params, "pageNumber", 1, 1_000_000),
+    }
+
+
+def _grant_divisions(body: Any) -> list[str]:
+    """The division ids a RoleDivisionGrants body names (for the permission check only)."""
+    grants = body.get("grants") if isinstance(body, dict) else None
+    if not isinstance(grants, list):
+        return []
+    return [
+        g["divisionId"]
+        for g in grants
+        if isinstance(g, dict) and isinstance(g.get("divisionId"), str)
+    ]
+
+
+@dataclass(frozen=True)
+class _Route:
+    """A path pattern, its label in the stats, and its handlers by HTTP method."""
+
+    pattern: re.Pattern[str]
+    template: str
+    handlers: dict[str, str]
+
+
+def _route_for(template: str, **handlers: str) -> _Route:
+    regex = re.escape(template).replace(r"\{id\}", "([^/]+)").replace(r"\{type\}", "([^/]+)")
+    return _Route(re.compile(f"^{regex}$"), template, handlers)
+
+
+# First match wins: fixed segments ("search", "home") come before {id}.
+_ROUTES = (
+    _route_for("/api/v2/users", POST="_create"),
+    _route_for("/api/v2/users/search", POST="_search"),
+    _route_for("/api/v2/users/{id}", GET="_get_user", PATCH="_patch_user", DELETE="_delete_user"),
+    _route_for("/api/v2/users/{id}/routingskills/bulk", PATCH="_set_skills"),
+    _route_for("/api/v2/users/{id}/routingskills", GET="_user_skills"),
+    _route_for("/api/v2/users/{id}/queues", GET="_user_queues"),
+    _route_for("/api/v2/authorization/divisions", GET="_divisions"),
+    _route_for("/api/v2/authorization/divisions/home", GET="_home"),
+    _route_for("/api/v2/authorization/divisions/{id}", GET="_division"),
+    _route_for("/api/v2/authorization/divisions/{id}/objects/{type}", POST="_move_objects"),
+    _route_for("/api/v2/authorization/roles", GET="_roles"),
+    _route_for("/api/v2/authorization/subjects/{id}", GET="_subject"),
+    _route_for("/api/v2/authorization/subjects/{id}/bulkadd", POST="_bulkadd"),
+    _route_for("/api/v2/routing/queues", GET="_queues"),
+    _route_for("/api/v2/routing/queues/{id}/members", GET="_members", POST="_update_members"),
+    _route_for("/api/v2/routing/skills", GET="_skills"),
+    _route_for("/api/v2/locations", GET="_locations"),
+)
+
+
 class Emulator:
     """A running (after start()) emulated Genesys Cloud org. See the module docstring."""
 
@@ -223,10 +317,16 @@ class Emulator:
         if not home_id:
             home_id = str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
         self.directory = Directory(home_id, cfg.divisions)
+        org = cfg.org or {}
+        self.directory.load_org(org, seed=cfg.seed)
         for record in (saved or {}).get("users", []):
             self.directory.add_existing(record)
-        for record in cfg.existing_users:
+        for record in [*org.get("users", []), *cfg.existing_users]:
             self.directory.add_existing(record, skip_taken=saved is not None)
+        if saved is not None:
+            dropped = self.directory.load_onboarding(saved)
+            if dropped:
+                log.warning("emulator.state_references_dropped", count=dropped)
         self.tokens = TokenRegistry(self._now)
         self.limiter = RateLimiter(self._now)
         self._stats = _Stats()
@@ -321,6 +421,7 @@ class Emulator:
             **{s: states[s] for s in ("active", "inactive", "deleted")},
         }
         data["live_tokens"] = len(self.tokens)
+        data["onboarding"] = self.directory.onboarding()
         return data
 
     def reset_stats(self) -> None:
@@ -347,9 +448,10 @@ class Emulator:
                 self.config.state_file,
                 {
                     "format": _STATE_FORMAT,
-                    "version": 1,
+                    "version": _STATE_VERSION,
                     "homeDivisionId": self.home_division_id,
                     "users": self.directory.users(),
+                    **self.directory.export_onboarding(),
                 },
             )
 
@@ -464,35 +566,23 @@ class Emulator:
             return _json_reply(200, {})
         return _error_reply(not_found(f"No emulator endpoint {method} {path}"))
 
-    def _route(self, method: str, path: str) -> tuple[str, Callable[..., _Reply] | None, str]:
-        if path == "/api/v2/users":
-            return f"{method} /api/v2/users", self._create if method == "POST" else None, ""
-        if path == "/api/v2/users/search":
-            return f"{method} /api/v2/users/search", self._search if method == "POST" else None, ""
-        if path == "/api/v2/authorization/divisions":
-            return f"{method} {path}", self._divisions if method == "GET" else None, ""
-        if path == "/api/v2/authorization/divisions/home":
-            return f"{method} {path}", self._home if method == "GET" else None, ""
-        match = _DIVISION_PATH.match(path)
-        if match:
-            route = f"{method} /api/v2/authorization/divisions/{{id}}"
-            return route, self._division if method == "GET" else None, unquote(match.group(1))
-        match = _USER_PATH.match(path)
-        if match:
-            handlers: dict[str, Callable[..., _Reply]] = {
-                "GET": self._get_user,
-                "PATCH": self._patch_user,
-                "DELETE": self._delete_user,
-            }
-            return f"{method} /api/v2/users/{{id}}", handlers.get(method), unquote(match.group(1))
-        return f"{method} (unknown)", None, ""
+    def _route(
+        self, method: str, path: str
+    ) -> tuple[str, Callable[..., _Reply] | None, tuple[str, ...]]:
+        for route in _ROUTES:
+            match = route.pattern.match(path)
+            if match:
+                name = route.handlers.get(method)
+                handler = getattr(self, name) if name else None
+                return f"{method} {route.template}", handler, tuple(map(unquote, match.groups()))
+        return f"{method} (unknown)", None, ()
 
     def _api(
         self, method: str, path: str, query: str, headers: Any, body: bytes
     ) -> tuple[str, _Reply]:
         cfg = self.config
         self._pause()
-        route, handler, arg = self._route(method, path)
+        route, handler, args = self._route(method, path)
         token = _bearer(headers)
         if token is None:
             return route, _error_reply(
@@ -530,7 +620,7 @@ class Emulator:
             return route, _error_reply(not_found(f"No API route {method} {path}"))
         try:
             params = parse_qs(query)
-            return route, handler(body=body, arg=arg, params=params)
+            return route, handler(body=body, args=args, params=params)
         except ApiError as error:
             return route, _error_reply(error)
 
@@ -543,8 +633,33 @@ class Emulator:
         except ValueError:
             raise bad_request("The request body is not valid JSON.") from None
 
+    def _authorize(self, permission: str, divisions: Iterable[str | None] = ()) -> None:
+        """403 if the caller lacks `permission`, everywhere or in one of `divisions`."""
+        refused = self.config.refused_permissions
+        if not refused:
+            return
+        if permission in refused:
+            raise missing_permission(permission)
+        for division_id in divisions:
+            if division_id and f"{permission}@{division_id}" in refused:
+                raise missing_permission(permission)
+
+    def _refused_divisions(self, permission: str) -> set[str]:
+        prefix = permission + "@"
+        return {p[len(prefix) :] for p in self.config.refused_permissions if p.startswith(prefix)}
+
+    def _fresh(self) -> dict[str, Any]:
+        """now and fresh_s for the Directory's onboarding methods."""
+        return {"now": self._now(), "fresh_s": self.config.fresh_user_404_s}
+
     def _create(self, body: bytes, **_: Any) -> _Reply:
-        user = self.directory.create(self._json_body(body), now=self._now())
+        data = self._json_body(body)
+        division_id = data.get("divisionId") if isinstance(data, dict) else None
+        self._authorize(
+            "directory:user:add",
+            [division_id if isinstance(division_id, str) else self.home_division_id],
+        )
+        user = self.directory.create(data, now=self._now())
         self._dirty.set()
         self._stats.bump("creation", user["email"].lower())
         if self._chance(self.config.drop_after_create_rate):
@@ -553,42 +668,150 @@ class Emulator:
         return _json_reply(200, user)
 
     def _search(self, body: bytes, **_: Any) -> _Reply:
+        self._authorize("directory:user:view")
         result = self.directory.search(
-            self._json_body(body), now=self._now(), index_delay_s=self.config.search_index_delay_s
+            self._json_body(body),
+            now=self._now(),
+            index_delay_s=self.config.search_index_delay_s,
+            hidden_divisions=self._refused_divisions("directory:user:view"),
         )
         return _json_reply(200, result)
 
-    def _get_user(self, arg: str, params: dict[str, list[str]], **_: Any) -> _Reply:
-        state = params.get("state", [None])[-1]
-        return _json_reply(200, self.directory.get(arg, state=state))
+    def _get_user(self, args: tuple[str, ...], params: dict[str, list[str]], **_: Any) -> _Reply:
+        self._authorize("directory:user:view", [self.directory.division_of(args[0])])
+        user = self.directory.get(
+            args[0], state=_query_str(params, "state"), expand=_query_list(params, "expand")
+        )
+        return _json_reply(200, user)
 
-    def _patch_user(self, arg: str, body: bytes, **_: Any) -> _Reply:
-        user = self.directory.patch(arg, self._json_body(body))
+    def _patch_user(self, args: tuple[str, ...], body: bytes, **_: Any) -> _Reply:
+        self._authorize("directory:user:edit", [self.directory.division_of(args[0])])
+        user = self.directory.patch(args[0], self._json_body(body))
         self._dirty.set()
         return _json_reply(200, user)
 
-    def _delete_user(self, arg: str, **_: Any) -> _Reply:
-        self.directory.delete(arg)
+    def _delete_user(self, args: tuple[str, ...], **_: Any) -> _Reply:
+        self._authorize("directory:user:delete", [self.directory.division_of(args[0])])
+        self.directory.delete(args[0])
         self._dirty.set()
         return _json_reply(200, {})
 
     def _divisions(self, params: dict[str, list[str]], **_: Any) -> _Reply:
-        ids = [i for value in params.get("id", []) for i in value.split(",") if i]
         return _json_reply(
             200,
             self.directory.list_divisions(
-                name=params.get("name", [None])[-1],
-                ids=ids,
-                page_size=_query_int(params, "pageSize", 25, 500),
-                page_number=_query_int(params, "pageNumber", 1, 1_000_000),
+                name=_query_str(params, "name"), ids=_query_list(params, "id"), **_paging(params)
             ),
         )
 
     def _home(self, **_: Any) -> _Reply:
         return _json_reply(200, self.directory.home_division())
 
-    def _division(self, arg: str, **_: Any) -> _Reply:
-        return _json_reply(200, self.directory.get_division(arg))
+    def _division(self, args: tuple[str, ...], **_: Any) -> _Reply:
+        return _json_reply(200, self.directory.get_division(args[0]))
+
+    def _move_objects(self, args: tuple[str, ...], body: bytes, **_: Any) -> _Reply:
+        division_id, object_type = args
+        user_ids = self._json_body(body)
+        moved = user_ids if isinstance(user_ids, list) else []
+        self._authorize(
+            "authorization:division:edit",
+            [division_id, *(self.directory.division_of(u) for u in moved if isinstance(u, str))],
+        )
+        self.directory.move_to_division(division_id, object_type, user_ids)
+        self._dirty.set()
+        return _Reply(204)
+
+    def _org_listing(
+        self, kind: str, params: dict[str, list[str]], name: str | None = None
+    ) -> _Reply:
+        listing = self.directory.list_org(
+            kind,
+            name=name,
+            sort_order=_query_str(params, "sortOrder"),
+            ids=_query_list(params, "id"),
+            **_paging(params),
+        )
+        return _json_reply(200, listing)
+
+    def _roles(self, params: dict[str, list[str]], **_: Any) -> _Reply:
+        self._authorize("authorization:role:view")
+        return self._org_listing("roles", params, _query_str(params, "name"))
+
+    def _queues(self, params: dict[str, list[str]], **_: Any) -> _Reply:
+        self._authorize("routing:queue:view")
+        return self._org_listing("queues", params, _query_str(params, "name"))
+
+    def _skills(self, params: dict[str, list[str]], **_: Any) -> _Reply:
+        return self._org_listing("skills", params, _query_str(params, "name"))
+
+    def _locations(self, params: dict[str, list[str]], **_: Any) -> _Reply:
+        return self._org_listing("locations", params)  # no name filter in the real API
+
+    def _bulkadd(self, args: tuple[str, ...], body: bytes, params: dict[str, list[str]]) -> _Reply:
+        data = self._json_body(body)
+        self._authorize("authorization:grant:add", _grant_divisions(data))
+        subject_type = _query_str(params, "subjectType") or "PC_USER"
+        if subject_type not in ("PC_USER", "PC_GROUP", "PC_OAUTH_CLIENT"):
+            raise invalid_query_param(
+                "subjectType", subject_type, ("PC_USER", "PC_GROUP", "PC_OAUTH_CLIENT")
+            )
+        if subject_type != "PC_USER":  # the emulated org has no groups or OAuth clients
+            raise not_found(f"Subject {args[0]} not found")
+        self.directory.grant(args[0], data, **self._fresh())
+        self._dirty.set()
+        return _Reply(204)
+
+    def _subject(self, args: tuple[str, ...], **_: Any) -> _Reply:
+        return _json_reply(200, self.directory.subject(args[0], **self._fresh()))
+
+    def _set_skills(self, args: tuple[str, ...], body: bytes, **_: Any) -> _Reply:
+        self._authorize("routing:skill:assign", [self.directory.division_of(args[0])])
+        listing = self.directory.set_skills(args[0], self._json_body(body), **self._fresh())
+        self._dirty.set()
+        return _json_reply(200, listing)
+
+    def _user_skills(self, args: tuple[str, ...], params: dict[str, list[str]], **_: Any) -> _Reply:
+        listing = self.directory.user_skills(
+            args[0], sort_order=_query_str(params, "sortOrder"), **_paging(params), **self._fresh()
+        )
+        return _json_reply(200, listing)
+
+    def _update_members(
+        self, args: tuple[str, ...], body: bytes, params: dict[str, list[str]]
+    ) -> _Reply:
+        queue = self.directory.org.get("queues", args[0])
+        self._authorize("routing:queue:edit", [queue["division"]["id"] if queue else None])
+        self.directory.update_queue_members(
+            args[0],
+            self._json_body(body),
+            delete=bool(_query_bool(params, "delete")),
+            **self._fresh(),
+        )
+        self._dirty.set()
+        return _Reply(204)
+
+    def _members(self, args: tuple[str, ...], params: dict[str, list[str]], **_: Any) -> _Reply:
+        self._authorize("routing:queue:view")
+        listing = self.directory.queue_members(
+            args[0],
+            sort_order=_query_str(params, "sortOrder"),
+            name=_query_str(params, "name"),
+            joined=_query_bool(params, "joined"),
+            **_paging(params, _MAX_MEMBERS_PAGE_SIZE),
+        )
+        return _json_reply(200, listing)
+
+    def _user_queues(self, args: tuple[str, ...], params: dict[str, list[str]], **_: Any) -> _Reply:
+        self._authorize("routing:queue:view")
+        listing = self.directory.user_queues(
+            args[0],
+            joined=_query_bool(params, "joined"),
+            division_ids=_query_list(params, "divisionId"),
+            **_paging(params),
+            **self._fresh(),
+        )
+        return _json_reply(200, listing)
 
 
 class _Server(ThreadingHTTPServer):
@@ -725,12 +948,10 @@ class _Handler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_PATCH = do_DELETE = do_PUT = _dispatch
 
     def _write(self, reply: _Reply) -> None:
-        lines = [
-            f"HTTP/1.1 {reply.status} {HTTPStatus(reply.status).phrase}",
-            "Content-Type: application/json",
-            f"Content-Length: {len(reply.body)}",
-            f"Date: {_http_date()}",
-        ]
+        lines = [f"HTTP/1.1 {reply.status} {HTTPStatus(reply.status).phrase}"]
+        if reply.status != 204:  # a 204 has no body, so neither type nor length
+            lines += ["Content-Type: application/json", f"Content-Length: {len(reply.body)}"]
+        lines.append(f"Date: {_http_date()}")
         lines.extend(f"{name}: {value}" for name, value in reply.headers)
         if self.close_connection:
             lines.append("Connection: close")
