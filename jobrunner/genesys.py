@@ -5,20 +5,29 @@ allowed) and has no timeouts. We give its ApiClient our own transport: no retrie
 explicit connect and read timeouts, and every network failure raised as a `TransportError`
 that says whether the request may have reached the server. Retrying is the runner's job,
 because only the runner knows whether a retry could create a person twice.
+
+At debug level the transport logs one `http.request` event per request, token requests
+included: method, route (ids replaced by {id}), status or network error, duration and the retry
+decision the answer implies. Never a header, a body, a query value or a token.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from jobrunner.config import Settings
 from jobrunner.errors import ConfigError, JobrunnerError
+from jobrunner.log import get_logger
+
+log = get_logger("jobrunner.genesys")
 
 CONNECT_TIMEOUT_S = 10.0
 READ_TIMEOUT_S = 30.0
@@ -169,7 +178,49 @@ class _Response:
         return self._headers.get(name, default)
 
 
-def _make_transport(pool_size: int, connect_timeout: float, read_timeout: float) -> Any:
+# A path segment kept as it is in a logged route: a word or an API version. Anything else
+# (a UUID, a number, an encoded value) becomes {id}.
+_ROUTE_WORD = re.compile(r"[A-Za-z]+|v\d+")
+TOKEN_PATH = "/oauth/token"
+
+
+def _route(url: str) -> str:
+    """The path of `url` with every id replaced by {id}: "/api/v2/users/{id}"."""
+    path = urlsplit(url).path
+    return "/".join(
+        part if not part or _ROUTE_WORD.fullmatch(part) else "{id}" for part in path.split("/")
+    )
+
+
+def _retry_decision(token_request: bool, status: int | None, network: str | None) -> str:
+    """What the client layer (or, for the API, the runner) does after this answer."""
+    if network is not None:
+        if token_request and network == "connect":
+            return "no retry"  # a wrong environment, most likely: stop at once
+        return "back off and retry"
+    assert status is not None
+    if 200 <= status <= 205:
+        return "ok"
+    if status in (408, 429) or status >= 500:
+        if token_request:
+            return "back off and retry"
+        return "every worker waits Retry-After" if status == 429 else "back off and retry"
+    if token_request:
+        return "no retry"
+    if status == 401:
+        return "new token, then again"
+    return "no retry"
+
+
+Decide = Callable[[bool, int | None, str | None], str]
+
+
+def _make_transport(
+    pool_size: int,
+    connect_timeout: float,
+    read_timeout: float,
+    decide: Decide = _retry_decision,
+) -> Any:
     import certifi
     import urllib3
     from PureCloudPlatformClientV2.abstract_http_client import AbstractHttpClient
@@ -194,6 +245,7 @@ def _make_transport(pool_size: int, connect_timeout: float, read_timeout: float)
         def request(self, options: Any) -> Any:
             method = options.method
             url = options.url
+            route = _route(url)
             headers = dict(options.headers or {})
             headers.setdefault("Content-Type", "application/json")
             body: bytes | None = None
@@ -204,8 +256,29 @@ def _make_transport(pool_size: int, connect_timeout: float, read_timeout: float)
                     body = json.dumps(options.body).encode() if options.body is not None else b"{}"
             if options.query_params:
                 url += "?" + urlencode(options.query_params, doseq=True)
+            started = time.perf_counter()
             try:
-                r = self.pool.request(
+                r = self._send(method, url, body, headers)
+            except TransportError as error:
+                self._log(method, route, options.query_params, started, network=error.kind)
+                raise
+            data = r.data.decode("utf-8", errors="replace")
+            response = _Response(r.status, r.reason or "", data, r.headers)
+            self._log(
+                method,
+                route,
+                options.query_params,
+                started,
+                status=r.status,
+                retry_after=r.headers.get("Retry-After"),
+            )
+            if not 200 <= r.status <= 205:
+                raise ApiException(http_resp=response)
+            return response
+
+        def _send(self, method: str, url: str, body: bytes | None, headers: Any) -> Any:
+            try:
+                return self.pool.request(
                     method,
                     url,
                     body=body,
@@ -218,11 +291,33 @@ def _make_transport(pool_size: int, connect_timeout: float, read_timeout: float)
                 raise _transport_error(exc.reason or exc, method) from None
             except Exception as exc:  # noqa: BLE001 - classified below, re-raised as ours
                 raise _transport_error(exc, method) from None
-            data = r.data.decode("utf-8", errors="replace")
-            response = _Response(r.status, r.reason or "", data, r.headers)
-            if not 200 <= r.status <= 205:
-                raise ApiException(http_resp=response)
-            return response
+
+        @staticmethod
+        def _log(
+            method: str,
+            route: str,
+            query: Any,
+            started: float,
+            status: int | None = None,
+            network: str | None = None,
+            retry_after: str | None = None,
+        ) -> None:
+            """One debug event per request. Names only: no header, body or query value."""
+            fields: dict[str, Any] = {"method": method, "route": route}
+            if query:
+                fields["query"] = ",".join(sorted(str(k) for k in query))
+            if network is None:
+                fields["status"] = status
+            else:
+                fields["network_error"] = network
+            fields["duration_ms"] = round((time.perf_counter() - started) * 1000, 1)
+            fields["retry"] = decide(route.endswith(TOKEN_PATH), status, network)
+            if retry_after is not None:
+                try:
+                    fields["retry_after_s"] = float(retry_after)
+                except ValueError:
+                    fields["retry_after_s"] = None
+            log.debug("http.request", **fields)
 
     return Transport()
 

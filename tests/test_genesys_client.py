@@ -1,0 +1,233 @@
+"""GenesysClient's transport, token and logging layer, through the real SDK: against the
+emulator, local servers that answer what a test scripts, and one that never answers."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import structlog
+
+from jobrunner import log
+from jobrunner.config import Settings, parse_environment
+from jobrunner.emulator.server import Emulator, EmulatorConfig
+from jobrunner.errors import ConfigError
+from jobrunner.genesys import (
+    GenesysClient,
+    NewUser,
+    _route,
+)
+
+CLIENT_ID = "client-id-for-tests"
+SECRET = "Zq-SECRET-9b1f7e3c-never-shown"
+BASIC = base64.b64encode(f"{CLIENT_ID}:{SECRET}".encode()).decode()
+JOIN_S = 30.0  # a guard against a hung test, never a margin a pass depends on
+
+
+@pytest.fixture
+def emulator(sdk: Any) -> Iterator[Callable[..., Emulator]]:
+    started: list[Emulator] = []
+
+    def start(**kw: Any) -> Emulator:
+        emu = Emulator(EmulatorConfig(client_id=CLIENT_ID, client_secret=SECRET, **kw)).start()
+        started.append(emu)
+        return emu
+
+    yield start
+    for emu in started:
+        emu.stop()
+
+
+def settings_for(url: str, secret: str = SECRET) -> Settings:
+    return Settings(CLIENT_ID, secret, parse_environment(url))
+
+
+class HungServer:
+    """Accepts connections and never answers."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.conns: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(conn)
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self.conns:
+            conn.close()
+
+
+@pytest.fixture
+def hung(sdk: Any) -> Iterator[HungServer]:
+    server = HungServer()
+    yield server
+    server.close()
+
+
+def in_thread(fn: Callable[[], Any]) -> Any:
+    """fn() in a thread joined with a timeout: a hang fails the test instead of hanging it."""
+    outcome: list[Any] = []
+
+    def target() -> None:
+        try:
+            outcome.append(("ok", fn()))
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            outcome.append(("raised", exc))
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(JOIN_S)
+    assert not thread.is_alive(), f"still waiting after {JOIN_S} s: no timeout"
+    return outcome[0]
+
+
+def config_error_of(fn: Callable[[], Any]) -> ConfigError:
+    kind, value = in_thread(fn)
+    assert kind == "raised" and isinstance(value, ConfigError), (kind, value)
+    return value
+
+
+# -- the debug event ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def log_to() -> Iterator[Callable[[str], io.StringIO]]:
+    saved = structlog.get_config()
+
+    def configure(level: str) -> io.StringIO:
+        out = io.StringIO()
+        log.configure(level=level, fmt="json", stream=out)
+        return out
+
+    yield configure
+    structlog.configure(**saved)
+
+
+def events(out: io.StringIO, name: str | None = None) -> list[dict[str, Any]]:
+    """The JSON events logged, all or those named `name`."""
+    lines = [json.loads(line) for line in out.getvalue().splitlines() if line.strip()]
+    return [e for e in lines if name is None or e["event"] == name]
+
+
+def exercise(client: GenesysClient, emu: Emulator, user_email: str) -> str:
+    """Token, search, create, 409, get by id, 401 and a new token, 429: one request each."""
+    from jobrunner.genesys import ApiError
+
+    client.authenticate()
+    assert client.find_user_by_email(user_email) is None
+    user_id = client.create_user(NewUser("Pat Example", user_email, phone="+13175550101"))
+    with pytest.raises(ApiError):
+        client.create_user(NewUser("Pat Example", user_email))
+    client._call(lambda: client.users.get_user(user_id, state="active"))  # noqa: SLF001
+    emu.revoke_tokens()
+    assert client.find_user_by_email(user_email) is not None
+    emu.config.rate_per_minute = 1  # this token has used its budget: the next is a 429
+    with pytest.raises(ApiError):
+        client.find_user_by_email(user_email)
+    return str(user_id)
+
+
+def test_debug_logs_one_event_per_request_and_no_secret(emulator: Any, log_to: Any) -> None:
+    emu = emulator()
+    out = log_to("debug")
+    client = GenesysClient(settings_for(emu.url), pool_size=1)
+    tokens: list[str] = []
+    client.on_new_token = lambda: tokens.append(client.client.access_token)
+    user_email = "pat.debug@example.com"
+    user_id = exercise(client, emu, user_email)
+
+    seen = events(out, "http.request")
+    assert len(seen) == emu.stats()["requests_total"] == 9
+    summary = [(e["method"], e["route"], e.get("status"), e["retry"]) for e in seen]
+    assert summary == [
+        ("POST", "/oauth/token", 200, "ok"),
+        ("POST", "/api/v2/users/search", 200, "ok"),
+        ("POST", "/api/v2/users", 200, "ok"),
+        ("POST", "/api/v2/users", 409, "no retry"),
+        ("GET", "/api/v2/users/{id}", 200, "ok"),
+        ("POST", "/api/v2/users/search", 401, "new token, then again"),
+        ("POST", "/oauth/token", 200, "ok"),
+        ("POST", "/api/v2/users/search", 200, "ok"),
+        ("POST", "/api/v2/users/search", 429, "every worker waits Retry-After"),
+    ]
+    for event in seen:
+        assert event["level"] == "debug"
+        assert isinstance(event["duration_ms"], float) and event["duration_ms"] >= 0
+        expected = {"event", "level", "timestamp", "method", "route", "status", "duration_ms"}
+        expected |= {"retry"} | ({"query"} if "query" in event else set())
+        expected |= {"retry_after_s"} if event["status"] == 429 else set()
+        assert set(event) == expected, event
+    assert seen[4]["query"] == "state"
+    assert seen[-1]["retry_after_s"] > 0
+    # Everything the client logged (the in-process emulator logs its own paths, ids included).
+    ours = [e for e in events(out) if not e["event"].startswith("emulator.")]
+    text = "\n".join(json.dumps(e) for e in ours)
+    assert len(tokens) == 2
+    for secret in (SECRET, BASIC, *tokens, user_email, user_id, "Pat Example", "+1317555"):
+        assert secret not in text
+    for word in ("Bearer", "Basic", "Authorization", "authorization"):
+        assert word not in text
+
+
+def test_debug_logs_network_errors_by_kind(log_to: Any, hung: HungServer) -> None:
+    out = log_to("debug")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    refused = GenesysClient(settings_for(f"http://127.0.0.1:{port}"), pool_size=1)
+    config_error_of(refused.authenticate)
+    timing_out = GenesysClient(settings_for(hung.url), pool_size=1, read_timeout=0.3)
+    timing_out.client.access_token = "a-token"
+    in_thread(lambda: timing_out.find_user_by_email("x@example.com"))
+    seen = [
+        (e["method"], e["route"], e["network_error"], e["retry"], "status" in e)
+        for e in events(out, "http.request")
+    ]
+    assert seen == [
+        ("POST", "/oauth/token", "connect", "no retry", False),
+        ("POST", "/api/v2/users/search", "timeout", "back off and retry", False),
+    ]
+
+
+def test_info_level_logs_no_request_events(emulator: Any, log_to: Any) -> None:
+    emu = emulator()
+    out = log_to("info")
+    exercise(GenesysClient(settings_for(emu.url), pool_size=1), emu, "pat.info@example.com")
+    assert events(out, "http.request") == []
+    assert "http.request" not in out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("path", "route"),
+    [
+        ("/oauth/token", "/oauth/token"),
+        ("/api/v2/users", "/api/v2/users"),
+        ("/api/v2/users/3f2504e0-4f89-11d3-9a0c-0305e82c3301", "/api/v2/users/{id}"),
+        (
+            "/api/v2/users/3f2504e0-4f89-11d3-9a0c-0305e82c3301/routingskills/bulk",
+            "/api/v2/users/{id}/routingskills/bulk",
+        ),
+        ("/api/v2/routing/queues/1234/members", "/api/v2/routing/queues/{id}/members"),
+        ("/api/v2/users/pat%40example.com", "/api/v2/users/{id}"),
+        ("/api/v2/authorization/divisions/home", "/api/v2/authorization/divisions/home"),
+    ],
+)
+def test_routes_name_no_ids(path: str, route: str) -> None:
+    assert _route("https://api.mypurecloud.com" + path + "?name=Pat") == route
