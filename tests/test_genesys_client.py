@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import math
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -19,8 +20,11 @@ from jobrunner.config import Settings, parse_environment
 from jobrunner.emulator.server import Emulator, EmulatorConfig
 from jobrunner.errors import ConfigError
 from jobrunner.genesys import (
+    READ_TIMEOUT_S,
     GenesysClient,
     NewUser,
+    TransportError,
+    _make_transport,
     _route,
 )
 
@@ -231,3 +235,41 @@ def test_info_level_logs_no_request_events(emulator: Any, log_to: Any) -> None:
 )
 def test_routes_name_no_ids(path: str, route: str) -> None:
     assert _route("https://api.mypurecloud.com" + path + "?name=Pat") == route
+
+
+# -- timeouts ----------------------------------------------------------------------------------
+
+
+def test_the_transport_times_out_on_a_server_that_never_answers(hung: HungServer) -> None:
+    from PureCloudPlatformClientV2.http_request_options import HttpRequestOptions
+
+    transport = _make_transport(1, 5.0, 0.3)
+    options = HttpRequestOptions(url=hung.url + "/api/v2/users/search", method="POST", body={})
+    kind, err = in_thread(lambda: transport.request(options))
+    assert kind == "raised" and isinstance(err, TransportError), err
+    assert err.kind == "timeout" and err.maybe_acted
+
+
+def test_a_call_times_out_on_a_server_that_never_answers(hung: HungServer) -> None:
+    client = GenesysClient(settings_for(hung.url), pool_size=1, read_timeout=0.3)
+    client.client.access_token = "a-token"  # as if authenticated
+    kind, err = in_thread(lambda: client.find_user_by_email("someone@example.com"))
+    assert kind == "raised" and isinstance(err, TransportError), err
+    assert err.kind == "timeout"
+
+
+def test_the_default_transport_has_finite_timeouts(sdk: Any) -> None:
+    client = GenesysClient(settings_for("https://api.mypurecloud.com"))
+    timeout = client.client.get_http_client().pool.connection_pool_kw["timeout"]
+    assert timeout.read_timeout == READ_TIMEOUT_S and math.isfinite(timeout.read_timeout)
+    assert timeout.connect_timeout is not None and math.isfinite(timeout.connect_timeout)
+
+
+class FakeClock:
+    """Monotonic seconds that move only when the test says so."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
