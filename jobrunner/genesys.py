@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import re
 import threading
 import time
@@ -31,7 +32,10 @@ log = get_logger("jobrunner.genesys")
 
 CONNECT_TIMEOUT_S = 10.0
 READ_TIMEOUT_S = 30.0
-TOKEN_TRIES = 3
+TOKEN_TRIES = 3  # token requests on 5xx, 429 and network errors
+RENEW_BEFORE_S = 60.0  # renew when less than this (or a quarter of the lifetime) is left
+SEND_SLACK_S = 5.0  # with less left than this (or a tenth of it), wait for the new token
+RENEW_RETRY_S = 5.0  # a renewal the login service failed is tried again this much later
 
 
 class CallError(JobrunnerError):
@@ -232,6 +236,7 @@ def _make_transport(
 
         def __init__(self) -> None:
             super().__init__()
+            self._local = threading.local()  # each thread's last token answer
             self.pool = urllib3.PoolManager(
                 num_pools=4,
                 maxsize=pool_size,
@@ -274,6 +279,8 @@ def _make_transport(
             )
             if not 200 <= r.status <= 205:
                 raise ApiException(http_resp=response)
+            if route.endswith(TOKEN_PATH):
+                self._local.token_answer = data
             return response
 
         def _send(self, method: str, url: str, body: bytes | None, headers: Any) -> Any:
@@ -291,6 +298,12 @@ def _make_transport(
                 raise _transport_error(exc.reason or exc, method) from None
             except Exception as exc:  # noqa: BLE001 - classified below, re-raised as ours
                 raise _transport_error(exc, method) from None
+
+        def take_token_answer(self) -> str | None:
+            """The body of this thread's last token answer (the SDK keeps only the token)."""
+            answer: str | None = getattr(self._local, "token_answer", None)
+            self._local.token_answer = None
+            return answer
 
         @staticmethod
         def _log(
@@ -351,10 +364,21 @@ class _Sdk:
     api_exception: Any
     client: Any
     users: Any
+    transport: Any
+
+
+class _LoginUnavailable(ConfigError):
+    """No token, for a reason that may pass: the login service failed, limited or vanished."""
 
 
 class GenesysClient:
-    """One ApiClient and one token, shared by every worker thread."""
+    """One ApiClient and one token, shared by every worker thread.
+
+    The token is renewed before it expires: the first call that finds less than
+    min(RENEW_BEFORE_S, a quarter of its lifetime) left fetches a new one while the others go
+    on with the old one, still valid. A 401 (revocation) gets one new token for all threads.
+    `clock` (monotonic seconds) and `sleep` are injectable.
+    """
 
     def __init__(
         self,
@@ -362,12 +386,20 @@ class GenesysClient:
         pool_size: int = 8,
         connect_timeout: float = CONNECT_TIMEOUT_S,
         read_timeout: float = READ_TIMEOUT_S,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.settings = settings
         self._transport_settings = (pool_size, connect_timeout, read_timeout)
-        self._token_lock = threading.Lock()
-        self._token_generation = 0
-        self.tokens_fetched = 0
+        self._clock = clock
+        self._sleep = sleep
+        self._token_lock = threading.Lock()  # held while a token is fetched
+        self._token_generation = 0  # how many tokens we got
+        self.tokens_fetched = 0  # token requests sent
+        self.token_expires_at: float | None = None  # clock() time; None: no expires_in given
+        self.token_renew_at = math.inf  # clock() time from which a call renews first
+        self._token_lifetime = math.inf
         self._refusal: ConfigError | None = None
         self._search_any_state = True  # include deleted users (they keep their email)
         self.on_new_token: Any = None  # called after each new token (the pacer's window)
@@ -386,8 +418,9 @@ class GenesysClient:
             client.set_gateway(host, protocol, port, "", "")
         else:
             client.host = endpoint.api_url
-        client.set_http_client(_make_transport(*self._transport_settings))
-        return _Sdk(sdk, ApiException, client, sdk.UsersApi(client))
+        transport = _make_transport(*self._transport_settings)
+        client.set_http_client(transport)
+        return _Sdk(sdk, ApiException, client, sdk.UsersApi(client), transport)
 
     @property
     def client(self) -> Any:
@@ -409,19 +442,31 @@ class GenesysClient:
             self._fetch_token()
 
     def _fetch_token(self) -> None:
+        """One token request (a few on passing failures); the caller holds _token_lock.
+
+        The SDK's own request sets the token on the ApiClient; its lifetime (`expires_in`,
+        which the SDK drops) comes from the answer our transport kept.
+        """
         where = self.settings.endpoint.login_url
-        for attempt in range(1, TOKEN_TRIES + 1):
+        failures = 0
+        while True:
+            sent_at = self._clock()
+            self._api.transport.take_token_answer()  # forget any stale one
             try:
                 self.tokens_fetched += 1
                 self.client.get_client_credentials_token(
                     self.settings.client_id, self.settings.client_secret
                 )
+                answer = self._api.transport.take_token_answer()
                 break
             except self._api.api_exception as exc:
                 err = _api_error(exc.status or 0, exc.body, exc.headers)
-                if err.retryable and attempt < TOKEN_TRIES:
-                    time.sleep(min(err.retry_after or 2.0**attempt, 30.0))
+                if err.retryable and failures < TOKEN_TRIES - 1:
+                    failures += 1
+                    self._sleep(min(err.retry_after or 2.0**failures, 30.0))
                     continue
+                if err.retryable:
+                    raise _LoginUnavailable(f"cannot get a token from {where}: {err}") from None
                 if err.status in (400, 401) and err.code in (
                     "invalid_client",
                     "unauthorized_client",
@@ -433,19 +478,73 @@ class GenesysClient:
                     ) from None
                 raise ConfigError(f"cannot get a token from {where}: {err}") from None
             except TransportError as exc:
-                if exc.kind != "connect" and attempt < TOKEN_TRIES:
-                    time.sleep(2.0**attempt)
+                if exc.kind != "connect" and failures < TOKEN_TRIES - 1:
+                    failures += 1
+                    self._sleep(2.0**failures)
                     continue
-                raise ConfigError(
+                raise _LoginUnavailable(
                     f"cannot reach {where}: {exc.message} (check GENESYS_CLOUD_ENVIRONMENT)"
                 ) from None
             except (ValueError, KeyError) as exc:
                 raise ConfigError(
                     f"{where} answered the token request with no token ({type(exc).__name__})"
                 ) from None
+        self._set_lifetime(sent_at, answer)
         self._token_generation += 1
         if self.on_new_token is not None:
             self.on_new_token()
+
+    def _set_lifetime(self, sent_at: float, answer: str | None) -> None:
+        """Expiry and renewal time of the new token, counted from when it was asked for."""
+        try:
+            lifetime = float(json.loads(answer or "")["expires_in"])
+        except (ValueError, KeyError, TypeError):
+            lifetime = math.nan
+        if not (math.isfinite(lifetime) and lifetime > 0):
+            self.token_expires_at, self.token_renew_at = None, math.inf
+            self._token_lifetime = math.inf
+            return
+        self._token_lifetime = lifetime
+        self.token_expires_at = sent_at + lifetime
+        self.token_renew_at = self.token_expires_at - min(RENEW_BEFORE_S, lifetime / 4)
+
+    def _token_usable(self) -> bool:
+        """Can a request still go out with the current token (not about to expire)?"""
+        if self.token_expires_at is None:
+            return True
+        slack = min(SEND_SLACK_S, self._token_lifetime / 10)
+        return self._clock() < self.token_expires_at - slack
+
+    def _renew_if_due(self) -> None:
+        """Before a request: renew a token near its end, one request for all threads.
+
+        While one thread renews, the others go on with the current token if it is still
+        usable, or wait for the new one.
+        """
+        if self._clock() < self.token_renew_at and self._refusal is None:
+            return
+        if not self._token_lock.acquire(blocking=not self._token_usable()):
+            return  # another thread is renewing; ours is still good
+        try:
+            if self._refusal is not None:
+                raise self._refusal
+            if self._clock() < self.token_renew_at:
+                return  # renewed while we waited
+            try:
+                self._fetch_token()
+            except _LoginUnavailable as exc:
+                if not self._token_usable():
+                    self._refusal = exc
+                    raise
+                # The current token still works: try again a little later.
+                left = (self.token_expires_at or 0.0) - self._clock()
+                self.token_renew_at = self._clock() + min(RENEW_RETRY_S, left / 2)
+                log.warning("token.renew_later", error=str(exc), token_left_s=round(left, 1))
+            except ConfigError as refusal:
+                self._refusal = refusal
+                raise
+        finally:
+            self._token_lock.release()
 
     def _refresh_token(self, seen_generation: int) -> None:
         """After a 401: one new token for all the threads that saw the old one refused.
@@ -464,6 +563,8 @@ class GenesysClient:
                     raise
 
     def _call(self, fn: Any, *args: Any) -> Any:
+        """Every API call goes through here: token renewal, 401s, errors mapped to ours."""
+        self._renew_if_due()
         generation = self._token_generation
         for attempt in (1, 2):
             try:

@@ -10,6 +10,7 @@ import math
 import socket
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -273,3 +274,57 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
+
+
+# -- proactive renewal -------------------------------------------------------------------------
+
+
+def test_tokens_are_renewed_before_expiry_one_request_per_renewal(emulator: Any) -> None:
+    """Eight threads, rounds of one request each, the clock frozen within a round and moved
+    0.25 s between rounds (and once far past the token's end): the emulator never answers 401,
+    and each renewal is one token request made when a quarter of the life is left."""
+    clock = FakeClock()
+    emu = emulator(token_lifetime_s=3, clock=clock)
+    client = GenesysClient(settings_for(emu.url), pool_size=8, read_timeout=10, clock=clock)
+    new_tokens: list[float] = []
+    client.on_new_token = lambda: new_tokens.append(clock.now)
+    client.authenticate()
+    workers = 8
+    barrier = threading.Barrier(workers, timeout=JOIN_S)
+
+    def one_request(_: int) -> None:
+        barrier.wait()  # all eight reach the renewal check together
+        assert client.find_user_by_email("nobody@example.com") is None
+
+    with ThreadPoolExecutor(workers) as pool:
+        for round_no in range(48):
+            clock.now += 0.25 if round_no != 24 else 10.0  # idle past the end, once
+            list(pool.map(one_request, range(workers), timeout=JOIN_S))
+
+    stats = emu.stats()
+    assert stats["responses_by_status"].get("401", 0) == 0
+    assert stats["requests_by_route"]["POST /api/v2/users/search"] == 48 * workers
+    assert stats["tokens_issued"] == client.tokens_fetched == len(new_tokens) >= 6
+    assert stats["token_requests_rejected"] == 0
+    gaps = [b - a for a, b in zip(new_tokens, new_tokens[1:], strict=False)]
+    gaps.remove(max(gaps))  # across the idle jump: renewed by the first request after it
+    # Renewed with 0.75 s (a quarter of 3 s) or a little less left: never early, never late.
+    assert all(2.25 <= gap <= 2.5 for gap in gaps), gaps
+    assert client.token_expires_at == new_tokens[-1] + 3
+
+
+def test_no_expires_in_means_no_early_renewal(emulator: Any) -> None:
+    emu = emulator()
+    client = GenesysClient(settings_for(emu.url), pool_size=1)
+    fetch = client.client.get_client_credentials_token
+
+    def fetch_and_forget(*args: Any) -> Any:  # an answer whose body we never see
+        answer = fetch(*args)
+        client._api.transport.take_token_answer()  # noqa: SLF001
+        return answer
+
+    client.client.get_client_credentials_token = fetch_and_forget
+    client.authenticate()
+    assert client.token_expires_at is None and client.token_renew_at == math.inf
+    assert client.find_user_by_email("nobody@example.com") is None
+    assert emu.stats()["tokens_issued"] == 1
