@@ -36,6 +36,8 @@ TOKEN_TRIES = 3  # token requests on 5xx, 429 and network errors
 RENEW_BEFORE_S = 60.0  # renew when less than this (or a quarter of the lifetime) is left
 SEND_SLACK_S = 5.0  # with less left than this (or a tenth of it), wait for the new token
 RENEW_RETRY_S = 5.0  # a renewal the login service failed is tried again this much later
+REFUSAL_TRIES = 3  # refusals of credentials that just worked, tried again before giving up
+REFUSAL_WAIT_S = 0.5  # ... after this wait, doubling each time
 
 
 class CallError(JobrunnerError):
@@ -196,7 +198,9 @@ def _route(url: str) -> str:
     )
 
 
-def _retry_decision(token_request: bool, status: int | None, network: str | None) -> str:
+def _retry_decision(
+    token_request: bool, status: int | None, network: str | None, had_token: bool = False
+) -> str:
     """What the client layer (or, for the API, the runner) does after this answer."""
     if network is not None:
         if token_request and network == "connect":
@@ -210,7 +214,8 @@ def _retry_decision(token_request: bool, status: int | None, network: str | None
             return "back off and retry"
         return "every worker waits Retry-After" if status == 429 else "back off and retry"
     if token_request:
-        return "no retry"
+        # A refusal of credentials that got a token before may pass (revocations propagate).
+        return "wait, then again" if had_token and status in (400, 401) else "no retry"
     if status == 401:
         return "new token, then again"
     return "no retry"
@@ -377,7 +382,9 @@ class GenesysClient:
     The token is renewed before it expires: the first call that finds less than
     min(RENEW_BEFORE_S, a quarter of its lifetime) left fetches a new one while the others go
     on with the old one, still valid. A 401 (revocation) gets one new token for all threads.
-    `clock` (monotonic seconds) and `sleep` are injectable.
+    A refusal of credentials that have just worked (a 401 for a token nobody has used yet, or
+    the login service refusing after it gave a token) is tried again after a short wait, a few
+    times, before it is a ConfigError. `clock` (monotonic seconds) and `sleep` are injectable.
     """
 
     def __init__(
@@ -396,6 +403,8 @@ class GenesysClient:
         self._sleep = sleep
         self._token_lock = threading.Lock()  # held while a token is fetched
         self._token_generation = 0  # how many tokens we got
+        self._proven_generation = 0  # the newest token a call succeeded with
+        self._fresh_refusals = 0  # new tokens refused in a row before any call worked
         self.tokens_fetched = 0  # token requests sent
         self.token_expires_at: float | None = None  # clock() time; None: no expires_in given
         self.token_renew_at = math.inf  # clock() time from which a call renews first
@@ -418,7 +427,7 @@ class GenesysClient:
             client.set_gateway(host, protocol, port, "", "")
         else:
             client.host = endpoint.api_url
-        transport = _make_transport(*self._transport_settings)
+        transport = _make_transport(*self._transport_settings, decide=self._decide)
         client.set_http_client(transport)
         return _Sdk(sdk, ApiException, client, sdk.UsersApi(client), transport)
 
@@ -430,6 +439,9 @@ class GenesysClient:
     @property
     def users(self) -> Any:
         return self._api.users
+
+    def _decide(self, token_request: bool, status: int | None, network: str | None) -> str:
+        return _retry_decision(token_request, status, network, self._token_generation > 0)
 
     # -- authentication ------------------------------------------------------------------
 
@@ -448,7 +460,7 @@ class GenesysClient:
         which the SDK drops) comes from the answer our transport kept.
         """
         where = self.settings.endpoint.login_url
-        failures = 0
+        failures = refusals = 0
         while True:
             sent_at = self._clock()
             self._api.transport.take_token_answer()  # forget any stale one
@@ -467,10 +479,15 @@ class GenesysClient:
                     continue
                 if err.retryable:
                     raise _LoginUnavailable(f"cannot get a token from {where}: {err}") from None
-                if err.status in (400, 401) and err.code in (
-                    "invalid_client",
-                    "unauthorized_client",
-                ):
+                refused = err.status in (400, 401)
+                if refused and self._token_generation and refusals < REFUSAL_TRIES:
+                    # These credentials got a token before: a refusal may pass.
+                    refusals += 1
+                    wait = REFUSAL_WAIT_S * 2 ** (refusals - 1)
+                    log.warning("token.refused", code=err.code, by="login", retry_in_s=wait)
+                    self._sleep(wait)
+                    continue
+                if refused and err.code in ("invalid_client", "unauthorized_client"):
                     raise ConfigError(
                         f"{where} refused the OAuth client ({err.code}): check "
                         "GENESYS_CLOUD_CLIENT_ID and GENESYS_CLOUD_CLIENT_SECRET, and that the "
@@ -546,40 +563,54 @@ class GenesysClient:
         finally:
             self._token_lock.release()
 
-    def _refresh_token(self, seen_generation: int) -> None:
+    def _renew_after_401(self, seen_generation: int, err: ApiError) -> None:
         """After a 401: one new token for all the threads that saw the old one refused.
 
         The lock is held for the whole fetch, so the others wait and then use the new token;
         if the login service refused it, they all get that refusal without asking again.
+        A token refused before any call succeeded with it is replaced after a short wait, a
+        few times (revocations take a moment to settle), then the run stops.
         """
         with self._token_lock:
             if self._refusal is not None:
                 raise self._refusal
-            if self._token_generation == seen_generation:
-                try:
-                    self._fetch_token()
-                except ConfigError as refusal:
-                    self._refusal = refusal
-                    raise
+            if self._token_generation != seen_generation:
+                return  # another thread has a new token already
+            if self._proven_generation != seen_generation:
+                self._fresh_refusals += 1
+                if self._fresh_refusals > REFUSAL_TRIES:
+                    self._refusal = _fresh_token_refused(err)
+                    raise self._refusal
+                wait = REFUSAL_WAIT_S * 2 ** (self._fresh_refusals - 1)
+                log.warning("token.refused", code=err.code, by="api", retry_in_s=wait)
+                self._sleep(wait)
+            try:
+                self._fetch_token()
+            except ConfigError as refusal:
+                self._refusal = refusal
+                raise
 
     def _call(self, fn: Any, *args: Any) -> Any:
         """Every API call goes through here: token renewal, 401s, errors mapped to ours."""
-        self._renew_if_due()
-        generation = self._token_generation
-        for attempt in (1, 2):
+        refused = 0
+        while True:
+            self._renew_if_due()
+            generation = self._token_generation
             try:
-                return fn(*args)
+                result = fn(*args)
             except self._api.api_exception as exc:
                 err = _api_error(exc.status or 0, exc.body, exc.headers)
-                if err.status == 401 and attempt == 1:
-                    self._refresh_token(generation)
-                    continue
-                if err.status == 401:
-                    raise ConfigError(
-                        f"the API refused a fresh token ({err.code}): {err.message}"
-                    ) from None
-                raise err from None
-        raise AssertionError("unreachable")
+                if err.status != 401:
+                    raise err from None
+                refused += 1
+                if refused > REFUSAL_TRIES + 1:
+                    raise _fresh_token_refused(err) from None
+                self._renew_after_401(generation, err)
+                continue
+            if generation > self._proven_generation:
+                self._proven_generation = generation
+                self._fresh_refusals = 0
+            return result
 
     # -- calls ---------------------------------------------------------------------------
 
@@ -631,6 +662,10 @@ class GenesysClient:
             if (user.email or "").lower() == email.lower():
                 return _found(user)
         return None
+
+
+def _fresh_token_refused(err: ApiError) -> ConfigError:
+    return ConfigError(f"the API refused a fresh token ({err.code}): {err.message}")
 
 
 def _digits(phone: str) -> str:

@@ -22,6 +22,7 @@ from jobrunner.emulator.server import Emulator, EmulatorConfig
 from jobrunner.errors import ConfigError
 from jobrunner.genesys import (
     READ_TIMEOUT_S,
+    REFUSAL_WAIT_S,
     GenesysClient,
     NewUser,
     TransportError,
@@ -328,3 +329,88 @@ def test_no_expires_in_means_no_early_renewal(emulator: Any) -> None:
     assert client.token_expires_at is None and client.token_renew_at == math.inf
     assert client.find_user_by_email("nobody@example.com") is None
     assert emu.stats()["tokens_issued"] == 1
+
+
+# -- refusals right after a success ------------------------------------------------------------
+
+
+def test_two_revocations_a_moment_apart_do_not_stop_the_calls(emulator: Any) -> None:
+    """The emulator revokes every token at its 6th API request, and again the first time the
+    new token is shown 0.1 s or more after it was issued: the calls that got a 401 come back
+    with it (0.15 s latency) and are refused again."""
+    emu = emulator(revoke_tokens_after=6, latency_ms=150)
+    issued: list[tuple[str, float]] = []
+    revoked_again = threading.Event()
+    lock = threading.Lock()
+    real_issue, real_check = emu.tokens.issue, emu.tokens.check
+
+    def issue(lifetime_s: float) -> str:
+        token = real_issue(lifetime_s)
+        issued.append((token, emu.config.clock()))
+        return token
+
+    def check(token: str) -> bool:
+        with lock:
+            if (
+                len(issued) == 2
+                and token == issued[1][0]
+                and not revoked_again.is_set()
+                and emu.config.clock() - issued[1][1] >= 0.1
+            ):
+                revoked_again.set()
+                emu.revoke_tokens()
+        return real_check(token)
+
+    emu.tokens.issue = issue  # type: ignore[method-assign]
+    emu.tokens.check = check  # type: ignore[method-assign]
+    waits: list[float] = []
+    client = GenesysClient(settings_for(emu.url), pool_size=4, read_timeout=10, sleep=waits.append)
+    client.authenticate()
+    errors: list[BaseException] = []
+
+    def worker(n: int) -> None:
+        try:
+            for i in range(8):
+                assert client.find_user_by_email(f"w{n}.{i}@example.com") is None
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,), daemon=True) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(JOIN_S)
+    assert not any(t.is_alive() for t in threads)
+    assert errors == []
+    assert revoked_again.is_set()
+    stats = emu.stats()
+    assert stats["tokens_issued"] == 3 and stats["token_requests_rejected"] == 0
+    assert waits == [REFUSAL_WAIT_S]  # the second token was refused before it ever worked
+
+
+def test_a_token_refusal_right_after_a_token_is_tried_again(emulator: Any) -> None:
+    emu = emulator()
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        emu.config.client_secret = SECRET  # the refusal passes during the wait
+
+    client = GenesysClient(settings_for(emu.url), pool_size=1, sleep=sleep)
+    client.authenticate()
+    assert client.find_user_by_email("nobody@example.com") is None  # the token works
+    emu.config.client_secret = "not-yet"  # the login service refuses us for a moment
+    emu.revoke_tokens()
+    assert client.find_user_by_email("nobody@example.com") is None
+    stats = emu.stats()
+    assert stats["token_requests_rejected"] == 1 and stats["tokens_issued"] == 2
+    assert waits == [REFUSAL_WAIT_S]
+
+
+def test_wrong_credentials_at_start_fail_at_once(emulator: Any) -> None:
+    emu = emulator()
+    waits: list[float] = []
+    client = GenesysClient(settings_for(emu.url, secret="wrong"), pool_size=1, sleep=waits.append)
+    with pytest.raises(ConfigError, match=r"refused the OAuth client \(invalid_client\)"):
+        client.authenticate()
+    assert emu.stats()["token_requests_rejected"] == 1 and waits == []
