@@ -11,6 +11,7 @@ import socket
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -414,3 +415,209 @@ def test_wrong_credentials_at_start_fail_at_once(emulator: Any) -> None:
     with pytest.raises(ConfigError, match=r"refused the OAuth client \(invalid_client\)"):
         client.authenticate()
     assert emu.stats()["token_requests_rejected"] == 1 and waits == []
+
+
+# -- a scripted login service and API: every ConfigError message -------------------------------
+
+
+Reply = tuple[int, str, dict[str, str]]
+
+
+class Scripted:
+    """A local server answering every request with `script(method, path)`."""
+
+    def __init__(self, script: Callable[[str, str], Reply]) -> None:
+        self.script = script
+        self.requests: list[tuple[str, str]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _answer(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                path = self.path.partition("?")[0]
+                outer.requests.append((self.command, path))
+                status, body, headers = outer.script(self.command, path)
+                data = body.encode()
+                self.send_response(status)
+                for name, value in {"Content-Type": "application/json", **headers}.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = _answer
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def count(self, path: str) -> int:
+        return sum(1 for _, p in self.requests if p == path)
+
+
+def token_ok(expires_in: int = 86400) -> Reply:
+    body = {"access_token": "tok-" + "x" * 20, "token_type": "bearer", "expires_in": expires_in}
+    return 200, json.dumps(body), {}
+
+
+def login_error(status: int, error: str, description: str) -> Reply:
+    return status, json.dumps({"error": error, "description": description}), {}
+
+
+def api_error(status: int, code: str, message: str) -> Reply:
+    return status, json.dumps({"status": status, "code": code, "message": message}), {}
+
+
+SEARCH_OK: Reply = (200, json.dumps({"total": 0, "results": []}), {})
+
+
+@pytest.fixture
+def scripted(sdk: Any) -> Iterator[Callable[[Callable[[str, str], Reply]], Scripted]]:
+    made: list[Scripted] = []
+
+    def make(script: Callable[[str, str], Reply]) -> Scripted:
+        server = Scripted(script)
+        made.append(server)
+        return server
+
+    yield make
+    for server in made:
+        server.close()
+
+
+def assert_no_secret(err: BaseException) -> None:
+    """Neither the message nor anything chained to it shows the secret, one line only."""
+    assert "\n" not in str(err)
+    seen: BaseException | None = err
+    while seen is not None:
+        for text in (str(seen), repr(seen), repr(getattr(seen, "args", ()))):
+            assert SECRET not in text and BASIC not in text, text
+        seen = seen.__cause__ or seen.__context__
+
+
+def refusing_after_first_token(reply: Reply) -> Callable[[str, str], Reply]:
+    """A login service that gives one token, then `reply`; the API refuses that token once."""
+    tokens = 0
+
+    def script(method: str, path: str) -> Reply:
+        nonlocal tokens
+        if path == "/oauth/token":
+            tokens += 1
+            return token_ok() if tokens == 1 else reply
+        return api_error(401, "bad.credentials", "Invalid login credentials.")
+
+    return script
+
+
+def expiring_then(reply: Reply) -> Callable[[str, str], Reply]:
+    """One 8-second token, then `reply` to every token request; the API answers searches."""
+    tokens = 0
+
+    def script(method: str, path: str) -> Reply:
+        nonlocal tokens
+        if path == "/oauth/token":
+            tokens += 1
+            return token_ok(expires_in=8) if tokens == 1 else reply
+        return SEARCH_OK
+
+    return script
+
+
+INVALID_CLIENT = login_error(400, "invalid_client", "authentication failed")
+UNSUPPORTED = login_error(400, "unsupported_grant_type", "grant type not supported")
+UNAVAILABLE = (503, json.dumps({"message": "down"}), {"Retry-After": "1"})
+
+
+FRESH_REFUSED = api_error(401, "bad.credentials", "Invalid login credentials.")
+
+# (script, the message, is the refusal kept for every later call): every way authenticate(),
+# a renewal or a call can end in a ConfigError, bar the network ones below.
+CONFIG_ERRORS = {
+    "refused at start": (lambda m, p: INVALID_CLIENT, "refused the OAuth client", False),
+    "other refusal": (lambda m, p: UNSUPPORTED, "cannot get a token from", False),
+    "login down": (lambda m, p: UNAVAILABLE, "cannot get a token from", False),
+    "no token": (
+        lambda m, p: (200, json.dumps({"token_type": "bearer"}), {}),
+        "answered the token request with no token (KeyError)",
+        False,
+    ),
+    "not json": (
+        lambda m, p: (200, "<html>", {}),
+        "answered the token request with no token",
+        False,
+    ),
+    "refused after a token": (
+        refusing_after_first_token(INVALID_CLIENT),
+        "refused the OAuth client",
+        True,
+    ),
+    "other refusal after a token": (
+        refusing_after_first_token(UNSUPPORTED),
+        "cannot get a token from",
+        True,
+    ),
+    "fresh tokens refused": (
+        lambda m, p: token_ok() if p == "/oauth/token" else FRESH_REFUSED,
+        "the API refused a fresh token (bad.credentials)",
+        True,
+    ),
+    "renewal refused": (expiring_then(INVALID_CLIENT), "refused the OAuth client", True),
+    "renewal down": (expiring_then(UNAVAILABLE), "cannot get a token from", True),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CONFIG_ERRORS))
+def test_no_config_error_carries_the_secret(scripted: Any, case: str) -> None:
+    script, message, kept = CONFIG_ERRORS[case]
+    server = scripted(script)
+    clock = FakeClock()
+
+    def sleep(seconds: float) -> None:
+        clock.now += seconds
+
+    client = GenesysClient(settings_for(server.url), pool_size=2, clock=clock, sleep=sleep)
+
+    def authenticate_then_call() -> None:
+        client.authenticate()
+        clock.now += 7.5  # past the 8 s token's renewal time, where there is one
+        client.find_user_by_email("someone@example.com")
+
+    err = config_error_of(authenticate_then_call)
+    assert message in str(err), str(err)
+    assert_no_secret(err)
+    if kept:  # the next call gets the same refusal without asking again
+        before = len(server.requests)
+        assert config_error_of(lambda: client.find_user_by_email("x@example.com")) is err
+        assert len(server.requests) == before
+
+
+def test_no_config_error_carries_the_secret_when_the_host_is_unreachable(sdk: Any) -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    client = GenesysClient(settings_for(f"http://127.0.0.1:{port}"), pool_size=1)
+    err = config_error_of(client.authenticate)
+    assert "cannot reach" in str(err) and "cannot connect" in str(err)
+    assert_no_secret(err)
+
+
+def test_no_config_error_carries_the_secret_when_the_login_service_hangs(hung: HungServer) -> None:
+    waits: list[float] = []
+    settings = settings_for(hung.url)
+    client = GenesysClient(settings, pool_size=1, read_timeout=0.3, sleep=waits.append)
+    err = config_error_of(client.authenticate)
+    assert "cannot reach" in str(err) and "no answer within the read timeout" in str(err)
+    assert_no_secret(err)
+    assert len(waits) == 2  # three tries
