@@ -621,3 +621,33 @@ def test_no_config_error_carries_the_secret_when_the_login_service_hangs(hung: H
     assert "cannot reach" in str(err) and "no answer within the read timeout" in str(err)
     assert_no_secret(err)
     assert len(waits) == 2  # three tries
+
+
+def test_a_renewal_the_login_service_fails_is_tried_later_while_the_token_works(
+    scripted: Any,
+) -> None:
+    answers = [token_ok(expires_in=100), UNAVAILABLE, UNAVAILABLE, UNAVAILABLE, token_ok()]
+
+    def script(method: str, path: str) -> Reply:
+        return answers.pop(0) if path == "/oauth/token" else SEARCH_OK
+
+    server = scripted(script)
+    clock = FakeClock()
+
+    def sleep(seconds: float) -> None:
+        clock.now += seconds
+
+    client = GenesysClient(settings_for(server.url), pool_size=1, clock=clock, sleep=sleep)
+    client.authenticate()
+    renew_at = client.token_renew_at
+    assert renew_at == 1000.0 + 75  # a quarter of 100 s before the end
+    clock.now = renew_at
+    # Three token requests fail (Retry-After: 1 s): 23 s are left, so the search goes out with
+    # the current token and the renewal waits 5 s.
+    assert client.find_user_by_email("someone@example.com") is None
+    assert server.count("/oauth/token") == 4 and client.token_renew_at == renew_at + 2 + 5
+    assert client.find_user_by_email("someone@example.com") is None  # not due yet
+    assert server.count("/oauth/token") == 4
+    clock.now = client.token_renew_at
+    assert client.find_user_by_email("someone@example.com") is None
+    assert server.count("/oauth/token") == 5 and client.token_expires_at == clock.now + 86400
