@@ -556,7 +556,7 @@ class GenesysClient:
                 # The current token still works: try again a little later.
                 left = (self.token_expires_at or 0.0) - self._clock()
                 self.token_renew_at = self._clock() + min(RENEW_RETRY_S, left / 2)
-                log.warning("token.renew_later", error=str(exc), token_left_s=round(left, 1))
+                log.warning("token.renew_later", error=str(exc), seconds_left=round(left, 1))
             except ConfigError as refusal:
                 self._refusal = refusal
                 raise

@@ -624,8 +624,9 @@ def test_no_config_error_carries_the_secret_when_the_login_service_hangs(hung: H
 
 
 def test_a_renewal_the_login_service_fails_is_tried_later_while_the_token_works(
-    scripted: Any,
+    scripted: Any, log_to: Any
 ) -> None:
+    out = log_to("info")
     answers = [token_ok(expires_in=100), UNAVAILABLE, UNAVAILABLE, UNAVAILABLE, token_ok()]
 
     def script(method: str, path: str) -> Reply:
@@ -646,6 +647,8 @@ def test_a_renewal_the_login_service_fails_is_tried_later_while_the_token_works(
     # the current token and the renewal waits 5 s.
     assert client.find_user_by_email("someone@example.com") is None
     assert server.count("/oauth/token") == 4 and client.token_renew_at == renew_at + 2 + 5
+    [warning] = events(out, "token.renew_later")
+    assert warning["seconds_left"] == 23.0 and "cannot get a token" in warning["error"]
     assert client.find_user_by_email("someone@example.com") is None  # not due yet
     assert server.count("/oauth/token") == 4
     clock.now = client.token_renew_at
