@@ -5,24 +5,39 @@ allowed) and has no timeouts. We give its ApiClient our own transport: no retrie
 explicit connect and read timeouts, and every network failure raised as a `TransportError`
 that says whether the request may have reached the server. Retrying is the runner's job,
 because only the runner knows whether a retry could create a person twice.
+
+At debug level the transport logs one `http.request` event per request, token requests
+included: method, route (ids replaced by {id}), status or network error, duration and the retry
+decision the answer implies. Never a header, a body, a query value or a token.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import math
+import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from jobrunner.config import Settings
 from jobrunner.errors import ConfigError, JobrunnerError
+from jobrunner.log import get_logger
+
+log = get_logger("jobrunner.genesys")
 
 CONNECT_TIMEOUT_S = 10.0
 READ_TIMEOUT_S = 30.0
-TOKEN_TRIES = 3
+TOKEN_TRIES = 3  # token requests on 5xx, 429 and network errors
+RENEW_BEFORE_S = 60.0  # renew when less than this (or a quarter of the lifetime) is left
+SEND_SLACK_S = 5.0  # with less left than this (or a tenth of it), wait for the new token
+RENEW_RETRY_S = 5.0  # a renewal the login service failed is tried again this much later
+REFUSAL_TRIES = 3  # refusals of credentials that just worked, tried again before giving up
+REFUSAL_WAIT_S = 0.5  # ... after this wait, doubling each time
 
 
 class CallError(JobrunnerError):
@@ -169,7 +184,52 @@ class _Response:
         return self._headers.get(name, default)
 
 
-def _make_transport(pool_size: int, connect_timeout: float, read_timeout: float) -> Any:
+# A path segment kept as it is in a logged route: a word or an API version. Anything else
+# (a UUID, a number, an encoded value) becomes {id}.
+_ROUTE_WORD = re.compile(r"[A-Za-z]+|v\d+")
+TOKEN_PATH = "/oauth/token"
+
+
+def _route(url: str) -> str:
+    """The path of `url` with every id replaced by {id}: "/api/v2/users/{id}"."""
+    path = urlsplit(url).path
+    return "/".join(
+        part if not part or _ROUTE_WORD.fullmatch(part) else "{id}" for part in path.split("/")
+    )
+
+
+def _retry_decision(
+    token_request: bool, status: int | None, network: str | None, had_token: bool = False
+) -> str:
+    """What the client layer (or, for the API, the runner) does after this answer."""
+    if network is not None:
+        if token_request and network == "connect":
+            return "no retry"  # a wrong environment, most likely: stop at once
+        return "back off and retry"
+    assert status is not None
+    if 200 <= status <= 205:
+        return "ok"
+    if status in (408, 429) or status >= 500:
+        if token_request:
+            return "back off and retry"
+        return "every worker waits Retry-After" if status == 429 else "back off and retry"
+    if token_request:
+        # A refusal of credentials that got a token before may pass (revocations propagate).
+        return "wait, then again" if had_token and status in (400, 401) else "no retry"
+    if status == 401:
+        return "new token, then again"
+    return "no retry"
+
+
+Decide = Callable[[bool, int | None, str | None], str]
+
+
+def _make_transport(
+    pool_size: int,
+    connect_timeout: float,
+    read_timeout: float,
+    decide: Decide = _retry_decision,
+) -> Any:
     import certifi
     import urllib3
     from PureCloudPlatformClientV2.abstract_http_client import AbstractHttpClient
@@ -181,6 +241,7 @@ def _make_transport(pool_size: int, connect_timeout: float, read_timeout: float)
 
         def __init__(self) -> None:
             super().__init__()
+            self._local = threading.local()  # each thread's last token answer
             self.pool = urllib3.PoolManager(
                 num_pools=4,
                 maxsize=pool_size,
@@ -194,6 +255,7 @@ def _make_transport(pool_size: int, connect_timeout: float, read_timeout: float)
         def request(self, options: Any) -> Any:
             method = options.method
             url = options.url
+            route = _route(url)
             headers = dict(options.headers or {})
             headers.setdefault("Content-Type", "application/json")
             body: bytes | None = None
@@ -204,8 +266,31 @@ def _make_transport(pool_size: int, connect_timeout: float, read_timeout: float)
                     body = json.dumps(options.body).encode() if options.body is not None else b"{}"
             if options.query_params:
                 url += "?" + urlencode(options.query_params, doseq=True)
+            started = time.perf_counter()
             try:
-                r = self.pool.request(
+                r = self._send(method, url, body, headers)
+            except TransportError as error:
+                self._log(method, route, options.query_params, started, network=error.kind)
+                raise
+            data = r.data.decode("utf-8", errors="replace")
+            response = _Response(r.status, r.reason or "", data, r.headers)
+            self._log(
+                method,
+                route,
+                options.query_params,
+                started,
+                status=r.status,
+                retry_after=r.headers.get("Retry-After"),
+            )
+            if not 200 <= r.status <= 205:
+                raise ApiException(http_resp=response)
+            if route.endswith(TOKEN_PATH):
+                self._local.token_answer = data
+            return response
+
+        def _send(self, method: str, url: str, body: bytes | None, headers: Any) -> Any:
+            try:
+                return self.pool.request(
                     method,
                     url,
                     body=body,
@@ -218,11 +303,39 @@ def _make_transport(pool_size: int, connect_timeout: float, read_timeout: float)
                 raise _transport_error(exc.reason or exc, method) from None
             except Exception as exc:  # noqa: BLE001 - classified below, re-raised as ours
                 raise _transport_error(exc, method) from None
-            data = r.data.decode("utf-8", errors="replace")
-            response = _Response(r.status, r.reason or "", data, r.headers)
-            if not 200 <= r.status <= 205:
-                raise ApiException(http_resp=response)
-            return response
+
+        def take_token_answer(self) -> str | None:
+            """The body of this thread's last token answer (the SDK keeps only the token)."""
+            answer: str | None = getattr(self._local, "token_answer", None)
+            self._local.token_answer = None
+            return answer
+
+        @staticmethod
+        def _log(
+            method: str,
+            route: str,
+            query: Any,
+            started: float,
+            status: int | None = None,
+            network: str | None = None,
+            retry_after: str | None = None,
+        ) -> None:
+            """One debug event per request. Names only: no header, body or query value."""
+            fields: dict[str, Any] = {"method": method, "route": route}
+            if query:
+                fields["query"] = ",".join(sorted(str(k) for k in query))
+            if network is None:
+                fields["status"] = status
+            else:
+                fields["network_error"] = network
+            fields["duration_ms"] = round((time.perf_counter() - started) * 1000, 1)
+            fields["retry"] = decide(route.endswith(TOKEN_PATH), status, network)
+            if retry_after is not None:
+                try:
+                    fields["retry_after_s"] = float(retry_after)
+                except ValueError:
+                    fields["retry_after_s"] = None
+            log.debug("http.request", **fields)
 
     return Transport()
 
@@ -256,10 +369,23 @@ class _Sdk:
     api_exception: Any
     client: Any
     users: Any
+    transport: Any
+
+
+class _LoginUnavailable(ConfigError):
+    """No token, for a reason that may pass: the login service failed, limited or vanished."""
 
 
 class GenesysClient:
-    """One ApiClient and one token, shared by every worker thread."""
+    """One ApiClient and one token, shared by every worker thread.
+
+    The token is renewed before it expires: the first call that finds less than
+    min(RENEW_BEFORE_S, a quarter of its lifetime) left fetches a new one while the others go
+    on with the old one, still valid. A 401 (revocation) gets one new token for all threads.
+    A refusal of credentials that have just worked (a 401 for a token nobody has used yet, or
+    the login service refusing after it gave a token) is tried again after a short wait, a few
+    times, before it is a ConfigError. `clock` (monotonic seconds) and `sleep` are injectable.
+    """
 
     def __init__(
         self,
@@ -267,12 +393,22 @@ class GenesysClient:
         pool_size: int = 8,
         connect_timeout: float = CONNECT_TIMEOUT_S,
         read_timeout: float = READ_TIMEOUT_S,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.settings = settings
         self._transport_settings = (pool_size, connect_timeout, read_timeout)
-        self._token_lock = threading.Lock()
-        self._token_generation = 0
-        self.tokens_fetched = 0
+        self._clock = clock
+        self._sleep = sleep
+        self._token_lock = threading.Lock()  # held while a token is fetched
+        self._token_generation = 0  # how many tokens we got
+        self._proven_generation = 0  # the newest token a call succeeded with
+        self._fresh_refusals = 0  # new tokens refused in a row before any call worked
+        self.tokens_fetched = 0  # token requests sent
+        self.token_expires_at: float | None = None  # clock() time; None: no expires_in given
+        self.token_renew_at = math.inf  # clock() time from which a call renews first
+        self._token_lifetime = math.inf
         self._refusal: ConfigError | None = None
         self._search_any_state = True  # include deleted users (they keep their email)
         self.on_new_token: Any = None  # called after each new token (the pacer's window)
@@ -291,8 +427,9 @@ class GenesysClient:
             client.set_gateway(host, protocol, port, "", "")
         else:
             client.host = endpoint.api_url
-        client.set_http_client(_make_transport(*self._transport_settings))
-        return _Sdk(sdk, ApiException, client, sdk.UsersApi(client))
+        transport = _make_transport(*self._transport_settings, decide=self._decide)
+        client.set_http_client(transport)
+        return _Sdk(sdk, ApiException, client, sdk.UsersApi(client), transport)
 
     @property
     def client(self) -> Any:
@@ -302,6 +439,9 @@ class GenesysClient:
     @property
     def users(self) -> Any:
         return self._api.users
+
+    def _decide(self, token_request: bool, status: int | None, network: str | None) -> str:
+        return _retry_decision(token_request, status, network, self._token_generation > 0)
 
     # -- authentication ------------------------------------------------------------------
 
@@ -314,23 +454,40 @@ class GenesysClient:
             self._fetch_token()
 
     def _fetch_token(self) -> None:
+        """One token request (a few on passing failures); the caller holds _token_lock.
+
+        The SDK's own request sets the token on the ApiClient; its lifetime (`expires_in`,
+        which the SDK drops) comes from the answer our transport kept.
+        """
         where = self.settings.endpoint.login_url
-        for attempt in range(1, TOKEN_TRIES + 1):
+        failures = refusals = 0
+        while True:
+            sent_at = self._clock()
+            self._api.transport.take_token_answer()  # forget any stale one
             try:
                 self.tokens_fetched += 1
                 self.client.get_client_credentials_token(
                     self.settings.client_id, self.settings.client_secret
                 )
+                answer = self._api.transport.take_token_answer()
                 break
             except self._api.api_exception as exc:
                 err = _api_error(exc.status or 0, exc.body, exc.headers)
-                if err.retryable and attempt < TOKEN_TRIES:
-                    time.sleep(min(err.retry_after or 2.0**attempt, 30.0))
+                if err.retryable and failures < TOKEN_TRIES - 1:
+                    failures += 1
+                    self._sleep(min(err.retry_after or 2.0**failures, 30.0))
                     continue
-                if err.status in (400, 401) and err.code in (
-                    "invalid_client",
-                    "unauthorized_client",
-                ):
+                if err.retryable:
+                    raise _LoginUnavailable(f"cannot get a token from {where}: {err}") from None
+                refused = err.status in (400, 401)
+                if refused and self._token_generation and refusals < REFUSAL_TRIES:
+                    # These credentials got a token before: a refusal may pass.
+                    refusals += 1
+                    wait = REFUSAL_WAIT_S * 2 ** (refusals - 1)
+                    log.warning("token.refused", code=err.code, by="login", retry_in_s=wait)
+                    self._sleep(wait)
+                    continue
+                if refused and err.code in ("invalid_client", "unauthorized_client"):
                     raise ConfigError(
                         f"{where} refused the OAuth client ({err.code}): check "
                         "GENESYS_CLOUD_CLIENT_ID and GENESYS_CLOUD_CLIENT_SECRET, and that the "
@@ -338,52 +495,122 @@ class GenesysClient:
                     ) from None
                 raise ConfigError(f"cannot get a token from {where}: {err}") from None
             except TransportError as exc:
-                if exc.kind != "connect" and attempt < TOKEN_TRIES:
-                    time.sleep(2.0**attempt)
+                if exc.kind != "connect" and failures < TOKEN_TRIES - 1:
+                    failures += 1
+                    self._sleep(2.0**failures)
                     continue
-                raise ConfigError(
+                raise _LoginUnavailable(
                     f"cannot reach {where}: {exc.message} (check GENESYS_CLOUD_ENVIRONMENT)"
                 ) from None
             except (ValueError, KeyError) as exc:
                 raise ConfigError(
                     f"{where} answered the token request with no token ({type(exc).__name__})"
                 ) from None
+        self._set_lifetime(sent_at, answer)
         self._token_generation += 1
         if self.on_new_token is not None:
             self.on_new_token()
 
-    def _refresh_token(self, seen_generation: int) -> None:
+    def _set_lifetime(self, sent_at: float, answer: str | None) -> None:
+        """Expiry and renewal time of the new token, counted from when it was asked for."""
+        try:
+            lifetime = float(json.loads(answer or "")["expires_in"])
+        except (ValueError, KeyError, TypeError):
+            lifetime = math.nan
+        if not (math.isfinite(lifetime) and lifetime > 0):
+            self.token_expires_at, self.token_renew_at = None, math.inf
+            self._token_lifetime = math.inf
+            return
+        self._token_lifetime = lifetime
+        self.token_expires_at = sent_at + lifetime
+        self.token_renew_at = self.token_expires_at - min(RENEW_BEFORE_S, lifetime / 4)
+
+    def _token_usable(self) -> bool:
+        """Can a request still go out with the current token (not about to expire)?"""
+        if self.token_expires_at is None:
+            return True
+        slack = min(SEND_SLACK_S, self._token_lifetime / 10)
+        return self._clock() < self.token_expires_at - slack
+
+    def _renew_if_due(self) -> None:
+        """Before a request: renew a token near its end, one request for all threads.
+
+        While one thread renews, the others go on with the current token if it is still
+        usable, or wait for the new one.
+        """
+        if self._clock() < self.token_renew_at and self._refusal is None:
+            return
+        if not self._token_lock.acquire(blocking=not self._token_usable()):
+            return  # another thread is renewing; ours is still good
+        try:
+            if self._refusal is not None:
+                raise self._refusal
+            if self._clock() < self.token_renew_at:
+                return  # renewed while we waited
+            try:
+                self._fetch_token()
+            except _LoginUnavailable as exc:
+                if not self._token_usable():
+                    self._refusal = exc
+                    raise
+                # The current token still works: try again a little later.
+                left = (self.token_expires_at or 0.0) - self._clock()
+                self.token_renew_at = self._clock() + min(RENEW_RETRY_S, left / 2)
+                log.warning("token.renew_later", error=str(exc), seconds_left=round(left, 1))
+            except ConfigError as refusal:
+                self._refusal = refusal
+                raise
+        finally:
+            self._token_lock.release()
+
+    def _renew_after_401(self, seen_generation: int, err: ApiError) -> None:
         """After a 401: one new token for all the threads that saw the old one refused.
 
         The lock is held for the whole fetch, so the others wait and then use the new token;
         if the login service refused it, they all get that refusal without asking again.
+        A token refused before any call succeeded with it is replaced after a short wait, a
+        few times (revocations take a moment to settle), then the run stops.
         """
         with self._token_lock:
             if self._refusal is not None:
                 raise self._refusal
-            if self._token_generation == seen_generation:
-                try:
-                    self._fetch_token()
-                except ConfigError as refusal:
-                    self._refusal = refusal
-                    raise
+            if self._token_generation != seen_generation:
+                return  # another thread has a new token already
+            if self._proven_generation != seen_generation:
+                self._fresh_refusals += 1
+                if self._fresh_refusals > REFUSAL_TRIES:
+                    self._refusal = _fresh_token_refused(err)
+                    raise self._refusal
+                wait = REFUSAL_WAIT_S * 2 ** (self._fresh_refusals - 1)
+                log.warning("token.refused", code=err.code, by="api", retry_in_s=wait)
+                self._sleep(wait)
+            try:
+                self._fetch_token()
+            except ConfigError as refusal:
+                self._refusal = refusal
+                raise
 
     def _call(self, fn: Any, *args: Any) -> Any:
-        generation = self._token_generation
-        for attempt in (1, 2):
+        """Every API call goes through here: token renewal, 401s, errors mapped to ours."""
+        refused = 0
+        while True:
+            self._renew_if_due()
+            generation = self._token_generation
             try:
-                return fn(*args)
+                result = fn(*args)
             except self._api.api_exception as exc:
                 err = _api_error(exc.status or 0, exc.body, exc.headers)
-                if err.status == 401 and attempt == 1:
-                    self._refresh_token(generation)
-                    continue
-                if err.status == 401:
-                    raise ConfigError(
-                        f"the API refused a fresh token ({err.code}): {err.message}"
-                    ) from None
-                raise err from None
-        raise AssertionError("unreachable")
+                if err.status != 401:
+                    raise err from None
+                refused += 1
+                if refused > REFUSAL_TRIES + 1:
+                    raise _fresh_token_refused(err) from None
+                self._renew_after_401(generation, err)
+                continue
+            if generation > self._proven_generation:
+                self._proven_generation = generation
+                self._fresh_refusals = 0
+            return result
 
     # -- calls ---------------------------------------------------------------------------
 
@@ -435,6 +662,10 @@ class GenesysClient:
             if (user.email or "").lower() == email.lower():
                 return _found(user)
         return None
+
+
+def _fresh_token_refused(err: ApiError) -> ConfigError:
+    return ConfigError(f"the API refused a fresh token ({err.code}): {err.message}")
 
 
 def _digits(phone: str) -> str:

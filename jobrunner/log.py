@@ -2,6 +2,8 @@
 
 Readable on a terminal, one JSON object a line otherwise (or with --log-format json).
 Secrets never reach the log: a processor masks any field whose name looks like one.
+An event logged with exc_info (log.exception) carries its traceback in either format, as
+plain text: no local variables, which could hold a secret.
 """
 
 from __future__ import annotations
@@ -31,18 +33,24 @@ def configure(level: str = "info", fmt: str = "auto", stream: Any = None) -> Non
     stream = stream if stream is not None else sys.stderr
     if fmt == "auto":
         fmt = "console" if getattr(stream, "isatty", lambda: False)() else "json"
-    renderer: Any
+    renderers: list[Any]
     if fmt == "json":
-        renderer = structlog.processors.JSONRenderer()
+        # exc_info -> an "exception" field with the formatted traceback.
+        renderers = [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
     else:
-        renderer = structlog.dev.ConsoleRenderer(colors=False)
+        # Named, not left to the default: with `rich` installed that would print locals.
+        renderers = [
+            structlog.dev.ConsoleRenderer(
+                colors=False, exception_formatter=structlog.dev.plain_traceback
+            )
+        ]
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             _mask_secrets,
-            renderer,
+            *renderers,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(
             getattr(logging, level.upper(), logging.INFO)

@@ -21,7 +21,7 @@ from jobrunner.cli import cli
 from jobrunner.config import Settings, parse_environment
 from jobrunner.emulator.server import Emulator, EmulatorConfig
 from jobrunner.errors import ConfigError
-from jobrunner.genesys import GenesysClient
+from jobrunner.genesys import REFUSAL_TRIES, REFUSAL_WAIT_S, GenesysClient
 from jobrunner.ingest import ingest_file
 from jobrunner.ledger import Ledger
 from jobrunner.runner import Pacer, RetryPolicy, Runner
@@ -209,12 +209,13 @@ def test_one_new_token_for_all_workers_when_it_is_revoked(emulator: Any, make_le
     assert_each_created_once(emu, ledger)
 
 
-def test_a_secret_rotated_mid_run_stops_the_run_after_one_refused_token_request(
+def test_a_secret_rotated_mid_run_stops_the_run_after_a_few_refused_token_requests(
     emulator: Any, make_ledger: Any
 ) -> None:
     emu = emulator(revoke_tokens_after=15, latency_ms=30)
     ledger = make_ledger(people(60))
-    client = GenesysClient(settings_for(emu), pool_size=8, read_timeout=5)
+    waits: list[float] = []
+    client = GenesysClient(settings_for(emu), pool_size=8, read_timeout=5, sleep=waits.append)
     fetch = client.client.get_client_credentials_token
 
     def then_rotate(*args: Any) -> Any:
@@ -225,7 +226,10 @@ def test_a_secret_rotated_mid_run_stops_the_run_after_one_refused_token_request(
     client.client.get_client_credentials_token = then_rotate
     with pytest.raises(ConfigError, match="refused the OAuth client"):
         Runner(ledger, client, concurrency=8, policy=FAST_RETRY).run()
-    assert emu.stats()["token_requests_rejected"] == 1
+    # One refusal and REFUSAL_TRIES tries after short waits (it got a token a moment ago),
+    # for all the workers together.
+    assert emu.stats()["token_requests_rejected"] == 1 + REFUSAL_TRIES
+    assert waits == [REFUSAL_WAIT_S * 2**i for i in range(REFUSAL_TRIES)]
     statuses = {r["status"] for r in report_rows(ledger).values()}
     assert statuses == {"created", "pending"}
     assert_each_created_once(emu, ledger)
