@@ -416,7 +416,8 @@ def _execute_run(
 ) -> Any:
     """Shared by `run` and `demo`: build the client and runner, run, map errors."""
     from jobrunner.genesys import GenesysClient
-    from jobrunner.runner import Pacer, Progress, RetryPolicy, Runner
+    from jobrunner.progress import Progress
+    from jobrunner.runner import Pacer, RetryPolicy, Runner
 
     show = sys.stderr.isatty() if progress is None else progress
     display = None
@@ -434,7 +435,7 @@ def _execute_run(
     )
     result = runner.run(retry_failed=retry_failed, progress=display)
     counts = result.counts
-    calls = result.stats.calls
+    stats = result.stats
     if result.recovered:
         click.echo(
             f"recovered {result.recovered:,} rows a stopped run left in progress "
@@ -445,17 +446,37 @@ def _execute_run(
         f"failed {counts['failed']:,} | pending {counts['pending']:,} | "
         f"invalid {counts['invalid']:,} (from ingest)"
     )
-    click.echo(
-        f"this run: {result.stats.done:,} rows settled, API calls: {calls['create']:,} creates, "
-        f"{calls['search']:,} searches, {calls['token']:,} tokens; "
-        f"{runner.pacer.limited:,} answered 429"
-    )
-    if counts["failed"]:
+    if stats.steps_total or stats.steps:
         click.echo(
-            "failed rows: `jobrunner report --status failed`; "
+            f"steps: done {stats.steps['done']:,} | failed {stats.steps['failed']:,} | "
+            f"still open {result.steps_open:,}"
+        )
+    click.echo(
+        f"this run: {stats.done:,} people settled, {stats.steps['done']:,} steps done; "
+        f"API calls: {_calls_text(stats.calls)}; {runner.pacer.limited:,} answered 429"
+    )
+    if counts["failed"] or stats.steps["failed"]:
+        click.echo(
+            "failed rows and steps: `jobrunner report`; "
             "retry them with `jobrunner run --retry-failed`"
         )
     return result
+
+
+def _calls_text(calls: Any) -> str:
+    names = {
+        "create": "creates",
+        "search": "searches",
+        "lookup": "look-ups",
+        "roles": "role grants",
+        "skills": "skill calls",
+        "queue": "queue batches",
+        "profile": "profile updates",
+        "token": "tokens",
+    }
+    shown = [f"{calls[k]:,} {names[k]}" for k in names if calls[k] or k in ("create", "token")]
+    shown += [f"{n:,} {k}" for k, n in calls.items() if k not in names and n]
+    return ", ".join(shown)
 
 
 def _run_options(fn: Any) -> Any:
@@ -494,8 +515,43 @@ def _run_options(fn: Any) -> Any:
 
 
 @cli.command()
+@click.pass_context
+def check(ctx: click.Context) -> None:
+    """Look every name the ledger's rows use up in the org and say what `run` would do.
+
+    Divisions, roles, queues, skills, locations and managers are resolved with list and
+    search calls, exactly as `run` does before its first create (names match ignoring case
+    and outer spaces). Creates and changes nothing in the org. Exit 0 when every name
+    resolves, 1 when any does not (each is listed with the lines that use it).
+    """
+    from jobrunner import render
+    from jobrunner.check import plan
+    from jobrunner.config import load_settings
+    from jobrunner.genesys import GenesysClient
+
+    obj: Context = ctx.obj
+    try:
+        settings = load_settings()
+    except JobrunnerError as exc:
+        raise fail(exc) from None
+    ledger = _open_ledger(obj, create=False)
+    try:
+        result = plan(ledger, GenesysClient(settings, pool_size=1))
+    except JobrunnerError as exc:
+        raise fail(exc) from None
+    except KeyboardInterrupt:
+        raise fail(Interrupted()) from None
+    finally:
+        ledger.close()
+    render.write_plan(sys.stdout, result, settings.endpoint.display)
+    ctx.exit(1 if result.unknown else 0)
+
+
+@cli.command()
 @_run_options
-@click.option("--retry-failed", is_flag=True, help="Put failed rows back in the queue first.")
+@click.option(
+    "--retry-failed", is_flag=True, help="Put failed rows and steps back in the queue first."
+)
 @click.pass_context
 def run(
     ctx: click.Context,

@@ -532,6 +532,39 @@ def validate(row: InputRow, *, split_names: bool = True, country: str | None = N
         _parse_lists(row)
 
 
+# What a stored row holds of the file, checked again before its create is sent.
+_STORED = (
+    "first_name",
+    "last_name",
+    "name",
+    "email",
+    "phone_number",
+    "extension",
+    "title",
+    "department",
+    "division",
+    "email_manager",
+    "location_work",
+)
+
+
+def recheck(stored: object) -> str | None:
+    """Ingest's rules applied again to a ledger row (anything with the _STORED attributes):
+    None if it still passes them unchanged, else what is wrong. A ledger damaged on disk can
+    hold values that never passed ingest; they must never be sent."""
+    values = {col: getattr(stored, col) for col in _STORED}
+    row = InputRow(line=0)
+    for col, value in values.items():
+        setattr(row, col, "" if value is None else value)
+    validate(row, split_names=not values["name"])
+    if not row.valid:
+        return f"{row.error_code}: {row.error_message}"
+    for col in _STORED:
+        if (getattr(row, col) or None) != (values[col] or None):
+            return f"{col} {values[col]!r} is not what ingest stores"
+    return None
+
+
 def _canonical_uuid(value: str) -> str | None:
     """`{0B9A...}`, `urn:uuid:...` and plain UUIDs, written the one way Genesys does."""
     try:

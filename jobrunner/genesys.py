@@ -83,6 +83,49 @@ class TransportError(CallError):
 
 
 @dataclass(frozen=True)
+class Created:
+    """What a create answered: the new user's id and version."""
+
+    id: str
+    version: int
+
+
+@dataclass(frozen=True)
+class Named:
+    """An org object found by name (division, role, queue, skill, location)."""
+
+    id: str
+    name: str
+
+
+@dataclass(frozen=True)
+class UserDetail:
+    """GET /api/v2/users/{id}: what the steps compare with and update."""
+
+    id: str
+    version: int
+    state: str | None
+    division_id: str | None
+    manager_id: str | None
+    location_ids: tuple[str, ...]
+    title: str | None
+    department: str | None
+    phones: tuple[str, ...]
+    extensions: tuple[str, ...]
+
+
+# Look-ups by name: kind -> (SDK api, method, whether `name` filters on the server).
+LISTINGS = {
+    "division": ("AuthorizationApi", "get_authorization_divisions", True),
+    "role": ("AuthorizationApi", "get_authorization_roles", True),
+    "queue": ("RoutingApi", "get_routing_queues", True),
+    "skill": ("RoutingApi", "get_routing_skills", True),
+    "location": ("LocationsApi", "get_locations", False),
+}
+PAGE_SIZE = 100
+
+
+@dataclass(frozen=True)
 class FoundUser:
     id: str
     name: str | None
@@ -104,6 +147,7 @@ class NewUser:
     division_id: str | None = None
     title: str | None = None
     department: str | None = None
+    extension: str | None = None
 
     def matches(self, user: FoundUser) -> bool:
         """Is `user` the one we (may have) created? Every field we sent must agree.
@@ -590,14 +634,14 @@ class GenesysClient:
                 self._refusal = refusal
                 raise
 
-    def _call(self, fn: Any, *args: Any) -> Any:
+    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """Every API call goes through here: token renewal, 401s, errors mapped to ours."""
         refused = 0
         while True:
             self._renew_if_due()
             generation = self._token_generation
             try:
-                result = fn(*args)
+                result = fn(*args, **kwargs)
             except self._api.api_exception as exc:
                 err = _api_error(exc.status or 0, exc.body, exc.headers)
                 if err.status != 401:
@@ -614,8 +658,8 @@ class GenesysClient:
 
     # -- calls ---------------------------------------------------------------------------
 
-    def create_user(self, new: NewUser) -> str:
-        """POST /api/v2/users; returns the new user's id."""
+    def create_user(self, new: NewUser) -> Created:
+        """POST /api/v2/users; the new user's id and version."""
         sdk = self._api.module
         body = sdk.CreateUser()
         body.name = new.name
@@ -626,14 +670,190 @@ class GenesysClient:
             body.title = new.title
         if new.department:
             body.department = new.department
-        if new.phone:
-            contact = sdk.Contact()
-            contact.address = new.phone
-            contact.media_type = "PHONE"
-            contact.type = "WORK"
-            body.addresses = [contact]
+        if new.phone or new.extension:
+            body.addresses = [self._work_phone(new.phone, new.extension)]
         user = self._call(self.users.post_users, body)
-        return str(user.id)
+        return Created(str(user.id), int(user.version or 1))
+
+    def _work_phone(self, phone: str | None, extension: str | None) -> Any:
+        contact = self._api.module.Contact()
+        contact.media_type = "PHONE"
+        contact.type = "WORK"
+        if phone:
+            contact.address = phone
+        if extension:
+            contact.extension = extension
+        return contact
+
+    def _sdk_api(self, name: str) -> Any:
+        """One instance per SDK api class (they are thin wrappers of the shared ApiClient)."""
+        apis = self.__dict__.setdefault("_apis", {})
+        if name not in apis:
+            apis[name] = getattr(self._api.module, name)(self.client)
+        return apis[name]
+
+    # -- look-ups by name ------------------------------------------------------------------
+
+    def list_page(self, kind: str, name: str | None, page: int) -> tuple[list[Named], bool]:
+        """One page of a listing, filtered by `name` where the API filters (divisions, roles
+        and queues match names, skills starts of names; locations are listed whole). Returns
+        (objects, whether a next page exists). Callers compare names exactly themselves."""
+        api_name, method, filters = LISTINGS[kind]
+        kwargs: dict[str, Any] = {"page_size": PAGE_SIZE, "page_number": page}
+        if filters and name is not None:
+            kwargs["name"] = name
+        listing = self._call(getattr(self._sdk_api(api_name), method), **kwargs)
+        entities = [Named(str(e.id), e.name or "") for e in (listing.entities or [])]
+        count = getattr(listing, "page_count", None)
+        more = page < count if count else len(entities) == PAGE_SIZE
+        return entities, more
+
+    def division_by_id(self, division_id: str) -> Named | None:
+        listing = self._call(
+            self._sdk_api("AuthorizationApi").get_authorization_divisions, id=[division_id]
+        )
+        for e in listing.entities or []:
+            if str(e.id) == division_id:
+                return Named(str(e.id), e.name or "")
+        return None
+
+    def home_division(self) -> Named:
+        home = self._call(self._sdk_api("AuthorizationApi").get_authorization_divisions_home)
+        return Named(str(home.id), home.name or "Home")
+
+    # -- the steps -------------------------------------------------------------------------
+
+    def grant_roles(self, user_id: str, grants: list[tuple[str, str]]) -> None:
+        """POST .../subjects/{id}/bulkadd: roles in divisions; a grant held already is fine."""
+        sdk = self._api.module
+        body = sdk.RoleDivisionGrants()
+        body.grants = []
+        for role_id, division_id in grants:
+            grant = sdk.RoleDivision()
+            grant.role_id, grant.division_id = role_id, division_id
+            body.grants.append(grant)
+        self._call(
+            self._sdk_api("AuthorizationApi").post_authorization_subject_bulkadd,
+            user_id,
+            body,
+            subject_type="PC_USER",
+        )
+
+    def add_skills(self, user_id: str, skills: list[tuple[str, float]]) -> None:
+        """PATCH .../routingskills/bulk: adds or updates (never removes), 50 at most."""
+        sdk = self._api.module
+        body = []
+        for skill_id, proficiency in skills:
+            skill = sdk.UserRoutingSkillPost()
+            skill.id, skill.proficiency = skill_id, float(proficiency)
+            body.append(skill)
+        self._call(self.users.patch_user_routingskills_bulk, user_id, body)
+
+    def add_queue_members(self, queue_id: str, user_ids: list[str]) -> None:
+        """POST /routing/queues/{id}/members: 100 at most; a member already there is fine."""
+        sdk = self._api.module
+        body = []
+        for user_id in user_ids:
+            member = sdk.WritableEntity()
+            member.id = user_id
+            body.append(member)
+        self._call(self._sdk_api("RoutingApi").post_routing_queue_members, queue_id, body)
+
+    def update_user(
+        self,
+        user_id: str,
+        version: int,
+        *,
+        manager_id: str | None = None,
+        location_id: str | None = None,
+        title: str | None = None,
+        department: str | None = None,
+        phone: str | None = None,
+        extension: str | None = None,
+    ) -> int:
+        """PATCH /api/v2/users/{id} with only the fields given; the user's new version."""
+        sdk = self._api.module
+        body = sdk.UpdateUser()
+        body.version = version
+        if manager_id is not None:
+            body.manager = manager_id
+        if location_id is not None:
+            location = sdk.Location()
+            location.id = location_id
+            body.locations = [location]
+        if title is not None:
+            body.title = title
+        if department is not None:
+            body.department = department
+        if phone is not None or extension is not None:
+            body.addresses = [self._work_phone(phone, extension)]
+        user = self._call(self.users.patch_user, user_id, body)
+        return int(user.version or version + 1)
+
+    def get_user(self, user_id: str, state: str | None = None) -> UserDetail:
+        kwargs: dict[str, Any] = {"expand": ["locations"]}
+        if state:
+            kwargs["state"] = state
+        user = self._call(self.users.get_user, user_id, **kwargs)
+        manager = getattr(user, "manager", None)
+        locations = tuple(
+            str(getattr(getattr(loc, "location_definition", None), "id", None) or loc.id)
+            for loc in (getattr(user, "locations", None) or [])
+        )
+        phones = [a for a in (user.addresses or []) if getattr(a, "media_type", None) == "PHONE"]
+        division = getattr(user, "division", None)
+        return UserDetail(
+            id=str(user.id),
+            version=int(user.version or 1),
+            state=user.state,
+            division_id=getattr(division, "id", None),
+            manager_id=getattr(manager, "id", None) if manager else None,
+            location_ids=locations,
+            title=getattr(user, "title", None),
+            department=getattr(user, "department", None),
+            phones=tuple(a.address for a in phones if a.address),
+            extensions=tuple(a.extension for a in phones if a.extension),
+        )
+
+    def user_grants(self, user_id: str) -> set[tuple[str, str]]:
+        """(role id, division id) the user holds."""
+        subject = self._call(self._sdk_api("AuthorizationApi").get_authorization_subject, user_id)
+        return {
+            (str(g.role.id), str(g.division.id))
+            for g in (subject.grants or [])
+            if g.role is not None and g.division is not None
+        }
+
+    def user_skills(self, user_id: str) -> dict[str, float]:
+        listing = self._call(self.users.get_user_routingskills, user_id, page_size=PAGE_SIZE)
+        return {str(s.id): float(s.proficiency or 0) for s in (listing.entities or [])}
+
+    def user_queues_page(self, user_id: str, page: int) -> tuple[set[str], bool]:
+        listing = self._call(
+            self.users.get_user_queues, user_id, page_size=PAGE_SIZE, page_number=page
+        )
+        ids = {str(q.id) for q in (listing.entities or [])}
+        count = getattr(listing, "page_count", None)
+        return ids, (page < count if count else len(ids) == PAGE_SIZE)
+
+    def move_to_division(self, division_id: str, user_ids: list[str]) -> None:
+        self._call(
+            self._sdk_api("AuthorizationApi").post_authorization_division_object,
+            division_id,
+            "USER",
+            list(user_ids),
+        )
+
+    def delete_user(self, user_id: str) -> None:
+        self._call(self.users.delete_user, user_id)
+
+    def restore_user(self, user_id: str, version: int) -> int:
+        """PATCH a deleted user with only {state: active, version}; its new version."""
+        body = self._api.module.UpdateUser()
+        body.state = "active"
+        body.version = version
+        user = self._call(self.users.patch_user, user_id, body)
+        return int(user.version or version + 1)
 
     def find_user_by_email(self, email: str) -> FoundUser | None:
         """POST /api/v2/users/search, exact email, any state (deleted users keep their email)."""

@@ -115,6 +115,16 @@ def _row(values: Sequence[Any]) -> Row:
     return Row(*values)
 
 
+@dataclass
+class StepClaim:
+    """One claimed step of one row: a role grant, a queue membership (target: the queue)."""
+
+    row: Row
+    kind: str
+    target: str
+    attempts: int
+
+
 class Ledger:
     """An open ledger. Safe to share between threads: statements are serialised by a lock.
 
@@ -538,14 +548,15 @@ class Ledger:
                 ).rowcount
         return removed
 
-    # -- runner --------------------------------------------------------------------------
+    # -- runner: recovery and set-up ---------------------------------------------------------
 
-    def recover_abandoned(self) -> tuple[int, int]:
-        """Rows a dead runner left in_progress go back to pending.
+    def recover_abandoned(self) -> tuple[int, int, int]:
+        """Rows and steps a dead runner left in_progress go back to pending.
 
-        Their in_doubt flag is kept: a row whose create may have been sent is looked up
-        before it is created again. Returns (rows recovered, of which in doubt). Only call
-        this while holding the run lock, when no other runner can be alive.
+        A row's in_doubt flag is kept: a row whose create may have been sent is looked up
+        before it is created again (steps are safe to repeat). Returns (rows recovered, of
+        which in doubt, steps recovered). Only call this while holding the run lock, when no
+        other runner can be alive.
         """
         with self.transaction():
             rows = self.execute(
@@ -554,47 +565,107 @@ class Ledger:
                 "RETURNING in_doubt",
                 (utc_now_iso(),),
             ).fetchall()
+            steps = self.execute(
+                "UPDATE steps SET status = 'pending', claim_owner = NULL, lease_expires_at = NULL, "
+                "updated_at = ? WHERE status = 'in_progress'",
+                (utc_now_iso(),),
+            ).rowcount
             # A new run starts afresh: backoffs scheduled by an earlier run are not waited out.
             self.execute("UPDATE rows SET next_attempt_at = 0 WHERE status = 'pending'")
-        return len(rows), sum(1 for (d,) in rows if d)
+            self.execute("UPDATE steps SET next_attempt_at = 0 WHERE status = 'pending'")
+        return len(rows), sum(1 for (d,) in rows if d), steps
 
-    def requeue_failed(self) -> int:
-        """--retry-failed: failed rows go back to the queue with fresh attempts."""
-        cur = self.execute(
-            "UPDATE rows SET status = 'pending', attempts = 0, next_attempt_at = 0, "
-            "updated_at = ? WHERE status = 'failed'",
-            (utc_now_iso(),),
-        )
-        return cur.rowcount
+    def requeue_failed(self) -> tuple[int, int]:
+        """--retry-failed: failed rows and steps go back to the queue with fresh attempts.
+        Returns (rows, steps)."""
+        now = utc_now_iso()
+        with self.transaction():
+            rows = self.execute(
+                "UPDATE rows SET status = 'pending', attempts = 0, next_attempt_at = 0, "
+                "updated_at = ? WHERE status = 'failed'",
+                (now,),
+            ).rowcount
+            steps = self.execute(
+                "UPDATE steps SET status = CASE WHEN (SELECT user_id FROM rows "
+                "WHERE rows.id = steps.row_id) IS NULL THEN 'waiting' ELSE 'pending' END, "
+                "attempts = 0, next_attempt_at = 0, updated_at = ? WHERE status = 'failed'",
+                (now,),
+            ).rowcount
+        return rows, steps
+
+    def set_ranks(self, rounds: int = 30) -> None:
+        """Create order: a row whose manager is a row still to create ranks after it (its
+        manager's rank + 1), so managers are created before their reports. Cycles stop at
+        `rounds`."""
+        with self.transaction():
+            self.execute("UPDATE rows SET rank = 0 WHERE rank != 0")
+            for _ in range(rounds):
+                changed = self.execute(
+                    "UPDATE rows SET rank = m.rank + 1 FROM rows AS m "
+                    "WHERE rows.status = 'pending' AND rows.email_manager IS NOT NULL "
+                    "AND m.email_norm = lower(rows.email_manager) "
+                    "AND m.status IN ('pending', 'in_progress') AND rows.rank <= m.rank"
+                ).rowcount
+                if not changed:
+                    break
+
+    def fail_rows(self, problems: dict[int, tuple[str, str]]) -> int:
+        """Fail pending rows before their create (e.g. a name the org does not know).
+        `problems`: row id -> (error code, message). Their doubt is kept."""
+        now = utc_now_iso()
+        with self.transaction():
+            return sum(
+                self.execute(
+                    "UPDATE rows SET status = 'failed', error_code = ?, error_message = ?, "
+                    "updated_at = ? WHERE id = ? AND status = 'pending'",
+                    (code, message, now, row_id),
+                ).rowcount
+                for row_id, (code, message) in problems.items()
+            )
+
+    def fail_steps(self, problems: dict[tuple[int, str, str], tuple[str, str]]) -> int:
+        """Fail pending steps that cannot be done (a name the org no longer knows)."""
+        now = utc_now_iso()
+        with self.transaction():
+            return sum(
+                self.execute(
+                    "UPDATE steps SET status = 'failed', error_code = ?, error_message = ?, "
+                    "updated_at = ? WHERE row_id = ? AND kind = ? AND target = ? "
+                    "AND status IN ('pending', 'waiting')",
+                    (code, message, now, *key),
+                ).rowcount
+                for key, (code, message) in problems.items()
+            )
+
+    # -- runner: creates ---------------------------------------------------------------------
 
     def claim_next(self, owner: str, now: float, lease_s: float) -> Row | None:
-        """Atomically take the next due pending row (BEGIN IMMEDIATE + UPDATE ... RETURNING)."""
+        """Atomically take the next due pending row (BEGIN IMMEDIATE + UPDATE ... RETURNING).
+
+        Managers first (rank), and a row never while its manager's row is being created or
+        is due to be: a report follows its manager unless the manager's create is waiting
+        out a backoff.
+        """
         with self.transaction():
             found = self.execute(
                 "UPDATE rows SET status = 'in_progress', claim_owner = ?, lease_expires_at = ?, "
-                "updated_at = ? WHERE id = (SELECT id FROM rows WHERE status = 'pending' "
-                "AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT 1) "
+                "updated_at = ? WHERE id = (SELECT r.id FROM rows AS r WHERE r.status = 'pending' "
+                "AND r.next_attempt_at <= ? AND NOT EXISTS (SELECT 1 FROM rows AS m "
+                "WHERE r.email_manager IS NOT NULL AND m.email_norm = lower(r.email_manager) "
+                "AND m.rank < r.rank AND (m.status = 'in_progress' OR (m.status = 'pending' "
+                "AND m.next_attempt_at <= ?))) ORDER BY r.rank, r.next_attempt_at, r.id LIMIT 1) "
                 f"RETURNING {_ROW_COLUMNS}",
-                (owner, now + lease_s, utc_now_iso(), now),
+                (owner, now + lease_s, utc_now_iso(), now, now),
             ).fetchone()
         return _row(found) if found else None
 
-    def queue_state(self, owner: str) -> tuple[int, float | None, int]:
-        """(pending rows, earliest next_attempt_at among them, rows this owner holds)."""
-        pending, due = self.execute(
-            "SELECT count(*), min(next_attempt_at) FROM rows WHERE status = 'pending'"
-        ).fetchone()
-        (held,) = self.execute(
-            "SELECT count(*) FROM rows WHERE status = 'in_progress' AND claim_owner = ?", (owner,)
-        ).fetchone()
-        return pending, due, held
-
-    def mark_attempt(self, row_id: int, owner: str) -> bool:
-        """Committed before a create is sent: from now on the person may exist."""
+    def mark_attempt(self, row_id: int, owner: str, division_id: str | None = None) -> bool:
+        """Committed before a create is sent: from now on the person may exist. The division
+        id sent is kept with it (a look-up compares against what was sent)."""
         cur = self.execute(
-            "UPDATE rows SET attempts = attempts + 1, in_doubt = 1, updated_at = ? "
-            "WHERE id = ? AND claim_owner = ? AND status = 'in_progress'",
-            (utc_now_iso(), row_id, owner),
+            "UPDATE rows SET attempts = attempts + 1, in_doubt = 1, division_id = ?, "
+            "updated_at = ? WHERE id = ? AND claim_owner = ? AND status = 'in_progress'",
+            (division_id, utc_now_iso(), row_id, owner),
         )
         return cur.rowcount == 1
 
@@ -605,30 +676,54 @@ class Ledger:
         status: str,
         *,
         user_id: str | None = None,
+        user_version: int | None = None,
+        settled_by: str | None = None,
+        user_state: str | None = None,
         in_doubt: int = 0,
         error_code: str | None = None,
         error_message: str | None = None,
         count_attempt: bool = False,
+        steps: str | None = None,
+        steps_due_at: float = 0.0,
+        settled_at: float | None = None,
     ) -> bool:
-        """Record a final outcome (created, exists, failed) the moment it is known."""
-        cur = self.execute(
-            "UPDATE rows SET status = ?, user_id = coalesce(?, user_id), in_doubt = ?, "
-            "attempts = attempts + ?, error_code = ?, error_message = ?, claim_owner = NULL, "
-            "lease_expires_at = NULL, updated_at = ? "
-            "WHERE id = ? AND claim_owner = ? AND status = 'in_progress'",
-            (
-                status,
-                user_id,
-                int(in_doubt),
-                int(count_attempt),
-                error_code,
-                error_message,
-                utc_now_iso(),
-                row_id,
-                owner,
-            ),
-        )
-        return cur.rowcount == 1
+        """Record a final outcome (created, exists, failed) the moment it is known; in the
+        same transaction the row's waiting steps become `steps` (pending, due at
+        `steps_due_at`, or skipped)."""
+        now = utc_now_iso()
+        with self.transaction():
+            cur = self.execute(
+                "UPDATE rows SET status = ?, user_id = coalesce(?, user_id), "
+                "user_version = coalesce(?, user_version), settled_by = coalesce(?, settled_by), "
+                "user_state = coalesce(?, user_state), settled_at = coalesce(?, settled_at), "
+                "in_doubt = ?, attempts = attempts + ?, error_code = ?, error_message = ?, "
+                "claim_owner = NULL, lease_expires_at = NULL, updated_at = ? "
+                "WHERE id = ? AND claim_owner = ? AND status = 'in_progress'",
+                (
+                    status,
+                    user_id,
+                    user_version,
+                    settled_by,
+                    user_state,
+                    settled_at,
+                    int(in_doubt),
+                    int(count_attempt),
+                    error_code,
+                    error_message,
+                    now,
+                    row_id,
+                    owner,
+                ),
+            )
+            if cur.rowcount != 1:
+                return False
+            if steps is not None:
+                self.execute(
+                    "UPDATE steps SET status = ?, next_attempt_at = ?, updated_at = ? "
+                    "WHERE row_id = ? AND status = 'waiting'",
+                    (steps, steps_due_at, now, row_id),
+                )
+        return True
 
     def attempts_of(self, row_id: int) -> int:
         return int(self.execute("SELECT attempts FROM rows WHERE id = ?", (row_id,)).fetchone()[0])
@@ -676,22 +771,274 @@ class Ledger:
         )
         return [_row(r) for r in cur.fetchall()]
 
-    def set_user_id(self, row_id: int, user_id: str | None, note: str | None) -> None:
+    def set_user_id(
+        self, row_id: int, user_id: str | None, note: str | None, user_state: str | None = None
+    ) -> None:
         """Add what a look-up found to a row that is already settled."""
         self.execute(
-            "UPDATE rows SET user_id = coalesce(?, user_id), error_message = ?, updated_at = ? "
+            "UPDATE rows SET user_id = coalesce(?, user_id), error_message = ?, "
+            "user_state = coalesce(?, user_state), updated_at = ? "
             "WHERE id = ? AND status = 'exists'",
-            (user_id, note, utc_now_iso(), row_id),
+            (user_id, note, user_state, utc_now_iso(), row_id),
         )
 
     def release_all(self, owner: str) -> int:
         """On shutdown: whatever this owner still holds goes back to pending (doubt kept)."""
-        cur = self.execute(
-            "UPDATE rows SET status = 'pending', claim_owner = NULL, lease_expires_at = NULL, "
-            "updated_at = ? WHERE status = 'in_progress' AND claim_owner = ?",
-            (utc_now_iso(), owner),
+        now = utc_now_iso()
+        with self.transaction():
+            rows = self.execute(
+                "UPDATE rows SET status = 'pending', claim_owner = NULL, lease_expires_at = NULL, "
+                "updated_at = ? WHERE status = 'in_progress' AND claim_owner = ?",
+                (now, owner),
+            ).rowcount
+            steps = self.execute(
+                "UPDATE steps SET status = 'pending', claim_owner = NULL, "
+                "lease_expires_at = NULL, updated_at = ? "
+                "WHERE status = 'in_progress' AND claim_owner = ?",
+                (now, owner),
+            ).rowcount
+        return rows + steps
+
+    # -- runner: steps -----------------------------------------------------------------------
+
+    def claim_steps(
+        self, kind: str, owner: str, now: float, lease_s: float, limit: int = 1
+    ) -> list[StepClaim]:
+        """Take up to `limit` due steps of one kind whose user exists. A profile step waits
+        while its manager's row is still to be created."""
+        waits_for_manager = (
+            " AND NOT EXISTS (SELECT 1 FROM rows AS m WHERE r.email_manager IS NOT NULL "
+            "AND m.email_norm = lower(r.email_manager) AND m.status IN ('pending', "
+            "'in_progress'))"
+            if kind == "profile"
+            else ""
         )
-        return cur.rowcount
+        with self.transaction():
+            claimed = self.execute(
+                "UPDATE steps SET status = 'in_progress', claim_owner = ?, lease_expires_at = ?, "
+                "updated_at = ? WHERE rowid IN (SELECT s.rowid FROM steps AS s "
+                "JOIN rows AS r ON r.id = s.row_id WHERE s.kind = ? AND s.status = 'pending' "
+                f"AND s.next_attempt_at <= ? AND r.user_id IS NOT NULL{waits_for_manager} "
+                "ORDER BY s.next_attempt_at, s.row_id LIMIT ?) "
+                "RETURNING row_id, kind, target, attempts",
+                (owner, now + lease_s, utc_now_iso(), kind, now, limit),
+            ).fetchall()
+            return self._step_claims(claimed)
+
+    def claim_queue_batch(
+        self, owner: str, now: float, lease_s: float, size: int
+    ) -> list[StepClaim]:
+        """Up to `size` due members of one queue, across rows: a full batch when one is
+        ready, else the last of a queue once no more members can come (no row that wants it
+        is still to be created, none of its members is waiting out a delay)."""
+        with self.transaction():
+            ready = self.execute(
+                "SELECT s.target, count(*) FROM steps AS s JOIN rows AS r ON r.id = s.row_id "
+                "WHERE s.kind = 'queue' AND s.status = 'pending' AND s.next_attempt_at <= ? "
+                "AND r.user_id IS NOT NULL GROUP BY s.target ORDER BY count(*) DESC",
+                (now,),
+            ).fetchall()
+            for target, count in ready:
+                if count < size and self._more_members_coming(target, now):
+                    continue
+                claimed = self.execute(
+                    "UPDATE steps SET status = 'in_progress', claim_owner = ?, "
+                    "lease_expires_at = ?, updated_at = ? WHERE rowid IN (SELECT s.rowid "
+                    "FROM steps AS s JOIN rows AS r ON r.id = s.row_id WHERE s.kind = 'queue' "
+                    "AND s.target = ? AND s.status = 'pending' AND s.next_attempt_at <= ? "
+                    "AND r.user_id IS NOT NULL ORDER BY s.next_attempt_at, s.row_id LIMIT ?) "
+                    "RETURNING row_id, kind, target, attempts",
+                    (owner, now + lease_s, utc_now_iso(), target, now, size),
+                ).fetchall()
+                return self._step_claims(claimed)
+        return []
+
+    def _more_members_coming(self, target: str, now: float) -> bool:
+        (later,) = self.execute(
+            "SELECT EXISTS (SELECT 1 FROM steps AS s JOIN rows AS r ON r.id = s.row_id "
+            "WHERE s.kind = 'queue' AND s.target = ? AND ((s.status = 'pending' "
+            "AND s.next_attempt_at > ?) OR (s.status = 'waiting' AND r.status IN "
+            "('pending', 'in_progress'))))",
+            (target, now),
+        ).fetchone()
+        return bool(later)
+
+    def _step_claims(self, claimed: list[tuple[Any, ...]]) -> list[StepClaim]:
+        if not claimed:
+            return []
+        ids = sorted({c[0] for c in claimed})
+        marks = ", ".join("?" * len(ids))
+        rows = {
+            r[0]: _row(r)
+            for r in self.execute(f"SELECT {_ROW_COLUMNS} FROM rows WHERE id IN ({marks})", ids)
+        }
+        return [
+            StepClaim(rows[row_id], kind, target, attempts)
+            for row_id, kind, target, attempts in claimed
+        ]
+
+    def finish_steps(
+        self,
+        claims: Sequence[StepClaim],
+        owner: str,
+        status: str,
+        *,
+        error_code: str | None = None,
+        error_message: str | None = None,
+        detail: str | None = None,
+        count_attempt: bool = True,
+    ) -> int:
+        """Record the answer for claimed steps (done or failed) the moment it is known."""
+        now = utc_now_iso()
+        with self.transaction():
+            return sum(
+                self.execute(
+                    "UPDATE steps SET status = ?, error_code = ?, error_message = ?, "
+                    "detail = coalesce(?, detail), attempts = attempts + ?, claim_owner = NULL, "
+                    "lease_expires_at = NULL, updated_at = ? WHERE row_id = ? AND kind = ? "
+                    "AND target = ? AND claim_owner = ? AND status = 'in_progress'",
+                    (
+                        status,
+                        error_code,
+                        error_message,
+                        detail,
+                        int(count_attempt),
+                        now,
+                        c.row.id,
+                        c.kind,
+                        c.target,
+                        owner,
+                    ),
+                ).rowcount
+                for c in claims
+            )
+
+    def release_steps(
+        self,
+        claims: Sequence[StepClaim],
+        owner: str,
+        *,
+        next_attempt_at: float,
+        count_attempt: bool = False,
+        error_code: str | None = None,
+        error_message: str | None = None,
+    ) -> int:
+        """Claimed steps back to pending, due at `next_attempt_at`."""
+        now = utc_now_iso()
+        with self.transaction():
+            return sum(
+                self.execute(
+                    "UPDATE steps SET status = 'pending', next_attempt_at = ?, "
+                    "attempts = attempts + ?, error_code = coalesce(?, error_code), "
+                    "error_message = coalesce(?, error_message), claim_owner = NULL, "
+                    "lease_expires_at = NULL, updated_at = ? WHERE row_id = ? AND kind = ? "
+                    "AND target = ? AND claim_owner = ? AND status = 'in_progress'",
+                    (
+                        next_attempt_at,
+                        int(count_attempt),
+                        error_code,
+                        error_message,
+                        now,
+                        c.row.id,
+                        c.kind,
+                        c.target,
+                        owner,
+                    ),
+                ).rowcount
+                for c in claims
+            )
+
+    def set_user_version(self, row_id: int, version: int) -> None:
+        self.execute("UPDATE rows SET user_version = ? WHERE id = ?", (version, row_id))
+
+    def wants_of(self, row_id: int, kind: str) -> list[tuple[str, str, str | None, float | None]]:
+        """(name, name key, division, proficiency) of what a row asks for, in file order."""
+        return self.execute(
+            "SELECT name, name_key, division, proficiency FROM wants "
+            "WHERE row_id = ? AND kind = ? ORDER BY position",
+            (row_id, kind),
+        ).fetchall()
+
+    def manager_row(self, email: str) -> dict[str, Any] | None:
+        """The live row of a manager who is a person of this ledger, if one is."""
+        with self._lock:
+            cur = self.conn.cursor()
+            cur.row_factory = sqlite3.Row
+            found = cur.execute(
+                "SELECT rows.id, rows.line, rows.status, rows.user_id, rows.error_message, "
+                "sources.name AS source FROM rows JOIN sources ON sources.id = rows.source_id "
+                "WHERE email_norm = ? AND status != 'invalid'",
+                (email.strip().lower(),),
+            ).fetchone()
+        return dict(found) if found else None
+
+    def work_left(self) -> tuple[int, float | None]:
+        """(rows and steps still to do in this run, earliest time one of them is due).
+
+        Steps of a row whose create failed are not work (they wait for --retry-failed)."""
+        rows, rows_due = self.execute(
+            "SELECT count(*), min(CASE WHEN status = 'pending' THEN next_attempt_at END) "
+            "FROM rows WHERE status IN ('pending', 'in_progress')"
+        ).fetchone()
+        steps, steps_due = self.execute(
+            "SELECT count(*), min(CASE WHEN s.status = 'pending' THEN s.next_attempt_at END) "
+            "FROM steps AS s JOIN rows AS r ON r.id = s.row_id WHERE s.status IN "
+            "('pending', 'in_progress') OR (s.status = 'waiting' AND r.status IN "
+            "('pending', 'in_progress'))"
+        ).fetchone()
+        due = [d for d in (rows_due, steps_due) if d is not None]
+        return rows + steps, (min(due) if due else None)
+
+    def steps_left(self) -> dict[str, int]:
+        """Steps still to do, by kind (for the progress line and the ETA)."""
+        return dict(
+            self.execute(
+                "SELECT s.kind, count(*) FROM steps AS s JOIN rows AS r ON r.id = s.row_id "
+                "WHERE s.status IN ('pending', 'in_progress') OR (s.status = 'waiting' AND "
+                "r.status IN ('pending', 'in_progress')) GROUP BY s.kind"
+            ).fetchall()
+        )
+
+    # -- runner: names -------------------------------------------------------------------------
+
+    def names_in_use(self) -> list[tuple[str, str, str, int, str, int]]:
+        """Every name the rows with work left use: (kind, name key, name as written, row id,
+        source, line). Kinds: division, role, queue, skill, location, manager."""
+        live = (
+            "(rows.status IN ('pending', 'in_progress') OR rows.id IN (SELECT row_id FROM "
+            "steps WHERE status IN ('pending', 'in_progress', 'waiting')))"
+        )
+        base = "FROM rows JOIN sources ON sources.id = rows.source_id"
+        found = self.execute(
+            f"SELECT 'division', lower(trim(division)), trim(division), rows.id, sources.name, "
+            f"rows.line {base} WHERE division IS NOT NULL AND rows.status = 'pending' AND {live} "
+            "UNION ALL "
+            f"SELECT 'location', lower(trim(location_work)), trim(location_work), rows.id, "
+            f"sources.name, rows.line {base} WHERE location_work IS NOT NULL AND {live} "
+            "UNION ALL "
+            f"SELECT 'manager', lower(trim(email_manager)), trim(email_manager), rows.id, "
+            f"sources.name, rows.line {base} WHERE email_manager IS NOT NULL AND {live} "
+            "UNION ALL "
+            f"SELECT wants.kind, wants.name_key, wants.name, rows.id, sources.name, rows.line "
+            f"{base} JOIN wants ON wants.row_id = rows.id WHERE {live} "
+            "UNION ALL "
+            f"SELECT 'division', lower(trim(wants.division)), trim(wants.division), rows.id, "
+            f"sources.name, rows.line {base} JOIN wants ON wants.row_id = rows.id "
+            f"WHERE wants.division IS NOT NULL AND {live}"
+        ).fetchall()
+        return [tuple(f) for f in found]  # type: ignore[misc]
+
+    def save_names(self, entries: Sequence[tuple[str, str, str, str | None, str | None]]) -> None:
+        """Cache what a resolution found: (kind, key, name, object id, problem)."""
+        now = utc_now_iso()
+        with self.transaction():
+            self.conn.executemany(
+                "INSERT INTO names (kind, name_key, name, object_id, problem, resolved_at) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (kind, name_key) DO UPDATE SET "
+                "name = excluded.name, object_id = excluded.object_id, "
+                "problem = excluded.problem, resolved_at = excluded.resolved_at",
+                [(*e, now) for e in entries],
+            )
 
     def record_run_start(self, owner: str, pid: int, host: str, now: float) -> None:
         self.execute(

@@ -112,3 +112,43 @@ def _detail(row: Mapping[str, Any]) -> str:
     if failed:
         detail = (detail + "; " if detail else "") + steps_text(failed)
     return detail
+
+
+def write_plan(out: TextIO, plan: Any, where: str) -> None:
+    """`jobrunner check`: what `run` would do, then every name that does not resolve."""
+    out.write(f"checked against {where} (reads only, {plan.calls:,} API calls)\n")
+    queues = f" in {plan.queues:,} queues" if plan.queues else ""
+    for label, n, extra in (
+        ("users to create", plan.creates, ""),
+        ("role grants", plan.role_grants, ""),
+        ("queue memberships", plan.memberships, queues),
+        ("skill assignments", plan.skills, ""),
+        ("managers to set", plan.managers, ""),
+        ("locations to set", plan.locations, ""),
+    ):
+        out.write(f"  {label + ':':<22}{n:>8,}{extra}\n")
+    if plan.resolved:
+        kinds = ", ".join(f"{k} {n:,}" for k, n in sorted(plan.resolved.items()))
+        out.write(f"  {'names resolved:':<22}{sum(plan.resolved.values()):>8,} ({kinds})\n")
+    if not plan.unknown:
+        out.write("every name resolves\n")
+        return
+    out.write(
+        f"\n{len(plan.unknown):,} names do not resolve; the {plan.blocked:,} rows that use "
+        "them are not created:\n"
+    )
+    for kind, name, problem, uses in plan.unknown:
+        out.write(f"  {kind:<9} {name!r:<28} {_lines(uses)}: {problem}\n")
+
+
+def _lines(uses: Iterable[tuple[str, int]]) -> str:
+    """users.csv lines 4, 17, 88 (and other files the same way)."""
+    by_source: dict[str, list[int]] = {}
+    for source, line in uses:
+        by_source.setdefault(source, []).append(line)
+    parts = []
+    for source, lines in by_source.items():
+        shown = ", ".join(str(n) for n in sorted(lines)[:12])
+        more = f" and {len(lines) - 12:,} more" if len(lines) > 12 else ""
+        parts.append(f"{source} line{'s' if len(lines) > 1 else ''} {shown}{more}")
+    return "; ".join(parts)

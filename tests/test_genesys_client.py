@@ -139,7 +139,7 @@ def exercise(client: GenesysClient, emu: Emulator, user_email: str) -> str:
 
     client.authenticate()
     assert client.find_user_by_email(user_email) is None
-    user_id = client.create_user(NewUser("Pat Example", user_email, phone="+13175550101"))
+    user_id = client.create_user(NewUser("Pat Example", user_email, phone="+13175550101")).id
     with pytest.raises(ApiError):
         client.create_user(NewUser("Pat Example", user_email))
     client._call(lambda: client.users.get_user(user_id, state="active"))  # noqa: SLF001

@@ -235,7 +235,7 @@ def test_a_secret_rotated_mid_run_stops_the_run_after_a_few_refused_token_reques
     assert_each_created_once(emu, ledger)
 
 
-def test_unknown_division_fails_that_row_with_the_apis_reason(
+def test_an_unknown_division_id_fails_that_row_before_its_create(
     emulator: Any, make_ledger: Any
 ) -> None:
     emu = emulator()
@@ -249,8 +249,9 @@ def test_unknown_division_fails_that_row_with_the_apis_reason(
     rows = report_rows(ledger)
     assert rows["grace@example.com"]["status"] == "created"
     ada = rows["ada@example.com"]
-    assert ada["status"] == "failed" and ada["code"] == "invalid.value"
-    assert "division" in ada["error"].lower() and ada["attempts"] == 1
+    assert ada["status"] == "failed" and ada["code"] == "unknown_name"
+    assert "unknown division id '3f2504e0" in ada["error"] and ada["attempts"] == 0
+    assert emu.stats()["requests_by_route"]["POST /api/v2/users"] == 1  # Grace's only
 
 
 # -- through the command line ---------------------------------------------------------------

@@ -15,7 +15,7 @@ import pytest
 
 from jobrunner.config import parse_environment
 from jobrunner.errors import ConfigError, LedgerBusy
-from jobrunner.genesys import ApiError, FoundUser, NewUser, TransportError
+from jobrunner.genesys import ApiError, Created, FoundUser, Named, NewUser, TransportError
 from jobrunner.ingest import ingest_file
 from jobrunner.ledger import Ledger
 from jobrunner.runner import Pacer, RetryPolicy, RunLock, Runner
@@ -60,11 +60,16 @@ class FakeClient:
         if step == "ok":
             if new.email.lower() in self.users:
                 raise ApiError(409, "general.conflict", "The email address is already in use")
-            return self.add_user(new, f"id-{new.email}").id
+            return Created(self.add_user(new, f"id-{new.email}").id, 1)
         if step == "drop-after-create":
             self.add_user(new, f"id-{new.email}")
             raise TransportError("dropped", "connection dropped before an answer", True)
         raise step
+
+    def division_by_id(self, division_id: str) -> Named | None:
+        with self.lock:
+            self.calls.append(("lookup", division_id))
+        return Named(division_id, "Some division")
 
     def find_user_by_email(self, email: str) -> FoundUser | None:
         with self.lock:
@@ -497,9 +502,9 @@ def test_a_network_blip_costs_no_attempts(ledger: Ledger) -> None:
 def test_an_unreachable_api_stops_the_run_with_rows_pending(
     ledger: Ledger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import jobrunner.runner as runner_module
+    import jobrunner.scheduler as scheduler_module
 
-    monkeypatch.setattr(runner_module, "UNREACHABLE_FOR_S", 0.0)
+    monkeypatch.setattr(scheduler_module, "UNREACHABLE_FOR_S", 0.0)
     ledger.execute("UPDATE rows SET in_doubt = 1, attempts = 2 WHERE email = 'ada@example.com'")
     client = FakeClient()
     for email in ("ada@example.com", "grace@example.com", "alan@example.com"):

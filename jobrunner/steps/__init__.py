@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from jobrunner.csv_input import InputRow, name_key
+from jobrunner.errors import JobrunnerError
 
 
 class Planned(Protocol):
@@ -37,3 +38,42 @@ PLANS: dict[str, Planned] = {
 def planned_steps(row: InputRow) -> list[tuple[str, str]]:
     """The (kind, target) steps a valid row needs after its create."""
     return [(kind, target) for kind, plan in PLANS.items() for target in plan(row)]
+
+
+class StopRun(Exception):
+    """The run cannot go on (configuration, permission, unreachable API)."""
+
+    def __init__(self, error: JobrunnerError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class Stopping(Exception):
+    """The run is stopping: a call was not sent; give the work back as it was."""
+
+
+class StepFailed(Exception):
+    """A step that cannot be done for this row (not worth retrying): it is failed with this."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class RetryLater(Exception):
+    """Send it again after a backoff (an attempt counts), e.g. a fresh user id not known yet."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+# The permission each step's calls need (named when the API refuses a step for every row).
+PERMISSIONS = {
+    "roles": "authorization:grant:add",
+    "skills": "routing:skill:assign",
+    "queue": "routing:queue:edit",
+    "profile": "directory:user:edit",
+}

@@ -1,0 +1,87 @@
+"""A live status line on a terminal: people and steps done, pace, ETA, pauses."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from typing import Any, TextIO
+
+STEPS_EVERY_S = 2.0  # how often the line asks the ledger how many steps are left
+QUEUE_BATCH = 100
+
+
+class Progress:
+    def __init__(self, stream: TextIO, interval_s: float = 0.5) -> None:
+        self.stream = stream
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._scheduler: Any = None
+        self._steps_left: dict[str, int] = {}
+        self._steps_at = 0.0
+
+    def start(self, scheduler: Any) -> None:
+        self._scheduler = scheduler
+        self._thread = threading.Thread(target=self._loop, name="progress", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(1.0)
+        self._draw(final=True)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self._draw()
+
+    def calls_left(self) -> int:
+        """Every request still to send: creates, steps, queue batches (100 members each)."""
+        scheduler = self._scheduler
+        if time.monotonic() - self._steps_at >= STEPS_EVERY_S:
+            self._steps_left = scheduler.ledger.steps_left()
+            self._steps_at = time.monotonic()
+        stats = scheduler.stats
+        creates = max(0, stats.total - stats.done)
+        steps = {k: n for k, n in self._steps_left.items() if k != "queue"}
+        queue = math.ceil(self._steps_left.get("queue", 0) / QUEUE_BATCH)
+        return creates + sum(steps.values()) + queue
+
+    def line(self) -> str:
+        scheduler = self._scheduler
+        stats = scheduler.stats
+        elapsed = max(0.001, time.monotonic() - stats.started_at)
+        done, total = stats.done, stats.total
+        rate = done / elapsed
+        pause = scheduler.limiter.pause_remaining()
+        per_s = scheduler.limiter.rate_per_s()
+        calls = sum(stats.calls.values())
+        per_s = per_s or (calls / elapsed if calls else None)
+        eta = pause + self.calls_left() / per_s if per_s else None
+        parts = [f"{done:,}/{total:,} people", f"{rate * 60:,.0f}/min"]
+        if stats.steps_total:
+            parts.append(f"steps {stats.steps['done']:,}/{stats.steps_total:,}")
+        parts.append(f"ETA {_duration(eta)}" if eta is not None else "ETA --")
+        outcomes = {**stats.outcomes, **{f"steps {k}": v for k, v in stats.steps.items()}}
+        parts.append(" ".join(f"{k} {v:,}" for k, v in sorted(outcomes.items()) if v) or "")
+        if pause > 0:
+            parts.append(f"{scheduler.pause_reason.split(':')[0]}: waiting {pause:.0f}s")
+        if scheduler.stop.is_set():
+            parts.append("stopping")
+        return " | ".join(p for p in parts if p)
+
+    def _draw(self, final: bool = False) -> None:
+        if self._scheduler is None:
+            return
+        self.stream.write("\r\033[K" + self.line() + ("\n" if final else ""))
+        self.stream.flush()
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    if seconds >= 60:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds}s"

@@ -1,0 +1,154 @@
+"""Names to ids: every division, role, queue, skill, location and manager a file names.
+
+Each distinct name is looked up once per run with the API's list calls (every page), and
+matched exactly, ignoring case and outer spaces; two objects whose names differ only in case
+are an ambiguity. A manager is a person of the same ledger (created in this job) or an
+existing user found by email. What was found is cached in the ledger with its time.
+
+`jobrunner check` prints what this finds and what `run` would do; `run` does the same before
+its first create, and fails (before any create) each row that names something unknown.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from jobrunner.csv_input import is_uuid, name_key
+from jobrunner.genesys import Named
+from jobrunner.ledger import Ledger
+
+KINDS = ("division", "role", "queue", "skill", "location", "manager")
+MANAGER_IN_LEDGER = "row"  # a manager's object id when the manager is a row of this ledger
+
+
+@dataclass
+class Found:
+    kind: str
+    key: str
+    name: str  # as the org spells it, or as written when it was not found
+    id: str | None  # None: unknown or ambiguous
+    problem: str | None = None
+
+
+@dataclass
+class Resolution:
+    """What the names of a ledger's remaining work resolve to."""
+
+    found: dict[tuple[str, str], Found] = field(default_factory=dict)
+    # (kind, key) -> [(row id, source, line)] of the rows that use it
+    uses: dict[tuple[str, str], list[tuple[int, str, int]]] = field(default_factory=dict)
+    home_division_id: str | None = None
+
+    def id_of(self, kind: str, name: str) -> str | None:
+        found = self.found.get((kind, name_key(name)))
+        return found.id if found else None
+
+    def unknown(self) -> list[Found]:
+        return [f for f in self.found.values() if f.id is None]
+
+    def problems_by_row(self) -> dict[int, list[Found]]:
+        """row id -> the unknown or ambiguous names it uses."""
+        by_row: dict[int, list[Found]] = defaultdict(list)
+        for found in self.unknown():
+            for row_id, _source, _line in self.uses[(found.kind, found.key)]:
+                by_row[row_id].append(found)
+        return by_row
+
+
+def describe(found: Found) -> str:
+    """`unknown queue 'Bilingx'`, `ambiguous role 'agent' (...)`."""
+    what = "manager" if found.kind == "manager" else found.kind
+    return found.problem or f"unknown {what} {found.name!r}"
+
+
+class Resolver:
+    """Looks names up through `call(kind, fn, *args)`: the scheduler's paced, retried call."""
+
+    def __init__(self, ledger: Ledger, client: Any, call: Callable[..., Any]) -> None:
+        self.ledger = ledger
+        self.client = client
+        self.call = call
+
+    def resolve(self) -> Resolution:
+        result = Resolution()
+        wanted: dict[str, dict[str, str]] = defaultdict(dict)  # kind -> key -> name as written
+        for kind, key, name, row_id, source, line in self.ledger.names_in_use():
+            wanted[kind].setdefault(key, name)
+            result.uses.setdefault((kind, key), []).append((row_id, source, line))
+        for kind in KINDS:
+            if wanted[kind]:
+                for found in self._resolve_kind(kind, wanted[kind]):
+                    result.found[(kind, found.key)] = found
+        self.ledger.save_names(
+            [(f.kind, f.key, f.name, f.id, f.problem) for f in result.found.values()]
+        )
+        return result
+
+    def home_division(self) -> Named:
+        return self.call("lookup", self.client.home_division)
+
+    def _resolve_kind(self, kind: str, names: dict[str, str]) -> list[Found]:
+        if kind == "manager":
+            return [self._manager(key, name) for key, name in names.items()]
+        if kind == "location":  # no name filter: list them all once
+            listed = self._all_pages(kind, None)
+            return [_match(kind, key, name, listed) for key, name in names.items()]
+        found = []
+        for key, name in names.items():
+            if kind == "division" and is_uuid(name):
+                division = self.call("lookup", self.client.division_by_id, name)
+                found.append(
+                    Found(kind, key, division.name, division.id)
+                    if division
+                    else Found(kind, key, name, None, f"unknown division id {name!r}")
+                )
+                continue
+            found.append(_match(kind, key, name, self._all_pages(kind, name.strip())))
+        return found
+
+    def _all_pages(self, kind: str, name: str | None) -> list[Named]:
+        listed: list[Named] = []
+        page = 1
+        while True:
+            entities, more = self.call("lookup", self.client.list_page, kind, name, page)
+            listed.extend(entities)
+            if not more or not entities:
+                return listed
+            page += 1
+
+    def _manager(self, key: str, email: str) -> Found:
+        row = self.ledger.manager_row(key)
+        if row is not None and row["status"] not in ("failed", "rolled_back"):
+            return Found("manager", key, email, MANAGER_IN_LEDGER)
+        user = self.call("search", self.client.find_user_by_email, email)
+        if user is not None and user.state == "active":
+            return Found("manager", key, user.email or email, user.id)
+        if row is not None:
+            return Found(
+                "manager",
+                key,
+                email,
+                None,
+                f"manager {email!r} is line {row['line']} of {row['source']}, whose create "
+                f"failed ({row['error_message'] or row['status']})",
+            )
+        state = f" (the user with this email is {user.state})" if user is not None else ""
+        return Found(
+            "manager", key, email, None, f"unknown manager {email!r}: not in this file{state}"
+        )
+
+
+def _match(kind: str, key: str, name: str, listed: list[Named]) -> Found:
+    """The one object whose name is `name`, ignoring case and outer spaces."""
+    same = [n for n in listed if name_key(n.name) == key]
+    unique = {n.id: n for n in same}
+    if len(unique) == 1:
+        only = next(iter(unique.values()))
+        return Found(kind, key, only.name, only.id)
+    if len(unique) > 1:
+        spelled = " and ".join(repr(n.name) for n in unique.values())
+        return Found(kind, key, name, None, f"ambiguous {kind} {name!r}: the org has {spelled}")
+    return Found(kind, key, name, None)

@@ -1,0 +1,397 @@
+"""create: POST /api/v2/users, exactly once, whatever fails and whenever the process dies.
+
+Sends: name, email, division, title, department, and the work phone and extension, in one
+create. Done: `created` with the user's id (its steps become due a few seconds later), or
+`exists` when the person was there before the job (their steps are skipped).
+
+The rules that make a create happen exactly once:
+
+* A row's attempt is committed (`in_doubt = 1`) after the limiter lets the request go and
+  before it is sent.
+* A create that was never answered (timeout, dropped connection, 5xx, a crash mid-request)
+  leaves the row in doubt. Before creating it again the email is looked up: a user who
+  matches every field we sent is ours (`created`, settled by look-up), one who differs was
+  there before (`exists`), nobody means create again. Email is unique, so even a stale
+  search index can at worst produce a 409, which for a row in doubt is resolved by another
+  look-up, and never by another create (`in_doubt = 2`).
+* A 409 for a row that was never in doubt means the person was there before the job.
+* The row's values are checked again with ingest's own rules before they are sent: a ledger
+  damaged on disk never sends what ingest would have refused.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jobrunner.csv_input import recheck
+from jobrunner.errors import ConfigError, JobrunnerError
+from jobrunner.genesys import ApiError, CallError, FoundUser, NewUser, TransportError
+from jobrunner.ledger import Row
+from jobrunner.log import get_logger
+from jobrunner.steps import Stopping, StopRun
+
+KIND = "create"
+# Doubt levels of a row (the ledger's in_doubt column).
+MAYBE_SENT = 1  # a create was sent and never answered: look the email up before creating
+CONFLICT_SEEN = 2  # ... and a later create got 409: only look up, never create again
+_LAGGING_INDEX = "a create got 409 (email in use) but the search does not show the user yet"
+
+log = get_logger("jobrunner.create")
+
+
+def perform(ctx: Any, row: Row) -> None:
+    _Create(ctx, row).run()
+
+
+def new_user(ctx: Any, row: Row) -> NewUser | None:
+    """What the create sends for `row`; None when its division has no id (unknown name)."""
+    division_id = row.division_id
+    if row.division and not division_id:
+        division_id = ctx.resolution.id_of("division", row.division)
+        if division_id is None:
+            return None
+    return NewUser(
+        name=row.name,
+        email=row.email,
+        phone=row.phone_number,
+        division_id=division_id,
+        title=row.title,
+        department=row.department,
+        extension=row.extension,
+    )
+
+
+class _Create:
+    """One claimed row: look it up if in doubt, create it, record the outcome."""
+
+    def __init__(self, ctx: Any, row: Row) -> None:
+        self.ctx = ctx
+        self.ledger = ctx.ledger
+        self.owner = ctx.owner
+        self.row = row
+        self.doubt = row.in_doubt
+
+    def run(self) -> None:
+        row = self.row
+        problem = recheck(row)
+        if problem:
+            self._finish(
+                "failed",
+                in_doubt=self.doubt,
+                error_code="ledger_row_invalid",
+                error_message=f"the ledger row no longer passes ingest's checks ({problem}): "
+                "the ledger file may be damaged; nothing was sent",
+            )
+            return
+        new = new_user(self.ctx, row)
+        if new is None:
+            self._finish(
+                "failed",
+                in_doubt=self.doubt,
+                error_code="unknown_name",
+                error_message=f"unknown division {row.division!r} (see `jobrunner check`)",
+            )
+            return
+        self.new = new
+        if self.doubt:
+            if self._settle_by_lookup(self.doubt):
+                return
+            if self.doubt == CONFLICT_SEEN:
+                # A 409 showed a user with this email exists, and the search does not show it
+                # yet (its index lags): never create again, only look again later.
+                self._retry_later("conflict.unresolved", _LAGGING_INDEX, self.doubt, count=True)
+                return
+        self._send()
+
+    # -- the create --------------------------------------------------------------------------
+
+    def _send(self) -> None:
+        def mark() -> bool:
+            return self.ledger.mark_attempt(self.row.id, self.owner, self.new.division_id)
+
+        try:
+            created = self.ctx.call(KIND, self.ctx.client.create_user, self.new, before_send=mark)
+        except Stopping:  # not sent (stopped, or the claim was taken back)
+            self.ledger.release(self.row.id, self.owner, next_attempt_at=0, in_doubt=self.doubt)
+            return
+        except StopRun:  # a refused token, or an API that stays unreachable
+            self._give_back(undo_attempt=True)
+            raise
+        except ApiError as err:
+            self._on_error(err)
+            return
+        except TransportError as err:
+            if err.kind == "connect":  # nothing reached the API: no attempt used
+                self._give_back(undo_attempt=True, error=err)
+            else:
+                self._retry_later(err.code, str(err), max(self.doubt, int(err.maybe_acted)))
+            return
+        now = self.ctx.clock()
+        self._finish(
+            "created",
+            user_id=created.id,
+            user_version=created.version,
+            settled_by="create",
+            settled_at=now,
+        )
+
+    def _on_error(self, err: ApiError) -> None:
+        row, doubt = self.row, self.doubt
+        if err.status == 409:
+            if doubt:
+                # Our own unanswered create may be the one holding this email.
+                if not self._settle_by_lookup(CONFLICT_SEEN, counted=True):
+                    self._retry_later(err.code, str(err), CONFLICT_SEEN)
+                return
+            self._record_exists()
+            return
+        if err.status == 429:  # not acted on; never uses up the row's attempts
+            self._give_back(undo_attempt=True)
+            return
+        if err.status == 403 and not row.division:
+            self._give_back(undo_attempt=True)
+            raise StopRun(
+                ConfigError(
+                    f"the API refused to create users ({err.code}: {err.message}); give the "
+                    "OAuth client a role with the directory:user:add permission. Every row is "
+                    "still pending"
+                )
+            )
+        if err.status == 403:
+            message = (
+                f"{err} (the OAuth client may lack access to division "
+                f"{row.division} {self.new.division_id})"
+            )
+            self._finish("failed", in_doubt=doubt, error_code=err.code, error_message=message)
+            return
+        if err.retryable:  # 5xx (a gateway may have passed it on), 408
+            self._retry_later(err.code, str(err), max(doubt, int(err.maybe_acted)))
+            return
+        self._finish("failed", in_doubt=doubt, error_code=err.code, error_message=str(err))
+
+    # -- look-ups ----------------------------------------------------------------------------
+
+    def _lookup(self) -> FoundUser | None:
+        """Search by email (a read: 429s and passing failures are tried again)."""
+        try:
+            return self.ctx.call_reading(
+                "search", self.ctx.client.find_user_by_email, self.row.email
+            )
+        except ApiError as err:
+            if err.status in (401, 403):
+                raise StopRun(
+                    ConfigError(
+                        f"the API refused a user search ({err}); the OAuth client needs "
+                        "directory:user:view to check unanswered creates. Every unfinished row "
+                        "is still pending"
+                    )
+                ) from None
+            raise
+
+    def _settle_by_lookup(self, doubt: int, counted: bool = False) -> bool:
+        """For a row in doubt: True if the look-up settled it (or put it back in the queue).
+
+        False: nobody has this email (as far as the search shows). `counted`: this round
+        already counted an attempt (a create was sent), so a failed look-up adds none.
+        """
+        try:
+            found = self._lookup()
+        except Stopping:
+            self.ledger.release(self.row.id, self.owner, next_attempt_at=0, in_doubt=doubt)
+            return True
+        except StopRun:
+            self.ledger.release(self.row.id, self.owner, next_attempt_at=0, in_doubt=doubt)
+            raise
+        except TransportError as err:
+            if err.kind == "connect":
+                self.ledger.release(self.row.id, self.owner, next_attempt_at=0, in_doubt=doubt)
+            else:
+                self._retry_later(err.code, str(err), doubt, count=not counted)
+            return True
+        except CallError as err:
+            self._retry_later(err.code, str(err), doubt, count=not counted)  # type: ignore[attr-defined]
+            return True
+        if found is None:
+            return False
+        if self.new.matches(found):
+            self._finish(
+                "created",
+                user_id=found.id,
+                settled_by="lookup",
+                settled_at=self.ctx.clock(),
+                user_state=found.state,
+            )
+        else:
+            self._finish(
+                "exists",
+                user_id=found.id,
+                settled_by="conflict",
+                user_state=found.state,
+                error_message="a different user with this email was already there "
+                f"(state {found.state})",
+            )
+        return True
+
+    def _record_exists(self) -> None:
+        """409 on a clean row: the person was there before the job. One search for the id.
+
+        The outcome is committed first; the id is added when the search brings it, and the
+        row's one log event is written then, with the id.
+        """
+        if not self._finish("exists", settled_by="conflict", quiet=True):
+            return
+        user_id: str | None
+        note: str | None
+        state: str | None = None
+        try:
+            found = self._lookup()
+        except Stopping:
+            self._log("exists", None, "the id is looked up by the next run")
+            return
+        except StopRun:
+            self._log("exists", None, "the id is looked up by the next run")
+            raise
+        except CallError as err:
+            if err.retryable:
+                self._log("exists", None, f"the id is looked up by the next run ({err})")
+                return
+            user_id, note = None, lookup_failed(err)
+        except JobrunnerError as err:
+            user_id, note = None, lookup_failed(err)
+        else:
+            user_id, note = existing_user(found)
+            state = found.state if found is not None else None
+        self.ledger.set_user_id(self.row.id, user_id, note, state)
+        self._log("exists", user_id, note)
+
+    # -- recording -----------------------------------------------------------------------------
+
+    def _give_back(self, undo_attempt: bool, error: TransportError | None = None) -> None:
+        """The row goes back to pending as it was before this attempt."""
+        self.ledger.release(
+            self.row.id,
+            self.owner,
+            next_attempt_at=0,
+            in_doubt=self.doubt,
+            undo_attempt=undo_attempt,
+            error_code=error.code if error else None,
+            error_message=str(error) if error else None,
+        )
+
+    def _retry_later(self, code: str, message: str, doubt: int, count: bool = False) -> None:
+        """Back in the queue after a backoff, or failed once the attempts are used up.
+
+        `count`: this round made no create (a look-up only), count it here.
+        """
+        row, policy = self.row, self.ctx.policy
+        attempts = self.ledger.attempts_of(row.id) + (1 if count else 0)
+        if attempts >= policy.max_attempts:
+            if doubt == CONFLICT_SEEN:
+                code = "conflict.unresolved"
+                message = (
+                    "a user with this email exists but the search has not shown it; it may be "
+                    "the one this job created: `jobrunner run --retry-failed` looks it up "
+                    "again and never creates it twice"
+                )
+            self._finish(
+                "failed",
+                in_doubt=doubt,
+                error_code=code,
+                error_message=f"{message} (gave up after {attempts} attempts)",
+                count_attempt=count,
+            )
+            return
+        delay = policy.delay(attempts, self.ctx.rand)
+        log.info(
+            "row.retry",
+            line=row.line,
+            email=row.email,
+            attempts=attempts,
+            error=message,
+            in_doubt=doubt,
+            retry_in_s=round(delay, 2),
+        )
+        self.ledger.release(
+            row.id,
+            self.owner,
+            next_attempt_at=self.ctx.clock() + delay,
+            in_doubt=doubt,
+            count_attempt=count,
+            error_code=code,
+            error_message=message,
+        )
+
+    def _finish(
+        self,
+        status: str,
+        *,
+        user_id: str | None = None,
+        user_version: int | None = None,
+        settled_by: str | None = None,
+        settled_at: float | None = None,
+        user_state: str | None = None,
+        in_doubt: int = 0,
+        error_code: str | None = None,
+        error_message: str | None = None,
+        count_attempt: bool = False,
+        quiet: bool = False,
+    ) -> bool:
+        """Commit the outcome, and what it means for the row's steps; then one log event."""
+        steps = None
+        if status == "created":
+            steps = "pending"
+        elif status == "exists":
+            steps = "skipped"
+        if not self.ledger.finish(
+            self.row.id,
+            self.owner,
+            status,
+            user_id=user_id,
+            user_version=user_version,
+            settled_by=settled_by,
+            settled_at=settled_at,
+            user_state=user_state,
+            in_doubt=in_doubt,
+            error_code=error_code,
+            error_message=error_message,
+            count_attempt=count_attempt,
+            steps=steps,
+            steps_due_at=(settled_at or 0.0) + self.ctx.step_delay_s,
+        ):
+            return False
+        self.ctx.stats.outcome(status)
+        if not quiet:
+            self._log(status, user_id, error_message, error_code, settled_by)
+        return True
+
+    def _log(
+        self,
+        status: str,
+        user_id: str | None,
+        message: str | None,
+        code: str | None = None,
+        settled_by: str | None = None,
+    ) -> None:
+        fields: dict[str, Any] = {
+            "line": self.row.line,
+            "email": self.row.email,
+            "user_id": user_id,
+        }
+        if settled_by == "lookup":
+            fields["by_lookup"] = True
+        if status == "failed":
+            log.warning("row.failed", **fields, error_code=code, error=message)
+        else:
+            log.info(f"row.{status}", **fields, **({"note": message} if message else {}))
+
+
+def existing_user(found: FoundUser | None) -> tuple[str | None, str | None]:
+    """What a look-up for an `exists` row gives the ledger: (user id, note)."""
+    if found is None:
+        return None, "the search did not return the existing user"
+    inactive = found.state not in (None, "active")
+    return found.id, f"the existing user is {found.state}" if inactive else None
+
+
+def lookup_failed(err: JobrunnerError) -> str:
+    return f"could not look up the existing user's id ({err})"
