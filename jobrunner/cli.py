@@ -101,6 +101,12 @@ def cli(ctx: click.Context, db: Path, log_level: str, log_format: str) -> None:
 cli.add_command(emulator_command)
 
 
+def examples_dir() -> Path:
+    from jobrunner.resources import examples_dir as folder
+
+    return folder()
+
+
 def _open_ledger(ctx_obj: Context, create: bool) -> Any:
     from jobrunner.ledger import Ledger
 
@@ -605,7 +611,7 @@ def run(
     "--keep",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Folder for the demo ledger (default: a new temporary folder).",
+    help="Keep the demo's ledger in this folder (default: a temporary folder, removed at the end).",
 )
 @click.option(
     "--progress/--no-progress",
@@ -614,38 +620,55 @@ def run(
 )
 @click.pass_context
 def demo(ctx: click.Context, keep: Path | None, progress: bool | None) -> None:
-    """Rehearse a whole import offline against the bundled emulator.
+    """Rehearse a whole onboarding offline against the bundled emulator.
 
-    Starts the emulator on a free loopback port (a few people already in the org, some
-    5xx faults and dropped connections), ingests the shipped examples/users.csv into a
-    ledger of its own (never your default one), runs, and prints the report.
+    Starts the emulator on a free loopback port with the org of examples/org.json (roles,
+    queues, skills, locations, divisions, a few people already there), some 5xx faults and
+    dropped connections; ingests examples/users.csv (the admin UI's import template, with
+    managers later in the file than some of their reports) into a ledger of its own (never
+    your default one); runs; and prints the report and what the emulator recorded.
     """
-    import secrets
+    import shutil
     import tempfile
+
+    folder = keep or Path(tempfile.mkdtemp(prefix="jobrunner-demo-"))
+    try:
+        code = _demo(ctx, folder, progress, kept=keep is not None)
+    finally:
+        if keep is None:
+            shutil.rmtree(folder, ignore_errors=True)
+    ctx.exit(code)
+
+
+def _demo(ctx: click.Context, folder: Path, progress: bool | None, kept: bool) -> int:
+    import secrets
 
     from jobrunner import render
     from jobrunner.config import Settings, parse_environment
     from jobrunner.emulator.directory import read_existing_users
+    from jobrunner.emulator.org import read_org_file
     from jobrunner.emulator.server import Emulator, EmulatorConfig
     from jobrunner.ingest import ingest_file
     from jobrunner.ledger import Ledger
-    from jobrunner.report import counts, report_rows
-    from jobrunner.resources import examples_dir
+    from jobrunner.report import counts, report_rows, step_counts
 
     _quiet_logs_unless_asked(ctx)
     examples = examples_dir()
-    folder = keep or Path(tempfile.mkdtemp(prefix="jobrunner-demo-"))
     db = folder / "demo.db"
     secret = secrets.token_urlsafe(24)
     config = EmulatorConfig(
         client_id="jobrunner-demo",
         client_secret=secret,
-        rate_per_minute=300,
+        # Genesys' org-wide limit, so the demo takes seconds: `jobrunner emulator` rehearses
+        # the per-token 300 a minute.
+        rate_per_minute=3000,
         latency_ms=40,
         latency_jitter_ms=40,
         fault_5xx_rate=0.03,
         drop_after_create_rate=0.03,
+        fresh_user_404_s=1.0,
         seed=7,
+        org=read_org_file(examples / "org.json"),
         existing_users=read_existing_users(examples / "org_users.csv"),
     )
     try:
@@ -653,15 +676,20 @@ def demo(ctx: click.Context, keep: Path | None, progress: bool | None) -> None:
         summary = ingest_file(ledger, examples / "users.csv")
     except JobrunnerError as exc:
         raise fail(exc) from None
-    click.echo(f"demo ledger: {db}")
+    click.echo(
+        f"demo ledger: {db}" + ("" if kept else " (removed at the end; --keep DIR keeps it)")
+    )
     click.echo(
         f"ingested {summary.file}: {summary.added_pending} to create, "
         f"{summary.added_invalid} invalid, {summary.already_present} already present"
     )
-    with Emulator(config) as emulator:
-        click.echo(f"emulator: {emulator.url} (rate limit 300/min, 3% 5xx, 3% dropped creates)")
-        settings = Settings("jobrunner-demo", secret, parse_environment(emulator.url))
-        try:
+    try:
+        with Emulator(config) as emulator:
+            click.echo(
+                f"emulator: {emulator.url} (org of examples/org.json; rate limit 3,000/min, "
+                "3% 5xx, 3% dropped creates, new ids unknown to other services for 1 s)"
+            )
+            settings = Settings("jobrunner-demo", secret, parse_environment(emulator.url))
             result = _execute_run(
                 ctx,
                 ledger,
@@ -672,26 +700,39 @@ def demo(ctx: click.Context, keep: Path | None, progress: bool | None) -> None:
                 rate_per_minute=None,
                 progress=progress,
             )
-        except JobrunnerError as exc:
-            ledger.close()
-            raise fail(exc) from None
-        stats = emulator.stats()
-    click.echo()
-    render.write_table_report(
-        sys.stdout,
-        counts(ledger),
-        report_rows(ledger, ("failed", "invalid", "exists")),
-        "exists, failed and invalid rows",
-    )
-    ledger.close()
+            stats = emulator.stats()
+        click.echo()
+        shown = ("failed", "invalid", "exists")
+        render.write_table_report(
+            sys.stdout,
+            counts(ledger),
+            report_rows(ledger, shown, failed_steps=True),
+            "exists, failed and invalid rows, and rows with a failed step",
+            email_width=ledger.widest_email(shown, failed_steps=True),
+            steps=step_counts(ledger),
+            settled=ledger.settled_counts(),
+        )
+    except JobrunnerError as exc:
+        raise fail(exc) from None
+    finally:
+        ledger.close()
     created = stats.get("creations_by_email", {})
     twice = sum(1 for n in created.values() if n > 1)
+    ours = [stats["onboarding"][email] for email in created if email in stats["onboarding"]]
     click.echo(
         f"\nemulator saw {stats.get('requests_total', '?')} requests; "
         f"{len(created)} users created, {twice} created more than once"
     )
-    click.echo(f"see it again: jobrunner --db {db} report")
-    ctx.exit(result.exit_code)
+    click.echo(
+        f"it recorded for them: {sum(len(u['grants']) for u in ours):,} role grants, "
+        f"{sum(len(u['queues']) for u in ours):,} queue memberships, "
+        f"{sum(len(u['skills']) for u in ours):,} skills, "
+        f"{sum(1 for u in ours if u['manager']):,} managers, "
+        f"{sum(1 for u in ours if u['location']):,} locations"
+    )
+    if kept:
+        click.echo(f"see it again: jobrunner --db {db} report")
+    return int(result.exit_code)
 
 
 def main() -> Any:

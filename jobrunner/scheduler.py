@@ -13,7 +13,7 @@ request; 429s pause every worker, connection refusals pause and, if they last, s
   few seconds late), for up to FRESH_WINDOW_S;
 * 403: the run stops (exit 3) naming the permission, the work left pending, unless the same
   call succeeded for another row in this run (a grant refused in one division only): then
-  only this work fails;
+  only this work fails (other rows are tried before a refusal stops the run);
 * anything else: failed, with the API's code and message.
 
 Work is claimed in this order: steps of people who exist (roles, skills, profile), queue
@@ -59,6 +59,10 @@ UNREACHABLE_FOR_S = 60.0  # ... over at least this long (a blip of a few seconds
 WAIT_SAY_S = 3.0  # a wait of every worker longer than this is said (log, progress line)
 WAIT_SAY_EVERY_S = 10.0  # ... and said again this often while it lasts
 READ_TRIES = 4  # a read (look-up) is tried this often on passing failures
+# A step's 403 before the same call succeeded for anyone: other rows are tried first, and
+# this many refusals in a row stop the run (the permission is missing for everyone).
+REFUSALS_TO_STOP = 3
+REFUSED_RETRY_S = 2.0
 
 # Step modules, in the order their due work is claimed.
 STEP_MODULES: tuple[ModuleType, ...] = (roles_step, skills_step, profile_step, queue_step)
@@ -144,6 +148,7 @@ class Scheduler:
         self._fatal_lock = threading.Lock()
         self._abandoned = False
         self._succeeded: set[str] = set()  # call kinds that succeeded in this run
+        self._refusals: Counter[str] = Counter()  # 403s per step kind before a success
         self._unreachable = 0
         self._unreachable_since = 0.0
         self._unreachable_lock = threading.Lock()
@@ -336,9 +341,23 @@ class Scheduler:
                 self._retry_steps(claims, err.code, str(err))
 
     def _refused(self, kind: str, claims: list[StepClaim], err: ApiError) -> None:
-        """A 403: missing for everyone (stop, exit 3), or for this row only (fail it)."""
+        """A 403: missing for everyone (stop, exit 3), or for this row only (fail it).
+
+        The same call succeeding for another row in this run shows it is this row's (a
+        grant refused in one division only). Until then a refusal puts the work back a
+        little later and lets other rows try; REFUSALS_TO_STOP of them with no success
+        stop the run, every step left pending.
+        """
         if kind in self._succeeded:
             self.failed(claims, err.code, f"{err} (refused for this person only)")
+            return
+        with self._fatal_lock:
+            self._refusals[kind] += 1
+            refusals = self._refusals[kind]
+        if refusals < REFUSALS_TO_STOP:
+            self.ledger.release_steps(
+                claims, self.owner, next_attempt_at=self.clock() + REFUSED_RETRY_S
+            )
             return
         self._give_back(claims)
         raise StopRun(

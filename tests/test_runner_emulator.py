@@ -534,10 +534,26 @@ def test_demo_runs_the_whole_job_in_its_own_ledger(tmp_path: Path) -> None:
         ],
     )
     assert result.exit_code == 0, result.output
-    assert "created 186 | exists 6 | failed 0 | pending 0 | invalid 8" in result.output
+    assert "created 187 | exists 6 | failed 0 | pending 0 | invalid 7" in result.output
+    assert "steps: done 935 | failed 0 | still open 0" in result.output
     assert "0 created more than once" in result.output
+    # What the emulator recorded matches what the file asks for (see examples/users.csv).
+    assert (
+        "it recorded for them: 400 role grants, 374 queue memberships, 561 skills, "
+        "185 managers, 187 locations" in result.output
+    )
     assert (tmp_path / "demo" / "demo.db").exists()
     assert not (tmp_path / "mine.db").exists()  # never the user's ledger
+
+
+def test_demo_removes_its_temporary_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    result = CliRunner().invoke(cli, ["demo", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "removed at the end" in result.output
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_search_falls_back_to_email_only_when_the_state_criterion_is_refused(
