@@ -126,3 +126,18 @@ def unique_email() -> Any:
         return f"{prefix}.{uuid.uuid4().hex[:12]}@example.com"
 
     return make
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Leave nothing in the temporary folder: this run's folders go (as
+    tmp_path_retention_policy says), and the per-user folder holding them when it is empty."""
+    import shutil
+
+    factory = getattr(config, "_tmp_path_factory", None)
+    base = getattr(factory, "_basetemp", None) if factory else None
+    if base is not None:
+        shutil.rmtree(base, ignore_errors=True)
+        try:
+            base.parent.rmdir()
+        except OSError:
+            pass  # not empty: another session's folders are there

@@ -177,7 +177,7 @@ def test_dropped_connection_after_create(http_client: Any, unique_email: Any) ->
 
 
 def test_latency_is_concurrent_not_serialised(http_client: Any) -> None:
-    with Emulator(config(latency_ms=200)) as emu:
+    with Emulator(config(latency_ms=1000)) as emu:
         login = http_client(emu.port, CLIENT_ID, CLIENT_SECRET)
         login.login()
         clients = [http_client(emu.port) for _ in range(10)]
@@ -197,21 +197,28 @@ def test_latency_is_concurrent_not_serialised(http_client: Any) -> None:
             t.join()
         elapsed = time.perf_counter() - started
         assert statuses == [200] * 10
-        assert min(durations) >= 0.19
-        assert elapsed < 0.8  # ten 200 ms requests in parallel, not 2 s in a row
+        assert min(durations) >= 0.99
+        # Ten 1 s requests in parallel, not 10 s in a row; the margin holds on a loaded machine.
+        assert elapsed < 5.0
 
 
 def test_latency_jitter_stays_in_bounds(http_client: Any) -> None:
+    """The delays the emulator sleeps, recorded rather than timed (no wall-clock margins)."""
     with Emulator(config(latency_ms=30, latency_jitter_ms=20, seed=3)) as emu:
+        slept: list[float] = []
+
+        def record(delay: float | None = None) -> bool:
+            slept.append(delay or 0.0)
+            return False
+
+        emu._stopping.wait = record  # type: ignore[method-assign]  # noqa: SLF001
         c = http_client(emu.port, CLIENT_ID, CLIENT_SECRET)
         c.login()
-        durations = []
         for _ in range(8):
-            started = time.perf_counter()
-            c.api("GET", HOME)
-            durations.append(time.perf_counter() - started)
-        assert all(0.009 <= d < 0.2 for d in durations)
-        assert max(durations) - min(durations) > 0.005  # it does vary
+            assert c.api("GET", HOME)[0] == 200
+        assert len(slept) == 8
+        assert all(0.010 <= d <= 0.050 for d in slept)
+        assert max(slept) - min(slept) > 0.005  # it does vary
 
 
 def test_keep_alive_responses_are_not_delayed_by_nagle(client: Any) -> None:
@@ -220,7 +227,7 @@ def test_keep_alive_responses_are_not_delayed_by_nagle(client: Any) -> None:
         assert client.api("GET", HOME)[0] == 200
     # One send per response with TCP_NODELAY: well under a millisecond each on loopback.
     # Nagle plus delayed ACKs would cost ~40 ms per request (4 s here).
-    assert time.perf_counter() - started < 1.0
+    assert time.perf_counter() - started < 2.5
 
 
 # ---- auth and framing --------------------------------------------------------------------
@@ -413,8 +420,8 @@ def test_stop_closes_idle_and_busy_connections_promptly(http_client: Any) -> Non
     time.sleep(0.1)
     started = time.perf_counter()
     emu.stop()
-    assert time.perf_counter() - started < 1.0
-    thread.join(timeout=2)
+    assert time.perf_counter() - started < 5.0  # the request would hold it for 10 s
+    thread.join(timeout=5)
     assert not thread.is_alive() and outcome
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", idle.port), timeout=1).close()

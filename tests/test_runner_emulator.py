@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -137,11 +138,21 @@ def test_a_connection_dropped_after_the_create_is_created_not_duplicated(
     ledger = make_ledger(people(40))
     result = run_against(emu, ledger)
     assert result.exit_code == 0
-    assert emu.stats()["faults"]["drop_after_create"] >= 5
+    drops = emu.stats()["faults"]["drop_after_create"]
+    assert drops >= 5
     rows = report_rows(ledger)
     assert all(r["status"] == "created" for r in rows.values())
     assert_each_created_once(emu, ledger)
     assert len(emu.users()) == 40
+    # Each dropped create was settled by a look-up, and the report says so, with the id.
+    by = dict(ledger.execute("SELECT settled_by, count(*) FROM rows GROUP BY settled_by"))
+    assert by == {"lookup": drops, "create": 40 - drops}
+    report = CliRunner().invoke(cli, ["--db", str(ledger.path), "report", "--format", "json"])
+    looked_up = [r for r in json.loads(report.output)["rows"] if r["settled_by"] == "lookup"]
+    assert len(looked_up) == drops and all(r["user_id"] for r in looked_up)
+    table = CliRunner().invoke(cli, ["--db", str(ledger.path), "report", "--status", "created"])
+    assert f"created            40  ({drops} by look-up after a lost answer)" in table.output
+    assert table.output.count("created by look-up") == drops
 
 
 def test_5xx_faults_are_retried(emulator: Any, make_ledger: Any) -> None:
@@ -443,7 +454,9 @@ def test_a_signal_during_start_up_exits_interrupted(emulator: Any, make_ledger: 
     ledger = make_ledger(people(5))
     db = ledger.path
     proc = spawn_run(db, emu)
-    time.sleep(0.8)  # still importing the SDK
+    # `run.start` is logged before the token request, which imports the SDK (~2 s): the
+    # signal lands during start-up, whatever the machine's load.
+    wait_for_event(proc, "run.start")
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=20)
     assert proc.returncode == 130, err[-2000:]
