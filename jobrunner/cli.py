@@ -419,6 +419,7 @@ def _execute_run(
     retry_failed: bool,
     rate_per_minute: float | None,
     progress: bool | None,
+    modes: dict[str, bool] | None = None,
 ) -> Any:
     """Shared by `run` and `demo`: build the client and runner, run, map errors."""
     from jobrunner.genesys import GenesysClient
@@ -438,6 +439,9 @@ def _execute_run(
         concurrency=concurrency,
         policy=RetryPolicy(max_attempts=max_attempts),
         pacer=Pacer(rate_per_minute),
+        update_existing=(modes or {}).get("update_existing", False),
+        restore_deleted=(modes or {}).get("restore_deleted", False),
+        recreate_rolled_back=(modes or {}).get("recreate_rolled_back", False),
     )
     result = runner.run(retry_failed=retry_failed, progress=display)
     counts = result.counts
@@ -558,6 +562,24 @@ def check(ctx: click.Context) -> None:
 @click.option(
     "--retry-failed", is_flag=True, help="Put failed rows and steps back in the queue first."
 )
+@click.option(
+    "--update-existing",
+    is_flag=True,
+    help="Bring people who were already there in line with the file: add roles, queues and "
+    "skills (never remove), set the fields the file gives, move division. Reads first; sends "
+    "only what differs.",
+)
+@click.option(
+    "--restore-deleted",
+    is_flag=True,
+    help="A person whose email belongs to a deleted user: restore that user, then onboard "
+    "them like a new one.",
+)
+@click.option(
+    "--recreate-rolled-back",
+    is_flag=True,
+    help="Onboard again the rows a `jobrunner rollback` undid (their deleted users are restored).",
+)
 @click.pass_context
 def run(
     ctx: click.Context,
@@ -566,6 +588,9 @@ def run(
     rate_per_minute: float | None,
     progress: bool | None,
     retry_failed: bool,
+    update_existing: bool,
+    restore_deleted: bool,
+    recreate_rolled_back: bool,
 ) -> None:
     """Create every pending user in Genesys Cloud. Safe to rerun after any crash.
 
@@ -595,6 +620,11 @@ def run(
             retry_failed=retry_failed,
             rate_per_minute=rate_per_minute,
             progress=progress,
+            modes={
+                "update_existing": update_existing,
+                "restore_deleted": restore_deleted,
+                "recreate_rolled_back": recreate_rolled_back,
+            },
         )
     except JobrunnerError as exc:
         raise fail(exc) from None
@@ -604,6 +634,115 @@ def run(
         signal.signal(signal.SIGTERM, previous)
         ledger.close()
     ctx.exit(result.exit_code)
+
+
+@cli.command()
+@click.option("--source", "sources", multiple=True, metavar="FILE", help="Only rows of this file.")
+@click.option("--email", "emails", multiple=True, metavar="EMAIL", help="Only this person.")
+@click.option(
+    "--status",
+    type=click.Choice(["created", "failed"]),
+    default="created",
+    show_default=True,
+    help="created: every person this ledger created; failed: only those with a failed step.",
+)
+@click.option("--include-restored", is_flag=True, help="Also delete users this job restored.")
+@click.option(
+    "--include-looked-up",
+    is_flag=True,
+    help="Also delete users settled by a look-up after an unanswered create (a person who "
+    "was there before and looks the same cannot be told apart).",
+)
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation (for scripts).")
+@_run_options
+@click.pass_context
+def rollback(
+    ctx: click.Context,
+    sources: tuple[str, ...],
+    emails: tuple[str, ...],
+    status: str,
+    include_restored: bool,
+    include_looked_up: bool,
+    yes: bool,
+    concurrency: int,
+    max_attempts: int,
+    rate_per_minute: float | None,
+    progress: bool | None,
+) -> None:
+    """Delete the users this ledger created, and only those. Resumable.
+
+    Never touches people who were there before the job (`exists`). Each delete is recorded
+    (`rolled_back`); a user already gone counts as done; a stopped rollback resumes where it
+    stopped. After it, `run` creates those rows again only with --recreate-rolled-back.
+    """
+    from jobrunner.config import load_settings
+    from jobrunner.genesys import GenesysClient
+    from jobrunner.runner import Pacer, RetryPolicy, Runner
+
+    obj: Context = ctx.obj
+    try:
+        settings = load_settings()
+    except JobrunnerError as exc:
+        raise fail(exc) from None
+    ledger = _open_ledger(obj, create=False)
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        found = ledger.rollback_candidates(sources, emails, status == "failed")
+        wanted = {"create"}
+        if include_restored:
+            wanted.add("restore")
+        if include_looked_up:
+            wanted.add("lookup")
+        chosen = [r for r in found if r["settled_by"] in wanted]
+        left_out = Counter(r["settled_by"] for r in found if r["settled_by"] not in wanted)
+        resuming = ledger.pending_rollbacks()
+        click.echo(
+            f"{len(chosen):,} users this ledger created will be deleted"
+            + (f" ({resuming:,} of an earlier rollback still to finish)" if resuming else "")
+        )
+        if left_out["lookup"]:
+            click.echo(
+                f"  left out: {left_out['lookup']:,} created by look-up after an unanswered "
+                "create (a person who was there before looks the same): --include-looked-up"
+            )
+        if left_out["restore"]:
+            click.echo(f"  left out: {left_out['restore']:,} restored: --include-restored")
+        if not chosen and not resuming:
+            return
+        if not yes:
+            if not _stdin_is_terminal():
+                raise click.ClickException(
+                    "nothing deleted: confirm with --yes when not on a terminal"
+                )
+            click.confirm("delete them in Genesys Cloud?", abort=True)
+        show = sys.stderr.isatty() if progress is None else progress
+        display = None
+        if show:
+            from jobrunner.progress import Progress
+
+            _quiet_logs_unless_asked(ctx, stream=_ClearLineStream(sys.stderr), console=True)
+            display = Progress(sys.stderr)
+        runner = Runner(
+            ledger,
+            GenesysClient(settings, pool_size=concurrency),
+            concurrency=concurrency,
+            policy=RetryPolicy(max_attempts=max_attempts),
+            pacer=Pacer(rate_per_minute),
+        )
+        result = runner.rollback([r["id"] for r in chosen], progress=display)
+    except JobrunnerError as exc:
+        raise fail(exc) from None
+    except KeyboardInterrupt:
+        raise fail(Interrupted()) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        ledger.close()
+    click.echo(
+        f"rolled back {result.counts['rolled_back']:,} rows in all; this run: "
+        f"{result.stats.steps['done']:,} deleted or already gone, "
+        f"{result.stats.steps['failed']:,} failed; API calls: {_calls_text(result.stats.calls)}"
+    )
+    ctx.exit(1 if result.steps_open else 0)
 
 
 @cli.command()

@@ -112,6 +112,9 @@ class UserDetail:
     department: str | None
     phones: tuple[str, ...]
     extensions: tuple[str, ...]
+    # Every contact as (mediaType, type, address, extension): a PATCH of `addresses` replaces
+    # them all, so the others are sent back as they were.
+    contacts: tuple[tuple[str | None, str | None, str | None, str | None], ...] = ()
 
 
 # Look-ups by name: kind -> (SDK api, method, whether `name` filters on the server).
@@ -135,6 +138,7 @@ class FoundUser:
     title: str | None
     department: str | None
     phones: tuple[str, ...] | None  # None: the search result did not list addresses
+    version: int | None = None
 
 
 @dataclass(frozen=True)
@@ -768,10 +772,10 @@ class GenesysClient:
         location_id: str | None = None,
         title: str | None = None,
         department: str | None = None,
-        phone: str | None = None,
-        extension: str | None = None,
+        contacts: list[tuple[str | None, str | None, str | None, str | None]] | None = None,
     ) -> int:
-        """PATCH /api/v2/users/{id} with only the fields given; the user's new version."""
+        """PATCH /api/v2/users/{id} with only the fields given; the user's new version.
+        `contacts` (mediaType, type, address, extension) replace all the user's addresses."""
         sdk = self._api.module
         body = sdk.UpdateUser()
         body.version = version
@@ -785,8 +789,16 @@ class GenesysClient:
             body.title = title
         if department is not None:
             body.department = department
-        if phone is not None or extension is not None:
-            body.addresses = [self._work_phone(phone, extension)]
+        if contacts is not None:
+            body.addresses = []
+            for media, kind, address, extension in contacts:
+                contact = sdk.Contact()
+                contact.media_type, contact.type = media, kind
+                if address:
+                    contact.address = address
+                if extension:
+                    contact.extension = extension
+                body.addresses.append(contact)
         user = self._call(self.users.patch_user, user_id, body)
         return int(user.version or version + 1)
 
@@ -802,7 +814,17 @@ class GenesysClient:
         )
         phones = [a for a in (user.addresses or []) if getattr(a, "media_type", None) == "PHONE"]
         division = getattr(user, "division", None)
+        contacts = tuple(
+            (
+                getattr(a, "media_type", None),
+                getattr(a, "type", None),
+                getattr(a, "address", None),
+                getattr(a, "extension", None),
+            )
+            for a in (user.addresses or [])
+        )
         return UserDetail(
+            contacts=contacts,
             id=str(user.id),
             version=int(user.version or 1),
             state=user.state,
@@ -835,6 +857,18 @@ class GenesysClient:
         ids = {str(q.id) for q in (listing.entities or [])}
         count = getattr(listing, "page_count", None)
         return ids, (page < count if count else len(ids) == PAGE_SIZE)
+
+    def queue_members_page(self, queue_id: str, page: int) -> tuple[set[str], bool]:
+        """One page of a queue's members (user ids); the listing has no total: a next page
+        exists while it says so."""
+        listing = self._call(
+            self._sdk_api("RoutingApi").get_routing_queue_members,
+            queue_id,
+            page_size=PAGE_SIZE,
+            page_number=page,
+        )
+        ids = {str(m.id) for m in (listing.entities or [])}
+        return ids, bool(getattr(listing, "next_uri", None)) and len(ids) > 0
 
     def move_to_division(self, division_id: str, user_ids: list[str]) -> None:
         self._call(
@@ -910,4 +944,5 @@ def _found(user: Any) -> FoundUser:
         title=getattr(user, "title", None),
         department=getattr(user, "department", None),
         phones=phones,
+        version=getattr(user, "version", None),
     )

@@ -25,6 +25,8 @@ from typing import Any, TypeVar
 from jobrunner.errors import LedgerError
 from jobrunner.resources import migrations_dir
 
+# The step kinds a run does (a rollback has its own command).
+RUN_STEPS = ("roles", "skills", "queue", "profile", "division")
 STATUSES = ("pending", "in_progress", "created", "exists", "failed", "invalid", "rolled_back")
 
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
@@ -686,10 +688,12 @@ class Ledger:
         steps: str | None = None,
         steps_due_at: float = 0.0,
         settled_at: float | None = None,
+        full: bool = False,
     ) -> bool:
         """Record a final outcome (created, exists, failed) the moment it is known; in the
         same transaction the row's waiting steps become `steps` (pending, due at
-        `steps_due_at`, or skipped)."""
+        `steps_due_at`, or skipped). `full`: a person brought in line with the file (already
+        there, or restored): every field is a step too."""
         now = utc_now_iso()
         with self.transaction():
             cur = self.execute(
@@ -717,13 +721,163 @@ class Ledger:
             )
             if cur.rowcount != 1:
                 return False
-            if steps is not None:
+            if steps == "pending" and full:
+                self._activate_steps(row_id, steps_due_at, now)
+            elif steps is not None:
                 self.execute(
                     "UPDATE steps SET status = ?, next_attempt_at = ?, updated_at = ? "
                     "WHERE row_id = ? AND status = 'waiting'",
                     (steps, steps_due_at, now, row_id),
                 )
         return True
+
+    def _activate_steps(self, row_id: int, due: float, now: str) -> None:
+        """Bring a person who was already there (or restored) in line with the file: every
+        step of the row becomes due, plus a division move and a profile of every field the
+        file gives (title, department, phone, extension, manager, location)."""
+        self.execute(
+            "INSERT OR IGNORE INTO steps (row_id, kind, target, status, next_attempt_at, "
+            "updated_at) SELECT id, 'division', '', 'pending', ?, ? FROM rows "
+            "WHERE id = ? AND division IS NOT NULL",
+            (due, now, row_id),
+        )
+        self.execute(
+            "INSERT OR IGNORE INTO steps (row_id, kind, target, status, next_attempt_at, "
+            "updated_at) SELECT id, 'profile', '', 'pending', ?, ? FROM rows WHERE id = ? AND "
+            "coalesce(email_manager, location_work, title, department, phone_number, "
+            "extension) IS NOT NULL",
+            (due, now, row_id),
+        )
+        self.execute(
+            "UPDATE steps SET status = 'pending', next_attempt_at = ?, updated_at = ? "
+            "WHERE row_id = ? AND status IN ('waiting', 'skipped')",
+            (due, now, row_id),
+        )
+
+    def plan_restores(self) -> int:
+        """--restore-deleted: people found deleted by an earlier run are to be restored (the
+        create step does it, without another create)."""
+        return self.execute(
+            "UPDATE rows SET status = 'pending', settled_by = 'restoring', attempts = 0, "
+            "next_attempt_at = 0, error_message = NULL, updated_at = ? "
+            "WHERE status = 'exists' AND user_state = 'deleted' AND user_id IS NOT NULL",
+            (utc_now_iso(),),
+        ).rowcount
+
+    def plan_updates(self) -> int:
+        """--update-existing: every person found already there (not deleted) gets the steps
+        that bring them in line with the file. Steps already done stay done."""
+        now = utc_now_iso()
+        with self.transaction():
+            ids = [
+                r
+                for (r,) in self.execute(
+                    "SELECT id FROM rows WHERE status = 'exists' AND user_id IS NOT NULL AND "
+                    "coalesce(user_state, 'active') != 'deleted' AND id IN (SELECT row_id FROM "
+                    "steps WHERE status = 'skipped' UNION SELECT id FROM rows AS r WHERE "
+                    "NOT EXISTS (SELECT 1 FROM steps WHERE row_id = r.id AND kind IN "
+                    "('division', 'profile')))"
+                ).fetchall()
+            ]
+            for row_id in ids:
+                self._activate_steps(row_id, 0.0, now)
+        return len(ids)
+
+    def mark_restoring(self, row_id: int, owner: str, user_id: str) -> bool:
+        """Committed before a deleted user is restored: the row now names that user, so a
+        crash mid-restore is finished (or repeated) by the next run, never a new create."""
+        cur = self.execute(
+            "UPDATE rows SET user_id = ?, settled_by = 'restoring', user_state = 'deleted', "
+            "updated_at = ? WHERE id = ? AND claim_owner = ? AND status = 'in_progress'",
+            (user_id, utc_now_iso(), row_id, owner),
+        )
+        return cur.rowcount == 1
+
+    # -- rollback ------------------------------------------------------------------------
+
+    def rollback_candidates(
+        self, sources: Sequence[str], emails: Sequence[str], failed_steps_only: bool
+    ) -> list[dict[str, Any]]:
+        """Rows whose user this ledger created (with how: create, lookup, restore)."""
+        where, params = _filters(emails, (), sources)
+        where += (" AND " if where else " WHERE ") + (
+            "rows.status = 'created' AND rows.user_id IS NOT NULL"
+        )
+        if failed_steps_only:
+            where += " AND rows.id IN (SELECT row_id FROM steps WHERE status = 'failed')"
+        with self._lock:
+            cur = self.conn.cursor()
+            cur.row_factory = sqlite3.Row
+            cur.execute(
+                "SELECT rows.id, rows.line, rows.email, rows.settled_by, sources.name AS source "
+                f"FROM rows JOIN sources ON sources.id = rows.source_id{where} ORDER BY rows.id",
+                params,
+            )
+            return [dict(r) for r in cur.fetchall()]
+
+    def plan_rollback(self, row_ids: Sequence[int]) -> int:
+        """A `rollback` step for each of these rows (a crash mid-rollback resumes them)."""
+        now = utc_now_iso()
+        with self.transaction():
+            return sum(
+                self.execute(
+                    "INSERT INTO steps (row_id, kind, target, status, updated_at) "
+                    "VALUES (?, 'rollback', '', 'pending', ?) ON CONFLICT DO UPDATE SET "
+                    "status = 'pending', attempts = 0, next_attempt_at = 0 "
+                    "WHERE status = 'failed'",
+                    (row_id, now),
+                ).rowcount
+                for row_id in row_ids
+            )
+
+    def pending_rollbacks(self) -> int:
+        (n,) = self.execute(
+            "SELECT count(*) FROM steps WHERE kind = 'rollback' AND status IN "
+            "('pending', 'in_progress')"
+        ).fetchone()
+        return int(n)
+
+    def finish_rollback(self, claims: Sequence[StepClaim], owner: str, detail: str) -> int:
+        """The users are gone: the rows become rolled_back and their other steps stop."""
+        now = utc_now_iso()
+        with self.transaction():
+            done = self.finish_steps(claims, owner, "done", detail=detail)
+            for c in claims:
+                self.execute(
+                    "UPDATE rows SET status = 'rolled_back', updated_at = ? "
+                    "WHERE id = ? AND status = 'created'",
+                    (now, c.row.id),
+                )
+                self.execute(
+                    "UPDATE steps SET status = 'skipped', error_message = 'rolled back', "
+                    "updated_at = ? WHERE row_id = ? AND kind != 'rollback' AND status IN "
+                    "('waiting', 'pending', 'failed')",
+                    (now, c.row.id),
+                )
+        return done
+
+    def recreate_rolled_back(self) -> int:
+        """--recreate-rolled-back: those rows are to be created again (their former user,
+        deleted by the rollback, is restored when the create finds it)."""
+        now = utc_now_iso()
+        with self.transaction():
+            n = self.execute(
+                "UPDATE rows SET status = 'pending', attempts = 0, next_attempt_at = 0, "
+                "in_doubt = 0, settled_by = 'rolled_back', error_code = NULL, "
+                "error_message = NULL, updated_at = ? WHERE status = 'rolled_back'",
+                (now,),
+            ).rowcount
+            self.execute(
+                "UPDATE steps SET status = 'waiting', attempts = 0, error_message = NULL, "
+                "updated_at = ? WHERE kind != 'rollback' AND row_id IN "
+                "(SELECT id FROM rows WHERE settled_by = 'rolled_back' AND status = 'pending')",
+                (now,),
+            )
+            self.execute(
+                "DELETE FROM steps WHERE kind = 'rollback' AND row_id IN "
+                "(SELECT id FROM rows WHERE settled_by = 'rolled_back' AND status = 'pending')"
+            )
+        return n
 
     def attempts_of(self, row_id: int) -> int:
         return int(self.execute("SELECT attempts FROM rows WHERE id = ?", (row_id,)).fetchone()[0])
@@ -972,30 +1126,39 @@ class Ledger:
             ).fetchone()
         return dict(found) if found else None
 
-    def work_left(self) -> tuple[int, float | None]:
-        """(rows and steps still to do in this run, earliest time one of them is due).
+    def work_left(
+        self, kinds: Sequence[str] = RUN_STEPS, rows: bool = True
+    ) -> tuple[int, float | None]:
+        """(rows and steps of these kinds still to do, earliest time one of them is due).
 
         Steps of a row whose create failed are not work (they wait for --retry-failed)."""
-        rows, rows_due = self.execute(
-            "SELECT count(*), min(CASE WHEN status = 'pending' THEN next_attempt_at END) "
-            "FROM rows WHERE status IN ('pending', 'in_progress')"
-        ).fetchone()
+        left, due = 0, []
+        if rows:
+            left, rows_due = self.execute(
+                "SELECT count(*), min(CASE WHEN status = 'pending' THEN next_attempt_at END) "
+                "FROM rows WHERE status IN ('pending', 'in_progress')"
+            ).fetchone()
+            due.append(rows_due)
+        marks = ", ".join("?" * len(kinds))
         steps, steps_due = self.execute(
             "SELECT count(*), min(CASE WHEN s.status = 'pending' THEN s.next_attempt_at END) "
-            "FROM steps AS s JOIN rows AS r ON r.id = s.row_id WHERE s.status IN "
-            "('pending', 'in_progress') OR (s.status = 'waiting' AND r.status IN "
-            "('pending', 'in_progress'))"
+            f"FROM steps AS s JOIN rows AS r ON r.id = s.row_id WHERE s.kind IN ({marks}) AND "
+            "(s.status IN ('pending', 'in_progress') OR (s.status = 'waiting' AND r.status IN "
+            "('pending', 'in_progress')))",
+            list(kinds),
         ).fetchone()
-        due = [d for d in (rows_due, steps_due) if d is not None]
-        return rows + steps, (min(due) if due else None)
+        due.append(steps_due)
+        known = [d for d in due if d is not None]
+        return left + steps, (min(known) if known else None)
 
     def steps_left(self) -> dict[str, int]:
         """Steps still to do, by kind (for the progress line and the ETA)."""
         return dict(
             self.execute(
                 "SELECT s.kind, count(*) FROM steps AS s JOIN rows AS r ON r.id = s.row_id "
-                "WHERE s.status IN ('pending', 'in_progress') OR (s.status = 'waiting' AND "
-                "r.status IN ('pending', 'in_progress')) GROUP BY s.kind"
+                "WHERE s.kind != 'rollback' AND (s.status IN ('pending', 'in_progress') OR "
+                "(s.status = 'waiting' AND r.status IN ('pending', 'in_progress'))) "
+                "GROUP BY s.kind"
             ).fetchall()
         )
 
@@ -1011,7 +1174,7 @@ class Ledger:
         base = "FROM rows JOIN sources ON sources.id = rows.source_id"
         found = self.execute(
             f"SELECT 'division', lower(trim(division)), trim(division), rows.id, sources.name, "
-            f"rows.line {base} WHERE division IS NOT NULL AND rows.status = 'pending' AND {live} "
+            f"rows.line {base} WHERE division IS NOT NULL AND {live} "
             "UNION ALL "
             f"SELECT 'location', lower(trim(location_work)), trim(location_work), rows.id, "
             f"sources.name, rows.line {base} WHERE location_work IS NOT NULL AND {live} "
@@ -1091,7 +1254,7 @@ class Ledger:
         found: dict[int, list[tuple[Any, ...]]] = {}
         marks = ", ".join("?" * len(row_ids))
         for row_id, *step in self.execute(
-            "SELECT row_id, kind, target, status, error_message FROM steps "
+            "SELECT row_id, kind, target, status, error_message, detail FROM steps "
             f"WHERE row_id IN ({marks}) ORDER BY row_id, rowid",
             row_ids,
         ).fetchall():

@@ -108,6 +108,10 @@ def _detail(row: Mapping[str, Any]) -> str:
             detail += " (created by look-up: the create's answer was lost)"
     else:
         detail = ""
+    if row["status"] == "exists" and row.get("user_state") not in (None, "active"):
+        detail = f"[{row['user_state']}] {detail}"
+    if row.get("changes"):
+        detail = (detail + "; " if detail else "") + f"changes: {row['changes']}"
     failed = {n: s for n, s in (row.get("steps") or {}).items() if s["status"] == "failed"}
     if failed:
         detail = (detail + "; " if detail else "") + steps_text(failed)

@@ -36,6 +36,7 @@ REPORT_FIELDS = (
     "skills",
     "settled_by",
     "user_state",
+    "changes",
 )
 # How a row's user id became known, as people read it.
 SETTLED = {
@@ -46,7 +47,14 @@ SETTLED = {
     "restore": "restored (was deleted)",
 }
 # The step kinds a report shows, in order; queue instances are shown together as "queues".
-STEP_NAMES = {"roles": "roles", "skills": "skills", "queue": "queues", "profile": "profile"}
+STEP_NAMES = {
+    "division": "division",
+    "roles": "roles",
+    "skills": "skills",
+    "queue": "queues",
+    "profile": "profile",
+    "rollback": "rollback",
+}
 _SHOWN = {"waiting": "pending", "in_progress": "pending"}
 
 
@@ -55,15 +63,34 @@ def report_rows(
 ) -> Iterator[dict[str, Any]]:
     """Every row (or those with these statuses), each REPORT_FIELDS plus its `steps`."""
     for r in ledger.iter_report_rows(statuses, failed_steps=failed_steps):
-        row = {f: r["error_message"] if f == "error" else r[f] for f in REPORT_FIELDS}
+        row = {f: r.get(f) for f in REPORT_FIELDS}
+        row["error"] = r["error_message"]
+        row["changes"] = _changes(r)
         row["steps"] = _steps(r["steps"])
         yield row
 
 
-def _steps(found: list[tuple[str, str, str, str | None]]) -> dict[str, dict[str, Any]]:
-    """(kind, target, status, error) of one row -> {"roles": {"status", "error"}, ...}."""
+def _changes(r: dict[str, Any]) -> str | None:
+    """For a person who was there before (or restored): what this job changed, or "no
+    change" once every step is done; None for others and while steps are open."""
+    if r["status"] != "exists" and r["settled_by"] != "restore":
+        return None
+    steps = [s for s in r["steps"] if s[0] != "rollback"]
+    if not steps or any(status not in ("done", "skipped") for _k, _t, status, _e, _d in steps):
+        return None
+    made = []
+    for kind, target, _status, _error, detail in steps:
+        if detail and detail not in ("no change", "already a member"):
+            made.append(f"{STEP_NAMES.get(kind, kind)}{' ' + target if target else ''}: {detail}")
+    if all(status == "skipped" for _k, _t, status, _e, _d in steps):
+        return None
+    return "; ".join(made) or "no change"
+
+
+def _steps(found: list[tuple[Any, ...]]) -> dict[str, dict[str, Any]]:
+    """(kind, target, status, error, detail) of one row -> {"roles": {"status", "error"}}."""
     grouped: dict[str, list[tuple[str, str, str | None]]] = {}
-    for kind, target, status, error in found:
+    for kind, target, status, error, _detail in found:
         grouped.setdefault(STEP_NAMES.get(kind, kind), []).append(
             (target, _SHOWN.get(status, status), error)
         )

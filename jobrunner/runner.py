@@ -31,6 +31,7 @@ from jobrunner.log import get_logger
 from jobrunner.resolve import Resolution, Resolver, describe
 from jobrunner.scheduler import RetryPolicy, RunStats, Scheduler
 from jobrunner.steps import Stopping, StopRun
+from jobrunner.steps import rollback as rollback_step
 from jobrunner.steps.create import existing_user, lookup_failed
 
 __all__ = ["Pacer", "RetryPolicy", "RunLock", "RunResult", "RunStats", "Runner"]
@@ -264,8 +265,14 @@ class Runner:
         pacer: Any = None,
         clock: Callable[[], float] = time.time,
         rand: Callable[[], float] = random.random,
+        update_existing: bool = False,
+        restore_deleted: bool = False,
+        recreate_rolled_back: bool = False,
     ) -> None:
         self.ledger = ledger
+        self.update_existing = update_existing
+        self.restore_deleted = restore_deleted
+        self.recreate_rolled_back = recreate_rolled_back
         self.client = client
         self.concurrency = max(1, concurrency)
         self.policy = policy or RetryPolicy()
@@ -296,6 +303,7 @@ class Runner:
                 steps=steps_back,
                 detail="work a stopped run left in progress is back in the queue",
             )
+        self._plan_modes()
         requeued = 0
         if retry_failed:
             requeued, steps_requeued = ledger.requeue_failed()
@@ -324,6 +332,8 @@ class Runner:
             stats=self.stats,
             clock=self.clock,
             rand=self.rand,
+            update_existing=self.update_existing,
+            restore_deleted=self.restore_deleted,
         )
         unnamed = ledger.exists_without_id(limit=1)
         if left or unnamed:
@@ -368,6 +378,57 @@ class Runner:
             limited=self.pacer.limited,
         )
         return result
+
+    def rollback(self, row_ids: list[int], progress: Any = None) -> RunResult:
+        """Delete the users of these rows (and finish a rollback a stop cut short), each
+        recorded the moment it is done; same lock as `run`."""
+        lock = RunLock(self.ledger.path)
+        lock.acquire(self.owner, command="rollback")
+        try:
+            ledger = self.ledger
+            ledger.quick_check()
+            ledger.recover_abandoned()
+            ledger.plan_rollback(row_ids)
+            self.stats.steps_total = ledger.pending_rollbacks()
+            scheduler = self.scheduler = Scheduler(
+                ledger,
+                self.client,
+                self.pacer,
+                owner=self.owner,
+                concurrency=self.concurrency,
+                policy=self.policy,
+                resolution=Resolution(),
+                stats=self.stats,
+                clock=self.clock,
+                rand=self.rand,
+                modules=(rollback_step,),
+                creates=False,
+            )
+            log.info("rollback.start", users=self.stats.steps_total)
+            if self.stats.steps_total:
+                if hasattr(self.client, "on_new_token"):
+                    self.client.on_new_token = self.pacer.new_token
+                self.client.authenticate()
+                scheduler.work(progress)
+            left = ledger.pending_rollbacks()
+            (failed,) = ledger.execute(
+                "SELECT count(*) FROM steps WHERE kind = 'rollback' AND status = 'failed'"
+            ).fetchone()
+            if scheduler.fatal is not None:
+                raise scheduler.fatal
+            return RunResult(ledger.counts(), self.stats, left + failed)
+        finally:
+            lock.release()
+
+    def _plan_modes(self) -> None:
+        """What the flags ask of rows an earlier run settled."""
+        ledger = self.ledger
+        if self.recreate_rolled_back and (n := ledger.recreate_rolled_back()):
+            log.info("recreate_rolled_back", rows=n)
+        if self.restore_deleted and (n := ledger.plan_restores()):
+            log.info("restore_deleted", rows=n, detail="people found deleted are restored")
+        if self.update_existing and (n := ledger.plan_updates()):
+            log.info("update_existing", rows=n, detail="people already there are compared")
 
     def _warn_if_disk_low(self, left: int) -> None:
         free = free_bytes(self.ledger.path)
@@ -435,10 +496,10 @@ class Runner:
 
 
 def _open_steps(ledger: Ledger) -> int:
-    """Steps of people who exist that are not done: pending, in progress or failed."""
+    """Steps of a run that are not done: pending, in progress or failed."""
     (n,) = ledger.execute(
         "SELECT count(*) FROM steps AS s JOIN rows AS r ON r.id = s.row_id "
-        "WHERE s.status IN ('pending', 'in_progress', 'failed') "
-        "OR (s.status = 'waiting' AND r.status IN ('pending', 'in_progress'))"
+        "WHERE s.kind != 'rollback' AND (s.status IN ('pending', 'in_progress', 'failed') "
+        "OR (s.status = 'waiting' AND r.status IN ('pending', 'in_progress')))"
     ).fetchone()
     return int(n)

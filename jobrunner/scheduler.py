@@ -41,6 +41,7 @@ from jobrunner.log import get_logger
 from jobrunner.resolve import Resolution
 from jobrunner.steps import PERMISSIONS, RetryLater, StepFailed, Stopping, StopRun
 from jobrunner.steps import create as create_step
+from jobrunner.steps import division as division_step
 from jobrunner.steps import profile as profile_step
 from jobrunner.steps import queues as queue_step
 from jobrunner.steps import roles as roles_step
@@ -65,7 +66,13 @@ REFUSALS_TO_STOP = 3
 REFUSED_RETRY_S = 2.0
 
 # Step modules, in the order their due work is claimed.
-STEP_MODULES: tuple[ModuleType, ...] = (roles_step, skills_step, profile_step, queue_step)
+STEP_MODULES: tuple[ModuleType, ...] = (
+    division_step,
+    roles_step,
+    skills_step,
+    profile_step,
+    queue_step,
+)
 RATE_LIMITED = "rate limited: every worker waits out the API's Retry-After"
 UNREACHABLE = "the API is unreachable: every worker waits before trying again"
 
@@ -128,6 +135,10 @@ class Scheduler:
         stats: RunStats,
         clock: Callable[[], float] = time.time,
         rand: Callable[[], float] = random.random,
+        modules: tuple[ModuleType, ...] | None = None,
+        creates: bool = True,
+        update_existing: bool = False,
+        restore_deleted: bool = False,
     ) -> None:
         self.ledger = ledger
         self.client = client
@@ -142,6 +153,10 @@ class Scheduler:
         self.lease_s = LEASE_S
         self.step_delay_s = STEP_DELAY_S
         self.create = create_step
+        self.modules = STEP_MODULES if modules is None else modules
+        self.creates = creates
+        self.update_existing = update_existing
+        self.restore_deleted = restore_deleted
         self.stop = threading.Event()
         self.fatal: JobrunnerError | None = None
         self.pause_reason = RATE_LIMITED
@@ -153,6 +168,8 @@ class Scheduler:
         self._unreachable_since = 0.0
         self._unreachable_lock = threading.Lock()
         self._home: str | None = resolution.home_division_id
+        self._members: dict[str, set[str]] = {}  # queue id -> member ids (people already there)
+        self._members_lock = threading.Lock()
         self._said_wait_at: float | None = None
 
     # -- calls -------------------------------------------------------------------------------
@@ -242,6 +259,30 @@ class Scheduler:
     def fresh(self, row: Row) -> bool:
         """Is the row's user new enough that other services may not know its id yet?"""
         return row.settled_at is not None and self.clock() - row.settled_at < FRESH_WINDOW_S
+
+    def queue_members(self, queue_id: str) -> set[str]:
+        """A queue's members, read once per run (every page) and kept up to date with what
+        this run adds: people already in it need no write."""
+        with self._members_lock:
+            known = self._members.get(queue_id)
+        if known is None:
+            known, page = set(), 1
+            while True:
+                ids, more = self.call_reading(
+                    "queue", self.client.queue_members_page, queue_id, page
+                )
+                known |= ids
+                if not more:
+                    break
+                page += 1
+            with self._members_lock:
+                known = self._members.setdefault(queue_id, known)
+        return known
+
+    def added_to_queue(self, queue_id: str, user_ids: list[str]) -> None:
+        with self._members_lock:
+            if queue_id in self._members:
+                self._members[queue_id].update(user_ids)
 
     def home_division_id(self) -> str:
         if self._home is None:
@@ -379,10 +420,12 @@ class Scheduler:
 
     def _claim(self) -> tuple[ModuleType, Any] | None:
         now = self.clock()
-        for module in STEP_MODULES:
+        for module in self.modules:
             claims = module.claim(self)
             if claims:
                 return module, claims
+        if not self.creates:
+            return None
         row = self.ledger.claim_next(self.owner, now, self.lease_s)
         return (self.create, row) if row is not None else None
 
@@ -413,7 +456,7 @@ class Scheduler:
 
     def _wait_for_work(self) -> bool:
         """Nothing claimable now. False when nothing is left to do in this run."""
-        left, due = self.ledger.work_left()
+        left, due = self.ledger.work_left([m.KIND for m in self.modules], rows=self.creates)
         if left == 0:
             return False
         delay = 0.2 if due is None else min(1.0, max(0.05, due - self.clock()))

@@ -70,10 +70,18 @@ class RetryLater(Exception):
         self.message = message
 
 
+def brings_in_line(row: object) -> bool:
+    """A person who was there before the job (or restored by it) is compared with the file:
+    each step reads what the user has and sends only what differs."""
+    return getattr(row, "status", None) == "exists" or getattr(row, "settled_by", None) == "restore"
+
+
 # The permission each step's calls need (named when the API refuses a step for every row).
 PERMISSIONS = {
     "roles": "authorization:grant:add",
     "skills": "routing:skill:assign",
     "queue": "routing:queue:edit",
     "profile": "directory:user:edit",
+    "division": "authorization:division:edit",
+    "rollback": "directory:user:delete",
 }

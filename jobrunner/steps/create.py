@@ -93,6 +93,9 @@ class _Create:
             )
             return
         self.new = new
+        if row.settled_by == "restoring" and row.user_id:
+            self._resume_restore(row.user_id)
+            return
         if self.doubt:
             if self._settle_by_lookup(self.doubt):
                 return
@@ -213,6 +216,9 @@ class _Create:
             return True
         if found is None:
             return False
+        if found.state == "deleted" and self._may_restore(found):
+            self._restore(found.id, found.version)
+            return True
         if self.new.matches(found):
             self._finish(
                 "created",
@@ -227,17 +233,27 @@ class _Create:
                 user_id=found.id,
                 settled_by="conflict",
                 user_state=found.state,
-                error_message="a different user with this email was already there "
-                f"(state {found.state})",
+                error_message=_deleted_note()
+                if found.state == "deleted"
+                else f"a different user with this email was already there (state {found.state})",
             )
         return True
 
     def _record_exists(self) -> None:
         """409 on a clean row: the person was there before the job. One search for the id.
 
-        The outcome is committed first; the id is added when the search brings it, and the
-        row's one log event is written then, with the id.
+        Without --update-existing or --restore-deleted the outcome is committed first and
+        the id added when the search brings it (the row's one log event is written then).
+        With either flag the search comes first: a deleted user is restored, a live one is
+        brought in line with the file.
         """
+        if (
+            self.ctx.restore_deleted
+            or self.ctx.update_existing
+            or self.row.settled_by == ("rolled_back")
+        ):
+            self._exists_by_lookup()
+            return
         if not self._finish("exists", settled_by="conflict", quiet=True):
             return
         user_id: str | None
@@ -263,6 +279,118 @@ class _Create:
             state = found.state if found is not None else None
         self.ledger.set_user_id(self.row.id, user_id, note, state)
         self._log("exists", user_id, note)
+
+    def _exists_by_lookup(self) -> None:
+        """The 409's user, found before anything is committed: restored when deleted (and
+        asked for), else `exists` (brought in line with the file when asked for)."""
+        try:
+            found = self._lookup()
+        except Stopping:
+            self._give_back(undo_attempt=False)
+            return
+        except StopRun:
+            self._give_back(undo_attempt=False)
+            raise
+        except TransportError as err:
+            if err.kind == "connect":
+                self._give_back(undo_attempt=False)
+            else:
+                self._retry_later(err.code, str(err), self.doubt, count=False)
+            return
+        except CallError as err:
+            self._retry_later(err.code, str(err), self.doubt)  # type: ignore[attr-defined]
+            return
+        if found is None:  # the index lags behind the 409: look again later
+            self._retry_later("conflict.unresolved", _LAGGING_INDEX, self.doubt)
+            return
+        if found.state == "deleted" and self._may_restore(found):
+            self._restore(found.id, found.version)
+            return
+        user_id, note = existing_user(found)
+        self._finish(
+            "exists",
+            user_id=user_id,
+            settled_by="conflict",
+            user_state=found.state,
+            error_message=note if found.state != "deleted" else _deleted_note(),
+        )
+
+    # -- restoring a deleted user --------------------------------------------------------------
+
+    def _may_restore(self, found: FoundUser) -> bool:
+        """--restore-deleted, or the very user a rollback of this ledger deleted."""
+        ours = self.row.settled_by == "rolled_back" and found.id == self.row.user_id
+        return bool(self.ctx.restore_deleted or ours)
+
+    def _restore(self, user_id: str, version: int | None) -> None:
+        """PATCH {state: active, version} (the API takes nothing else with it); then the row
+        is a new person: every field and step of the file is applied again."""
+        if not self.ledger.mark_restoring(self.row.id, self.owner, user_id):
+            return
+        try:
+            if version is None:
+                version = self.ctx.call_reading(
+                    "restore", self.ctx.client.get_user, user_id, state="deleted"
+                ).version
+            new_version = self.ctx.call("restore", self.ctx.client.restore_user, user_id, version)
+        except Stopping:
+            self._give_back(undo_attempt=False)
+            return
+        except StopRun:
+            self._give_back(undo_attempt=False)
+            raise
+        except ApiError as err:
+            if err.status in (404, 409) or err.retryable:
+                # 404: no longer deleted (restored meanwhile?); 409: another version. The
+                # next attempt reads the user again and finishes or repeats the restore.
+                self._retry_later(err.code, f"restoring the user: {err}", self.doubt)
+            else:
+                self._finish(
+                    "failed",
+                    in_doubt=self.doubt,
+                    error_code=err.code,
+                    error_message=f"could not restore the deleted user {user_id}: {err}",
+                )
+            return
+        except TransportError as err:
+            self._retry_later(err.code, f"restoring the user: {err}", self.doubt)
+            return
+        self._finish(
+            "created",
+            user_id=user_id,
+            user_version=new_version,
+            settled_by="restore",
+            settled_at=self.ctx.clock(),
+            user_state="active",
+        )
+
+    def _resume_restore(self, user_id: str) -> None:
+        """A restore a crash (or a failure) cut short: finish it, or send it again."""
+        try:
+            user = self.ctx.call_reading("restore", self.ctx.client.get_user, user_id)
+        except ApiError as err:
+            if err.status != 404:
+                self._retry_later(err.code, f"restoring the user: {err}", self.doubt)
+                return
+            self._restore(user_id, None)  # still deleted
+            return
+        except Stopping:
+            self._give_back(undo_attempt=False)
+            return
+        except StopRun:
+            self._give_back(undo_attempt=False)
+            raise
+        except TransportError as err:
+            self._retry_later(err.code, f"restoring the user: {err}", self.doubt)
+            return
+        self._finish(
+            "created",
+            user_id=user_id,
+            user_version=user.version,
+            settled_by="restore",
+            settled_at=self.ctx.clock(),
+            user_state="active",
+        )
 
     # -- recording -----------------------------------------------------------------------------
 
@@ -337,11 +465,13 @@ class _Create:
         quiet: bool = False,
     ) -> bool:
         """Commit the outcome, and what it means for the row's steps; then one log event."""
-        steps = None
+        steps, full = None, False
         if status == "created":
-            steps = "pending"
+            steps, full = "pending", settled_by == "restore"
         elif status == "exists":
-            steps = "skipped"
+            live = user_state != "deleted" and user_id is not None
+            steps = "pending" if self.ctx.update_existing and live else "skipped"
+            full = steps == "pending"
         if not self.ledger.finish(
             self.row.id,
             self.owner,
@@ -357,6 +487,7 @@ class _Create:
             count_attempt=count_attempt,
             steps=steps,
             steps_due_at=(settled_at or 0.0) + self.ctx.step_delay_s,
+            full=full,
         ):
             return False
         self.ctx.stats.outcome(status)
@@ -389,8 +520,14 @@ def existing_user(found: FoundUser | None) -> tuple[str | None, str | None]:
     """What a look-up for an `exists` row gives the ledger: (user id, note)."""
     if found is None:
         return None, "the search did not return the existing user"
+    if found.state == "deleted":
+        return found.id, _deleted_note()
     inactive = found.state not in (None, "active")
     return found.id, f"the existing user is {found.state}" if inactive else None
+
+
+def _deleted_note() -> str:
+    return "the user with this email is deleted: `jobrunner run --restore-deleted` restores them"
 
 
 def lookup_failed(err: JobrunnerError) -> str:

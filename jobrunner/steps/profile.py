@@ -1,22 +1,26 @@
-"""profile: the user's manager and work location.
+"""profile: the user's manager and work location (and, for people who were there before
+the job or were restored, every field the file gives: title, department, phone, extension).
 
-Sends: PATCH /api/v2/users/{userId} with the user's version and only `manager` and/or
-`locations`. A report's profile waits until its manager (a row of the same ledger) has a
-user id; a manager whose create failed fails this step. On a version mismatch (409) the
-user is read and the PATCH sent again with its version. Done: the PATCH succeeded. Safe to
-repeat: it sets values, it adds nothing.
+Sends: PATCH /api/v2/users/{userId} with the user's version and only the fields to set. A
+report's profile waits until its manager (a row of the same ledger) has a user id; a
+manager whose create failed fails this step. For people already there the user is read
+first and only what differs is sent (an empty cell changes nothing); the other contacts
+the user has are sent back as they were, since `addresses` replaces them all. On a version
+mismatch (409) the user is read and the PATCH sent again. Done: the PATCH succeeded (or
+nothing differed). Safe to repeat: it sets values, it adds nothing.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from jobrunner.genesys import ApiError
-from jobrunner.ledger import StepClaim
+from jobrunner.genesys import ApiError, UserDetail
+from jobrunner.ledger import Row, StepClaim
 from jobrunner.resolve import MANAGER_IN_LEDGER
-from jobrunner.steps import StepFailed
+from jobrunner.steps import StepFailed, brings_in_line
 
 KIND = "profile"
+WORK_PHONE = ("PHONE", "WORK")
 
 
 def claim(ctx: Any) -> list[StepClaim]:
@@ -37,32 +41,74 @@ def manager_id(ctx: Any, email: str) -> str:
     return str(row["user_id"])
 
 
-def changes(ctx: Any, claim: StepClaim) -> dict[str, str]:
-    row = claim.row
-    wanted: dict[str, str] = {}
+def wanted(ctx: Any, row: Row) -> dict[str, Any]:
+    """The fields this step sets: manager and location; for people brought in line with
+    the file also title, department and the work phone."""
+    fields: dict[str, Any] = {}
     if row.email_manager:
-        wanted["manager_id"] = manager_id(ctx, row.email_manager)
+        fields["manager_id"] = manager_id(ctx, row.email_manager)
     if row.location_work:
         location = ctx.resolution.id_of("location", row.location_work)
         if location is None:
             raise StepFailed("unknown_name", f"unknown location {row.location_work!r}")
-        wanted["location_id"] = location
-    return wanted
+        fields["location_id"] = location
+    if brings_in_line(row):
+        for name in ("title", "department"):
+            if getattr(row, name):
+                fields[name] = getattr(row, name)
+    return fields
+
+
+def differences(row: Row, fields: dict[str, Any], user: UserDetail) -> dict[str, Any]:
+    """What must be sent for the user to be as the file says."""
+    have = {
+        "manager_id": user.manager_id,
+        "location_id": user.location_ids[0] if user.location_ids else None,
+        "title": user.title,
+        "department": user.department,
+    }
+    changed = {k: v for k, v in fields.items() if have[k] != v}
+    work = [c for c in user.contacts if (c[0], c[1]) == WORK_PHONE]
+    phone = row.phone_number or (work[0][2] if work else None)
+    extension = row.extension or (work[0][3] if work else None)
+    if (row.phone_number or row.extension) and (
+        not work or (_digits(work[0][2]), work[0][3]) != (_digits(phone), extension)
+    ):
+        others = [c for c in user.contacts if (c[0], c[1]) != WORK_PHONE]
+        changed["contacts"] = [*others, ("PHONE", "WORK", phone, extension)]
+    return changed
+
+
+def _digits(phone: str | None) -> str:
+    return "".join(c for c in phone or "" if c.isdigit())
+
+
+def _names(changed: dict[str, Any]) -> str:
+    names = {"manager_id": "manager", "location_id": "location", "contacts": "phone"}
+    return ", ".join(names.get(k, k) for k in changed)
 
 
 def perform(ctx: Any, claims: list[StepClaim]) -> None:
     (claim,) = claims
     row = claim.row
-    wanted = changes(ctx, claim)
-    version = row.user_version
-    if version is None:
-        version = ctx.call_reading(KIND, ctx.client.get_user, row.user_id).version
+    fields = wanted(ctx, row)
+    if brings_in_line(row):
+        user = ctx.call_reading(KIND, ctx.client.get_user, row.user_id)
+        fields = differences(row, fields, user)
+        if not fields:
+            ctx.done(claims, "no change")
+            return
+        version = user.version
+    else:
+        version = row.user_version
+        if version is None:
+            version = ctx.call_reading(KIND, ctx.client.get_user, row.user_id).version
     try:
-        version = ctx.call(KIND, ctx.client.update_user, row.user_id, version, **wanted)
+        version = ctx.call(KIND, ctx.client.update_user, row.user_id, version, **fields)
     except ApiError as err:
         if err.status != 409:
             raise
         current = ctx.call_reading(KIND, ctx.client.get_user, row.user_id)
-        version = ctx.call(KIND, ctx.client.update_user, row.user_id, current.version, **wanted)
+        version = ctx.call(KIND, ctx.client.update_user, row.user_id, current.version, **fields)
     ctx.ledger.set_user_version(row.id, version)
-    ctx.done(claims, ", ".join(k.removesuffix("_id") for k in wanted))
+    ctx.done(claims, ("set " if brings_in_line(row) else "") + _names(fields))

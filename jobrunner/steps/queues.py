@@ -4,8 +4,10 @@ Sends: POST /api/v2/routing/queues/{queueId}/members with up to 100 new members 
 (the API's limit): one call per queue per 100 people, not one per person. A batch goes out
 when it is full, or when no more members of that queue can come in this run.
 Done: the call succeeded, for every member in it. Safe to repeat: a member already there is
-success. A batch refused with 404 names an id the queue service does not know: while a member
-is fresh from its create (ids take a few seconds to reach other services) the whole batch is
+success. For people who were there before the job, the queue's members are read once per
+run (a few pages) and those already in it are done without a write.
+A batch refused with 404 names an id the queue service does not know: while a member is
+fresh from its create (ids take a few seconds to reach other services) the whole batch is
 sent again after a backoff; after that it is split in halves until the member at fault is
 found, and only that member's step fails.
 """
@@ -16,7 +18,7 @@ from typing import Any
 
 from jobrunner.genesys import ApiError
 from jobrunner.ledger import StepClaim
-from jobrunner.steps import RetryLater, StepFailed
+from jobrunner.steps import RetryLater, StepFailed, brings_in_line
 
 KIND = "queue"
 PER_CALL = 100
@@ -31,6 +33,14 @@ def perform(ctx: Any, claims: list[StepClaim]) -> None:
     queue_id = ctx.resolution.id_of(KIND, target)
     if queue_id is None:
         raise StepFailed("unknown_name", f"unknown queue {target!r} (see `jobrunner check`)")
+    if any(brings_in_line(c.row) for c in claims):
+        members = ctx.queue_members(queue_id)
+        held = [c for c in claims if brings_in_line(c.row) and c.row.user_id in members]
+        if held:
+            ctx.done(held, "already a member")
+            claims = [c for c in claims if c not in held]
+        if not claims:
+            return
     _send(ctx, queue_id, claims)
 
 
@@ -51,4 +61,5 @@ def _send(ctx: Any, queue_id: str, claims: list[StepClaim]) -> None:
         _send(ctx, queue_id, claims[:half])
         _send(ctx, queue_id, claims[half:])
         return
-    ctx.done(claims, f"member {len(claims)} of a batch" if len(claims) > 1 else "member")
+    ctx.added_to_queue(queue_id, [c.row.user_id for c in claims])
+    ctx.done(claims, "added")

@@ -2,7 +2,9 @@
 
 Sends: POST /api/v2/authorization/subjects/{userId}/bulkadd with all the row's grants
 (a role without [division] is granted in the division the user was created in, Home when
-none). Done: the call succeeded. Safe to repeat: a grant the user holds already is success.
+none). For a person who was there before the job, the user's grants are read first and only
+the missing ones are sent (never removes one). Done: the call succeeded (or nothing was
+missing). Safe to repeat: a grant the user holds already is success.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from jobrunner.ledger import StepClaim
-from jobrunner.steps import StepFailed
+from jobrunner.steps import StepFailed, brings_in_line
 
 KIND = "roles"
 
@@ -19,9 +21,9 @@ def claim(ctx: Any) -> list[StepClaim]:
     return ctx.ledger.claim_steps(KIND, ctx.owner, ctx.clock(), ctx.lease_s)
 
 
-def grants_of(ctx: Any, claim: StepClaim) -> list[tuple[str, str]]:
-    """(role id, division id) for every role the row asks for."""
-    grants = []
+def grants_of(ctx: Any, claim: StepClaim) -> dict[tuple[str, str], str]:
+    """(role id, division id) -> "Role in Division", for every role the row asks for."""
+    grants: dict[tuple[str, str], str] = {}
     for name, _key, division, _level in ctx.ledger.wants_of(claim.row.id, "role"):
         role_id = ctx.resolution.id_of("role", name)
         if division:
@@ -31,13 +33,22 @@ def grants_of(ctx: Any, claim: StepClaim) -> list[tuple[str, str]]:
         if role_id is None or division_id is None:
             missing = f"role {name!r}" if role_id is None else f"division {division!r}"
             raise StepFailed("unknown_name", f"unknown {missing} (see `jobrunner check`)")
-        if (role_id, division_id) not in grants:
-            grants.append((role_id, division_id))
+        where = division or claim.row.division or "the user's division"
+        grants.setdefault((role_id, division_id), f"{name} in {where}")
     return grants
 
 
 def perform(ctx: Any, claims: list[StepClaim]) -> None:
     (claim,) = claims
     grants = grants_of(ctx, claim)
-    ctx.call(KIND, ctx.client.grant_roles, claim.row.user_id, grants)
-    ctx.done(claims, f"{len(grants)} grants")
+    user_id = claim.row.user_id
+    detail = f"{len(grants)} grants"
+    if brings_in_line(claim.row):
+        held = ctx.call_reading(KIND, ctx.client.user_grants, user_id)
+        grants = {g: label for g, label in grants.items() if g not in held}
+        if not grants:
+            ctx.done(claims, "no change")
+            return
+        detail = "added " + ", ".join(grants.values())
+    ctx.call(KIND, ctx.client.grant_roles, user_id, list(grants))
+    ctx.done(claims, detail)
