@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jobrunner.ledger import Ledger
-from jobrunner.resolve import Found, Resolver, describe
+from jobrunner.resolve import NOT_FOUND, Found, Resolver
 from jobrunner.scheduler import RetryPolicy, RunStats, Scheduler
 from jobrunner.steps import StopRun
 
@@ -70,7 +70,8 @@ def plan(ledger: Ledger, client: Any, limiter: Any = None) -> Plan:
 
 
 def _unknown(found: Found, uses: list[tuple[int, str, int]]) -> tuple[str, str, str, Any]:
-    return (found.kind, found.name, describe(found), [(s, line) for _r, s, line in uses])
+    problem = found.problem or NOT_FOUND
+    return (found.kind, found.name, problem, [(s, line) for _r, s, line in uses])
 
 
 def _count(ledger: Ledger, result: Plan, blocked: set[int]) -> None:

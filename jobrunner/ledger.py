@@ -626,14 +626,15 @@ class Ledger:
             )
 
     def fail_steps(self, problems: dict[tuple[int, str, str], tuple[str, str]]) -> int:
-        """Fail pending steps that cannot be done (a name the org no longer knows)."""
+        """Fail pending steps of people who exist that cannot be done (a name the org no
+        longer knows). Steps of a row not created yet keep waiting with their row."""
         now = utc_now_iso()
         with self.transaction():
             return sum(
                 self.execute(
                     "UPDATE steps SET status = 'failed', error_code = ?, error_message = ?, "
                     "updated_at = ? WHERE row_id = ? AND kind = ? AND target = ? "
-                    "AND status IN ('pending', 'waiting')",
+                    "AND status = 'pending'",
                     (code, message, now, *key),
                 ).rowcount
                 for key, (code, message) in problems.items()

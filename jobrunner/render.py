@@ -142,7 +142,7 @@ def write_plan(out: TextIO, plan: Any, where: str) -> None:
         "them are not created:\n"
     )
     for kind, name, problem, uses in plan.unknown:
-        out.write(f"  {kind:<9} {name!r:<28} {_lines(uses)}: {problem}\n")
+        out.write(f"  {kind:<9} {name!r}: {problem}; {_lines(uses)}\n")
 
 
 def _lines(uses: Iterable[tuple[str, int]]) -> str:

@@ -59,9 +59,11 @@ class Resolution:
 
 
 def describe(found: Found) -> str:
-    """`unknown queue 'Bilingx'`, `ambiguous role 'agent' (...)`."""
-    what = "manager" if found.kind == "manager" else found.kind
-    return found.problem or f"unknown {what} {found.name!r}"
+    """`queue 'Bilingx': not in the org`, `role 'agent': ambiguous, the org has ...`."""
+    return f"{found.kind} {found.name!r}: {found.problem or NOT_FOUND}"
+
+
+NOT_FOUND = "not in the org"
 
 
 class Resolver:
@@ -103,7 +105,7 @@ class Resolver:
                 found.append(
                     Found(kind, key, division.name, division.id)
                     if division
-                    else Found(kind, key, name, None, f"unknown division id {name!r}")
+                    else Found(kind, key, name, None, "no division has this id")
                 )
                 continue
             found.append(_match(kind, key, name, self._all_pages(kind, name.strip())))
@@ -132,12 +134,12 @@ class Resolver:
                 key,
                 email,
                 None,
-                f"manager {email!r} is line {row['line']} of {row['source']}, whose create "
-                f"failed ({row['error_message'] or row['status']})",
+                f"line {row['line']} of {row['source']}, whose create failed "
+                f"({row['error_message'] or row['status']})",
             )
         state = f" (the user with this email is {user.state})" if user is not None else ""
         return Found(
-            "manager", key, email, None, f"unknown manager {email!r}: not in this file{state}"
+            "manager", key, email, None, f"not a person of this file nor of the org{state}"
         )
 
 

@@ -240,9 +240,12 @@ def test_unknown_names_are_found_by_check_and_nobody_is_created_for_their_rows(
     out = checked.output
     assert "users to create:             7" in out
     assert "5 names do not resolve; the 5 rows that use them are not created:" in out
-    assert "queue     'Bilingual Line'" in out and "admin.csv line 2:" in out
-    assert "skill     'Klingon'" in out and "admin.csv line 3:" in out
-    assert "manager   'nobody@example.com'" in out and "not in this file" in out
+    assert "queue     'Bilingual Line': not in the org; admin.csv line 2\n" in out
+    assert "skill     'Klingon': not in the org; admin.csv line 3\n" in out
+    assert (
+        "manager   'nobody@example.com': not a person of this file nor of the org; "
+        "admin.csv line 4\n" in out
+    )
     assert "division  'Moon Base'" in out and "division  'Atlantis'" in out
     assert emu.stats()["requests_by_route"].get("POST /api/v2/users", 0) == 0  # reads only
     result = run_against(emu, ledger)
@@ -252,6 +255,8 @@ def test_unknown_names_are_found_by_check_and_nobody_is_created_for_their_rows(
     assert {rows[e] for e in bad} == {"failed:unknown_name"}
     created = emu.stats()["creations_by_email"]
     assert not bad & set(created) and len(created) == 7
+    # Their steps wait with them (the report shows them pending), not failed.
+    assert ledger.execute("SELECT count(*) FROM steps WHERE status = 'failed'").fetchone() == (0,)
     # The admin adds what was missing to the org; --retry-failed onboards the rest.
     org = emu.directory.org
     org.add("queues", "c0000000-0000-4000-8000-0000000000aa", "Bilingual Line")

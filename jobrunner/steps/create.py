@@ -89,7 +89,7 @@ class _Create:
                 "failed",
                 in_doubt=self.doubt,
                 error_code="unknown_name",
-                error_message=f"unknown division {row.division!r} (see `jobrunner check`)",
+                error_message=f"division {row.division!r}: not in the org (see `jobrunner check`)",
             )
             return
         self.new = new

@@ -24,7 +24,7 @@ def perform(ctx: Any, claims: list[StepClaim]) -> None:
     row = claim.row
     division_id = row.division_id or ctx.resolution.id_of("division", row.division or "")
     if division_id is None:
-        raise StepFailed("unknown_name", f"unknown division {row.division!r}")
+        raise StepFailed("unknown_name", f"division {row.division!r}: not in the org")
     user = ctx.call_reading(KIND, ctx.client.get_user, row.user_id)
     if user.division_id == division_id:
         ctx.done(claims, "no change")

@@ -30,7 +30,7 @@ def claim(ctx: Any) -> list[StepClaim]:
 def manager_id(ctx: Any, email: str) -> str:
     found = ctx.resolution.id_of("manager", email)
     if found is None:
-        raise StepFailed("unknown_name", f"unknown manager {email!r} (see `jobrunner check`)")
+        raise StepFailed("unknown_name", f"manager {email!r}: not found (see `jobrunner check`)")
     if found != MANAGER_IN_LEDGER:
         return str(found)
     row = ctx.ledger.manager_row(email)
@@ -50,7 +50,7 @@ def wanted(ctx: Any, row: Row) -> dict[str, Any]:
     if row.location_work:
         location = ctx.resolution.id_of("location", row.location_work)
         if location is None:
-            raise StepFailed("unknown_name", f"unknown location {row.location_work!r}")
+            raise StepFailed("unknown_name", f"location {row.location_work!r}: not in the org")
         fields["location_id"] = location
     if brings_in_line(row):
         for name in ("title", "department"):

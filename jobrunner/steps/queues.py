@@ -32,7 +32,9 @@ def perform(ctx: Any, claims: list[StepClaim]) -> None:
     target = claims[0].target
     queue_id = ctx.resolution.id_of(KIND, target)
     if queue_id is None:
-        raise StepFailed("unknown_name", f"unknown queue {target!r} (see `jobrunner check`)")
+        raise StepFailed(
+            "unknown_name", f"queue {target!r}: not in the org (see `jobrunner check`)"
+        )
     if any(brings_in_line(c.row) for c in claims):
         members = ctx.queue_members(queue_id)
         held = [c for c in claims if brings_in_line(c.row) and c.row.user_id in members]

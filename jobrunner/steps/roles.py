@@ -32,7 +32,7 @@ def grants_of(ctx: Any, claim: StepClaim) -> dict[tuple[str, str], str]:
             division_id = claim.row.division_id or ctx.home_division_id()
         if role_id is None or division_id is None:
             missing = f"role {name!r}" if role_id is None else f"division {division!r}"
-            raise StepFailed("unknown_name", f"unknown {missing} (see `jobrunner check`)")
+            raise StepFailed("unknown_name", f"{missing}: not in the org (see `jobrunner check`)")
         where = division or claim.row.division or "the user's division"
         grants.setdefault((role_id, division_id), f"{name} in {where}")
     return grants

@@ -27,7 +27,9 @@ def skills_of(ctx: Any, claim: StepClaim) -> dict[str, tuple[str, float]]:
     for name, _key, _division, level in ctx.ledger.wants_of(claim.row.id, "skill"):
         skill_id = ctx.resolution.id_of("skill", name)
         if skill_id is None:
-            raise StepFailed("unknown_name", f"unknown skill {name!r} (see `jobrunner check`)")
+            raise StepFailed(
+                "unknown_name", f"skill {name!r}: not in the org (see `jobrunner check`)"
+            )
         skills[skill_id] = (name, float(level or 0))
     return skills
 
