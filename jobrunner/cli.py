@@ -688,11 +688,11 @@ def rollback(
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         found = ledger.rollback_candidates(sources, emails, status == "failed")
-        wanted = {"create"}
+        wanted: set[str | None] = {"create"}
         if include_restored:
             wanted.add("restore")
         if include_looked_up:
-            wanted.add("lookup")
+            wanted |= {"lookup", None}
         chosen = [r for r in found if r["settled_by"] in wanted]
         left_out = Counter(r["settled_by"] for r in found if r["settled_by"] not in wanted)
         resuming = ledger.pending_rollbacks()
@@ -704,6 +704,11 @@ def rollback(
             click.echo(
                 f"  left out: {left_out['lookup']:,} created by look-up after an unanswered "
                 "create (a person who was there before looks the same): --include-looked-up"
+            )
+        if left_out[None]:
+            click.echo(
+                f"  left out: {left_out[None]:,} created by an earlier jobrunner, which did not "
+                "record whether a look-up settled them: --include-looked-up"
             )
         if left_out["restore"]:
             click.echo(f"  left out: {left_out['restore']:,} restored: --include-restored")

@@ -58,9 +58,14 @@ def parse_environment(value: str) -> Endpoint:
     if not raw:
         raw = DEFAULT_ENVIRONMENT
     if "://" in raw:
-        parts = urlsplit(raw)
+        try:
+            parts = urlsplit(raw)
+            host = parts.hostname or ""
+        except ValueError as exc:
+            raise ConfigError(
+                f"GENESYS_CLOUD_ENVIRONMENT={value!r} is not a valid URL ({exc})"
+            ) from None
         scheme = parts.scheme.lower()
-        host = parts.hostname or ""
         if scheme not in ("http", "https") or not host:
             raise ConfigError(
                 f"GENESYS_CLOUD_ENVIRONMENT={value!r} is not a region domain or an http(s) URL"

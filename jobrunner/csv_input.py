@@ -528,6 +528,9 @@ def validate(row: InputRow, *, split_names: bool = True, country: str | None = N
             )
         elif row.email_manager.lower() == row.email_norm:
             row.invalidate("manager_invalid", "email_manager is the person's own email")
+        else:
+            # Kept as people are known: lower-cased, so SQL can match it to a row's email.
+            row.email_manager = row.email_manager.lower()
     if row.valid:
         _parse_lists(row)
 
@@ -581,6 +584,11 @@ def is_uuid(value: str) -> bool:
 def name_key(name: str) -> str:
     """How names are compared with the org's: ignoring case and outer spaces."""
     return name.strip().casefold()
+
+
+def key_of(kind: str, name: str) -> str:
+    """The key a name of this kind is known by: a manager by email (as people are)."""
+    return name.strip().lower() if kind == "manager" else name_key(name)
 
 
 _ROLE_ITEM = re.compile(r"([^:\[\]]*?)\s*(?::\s*\[([^\[\]]*)\]\s*)?")

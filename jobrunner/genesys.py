@@ -112,10 +112,21 @@ class UserDetail:
     department: str | None
     phones: tuple[str, ...]
     extensions: tuple[str, ...]
-    # Every contact as (mediaType, type, address, extension): a PATCH of `addresses` replaces
-    # them all, so the others are sent back as they were.
-    contacts: tuple[tuple[str | None, str | None, str | None, str | None], ...] = ()
+    # Every contact, every field as the API gave it (a PATCH of `addresses` replaces them all,
+    # so the others are sent back exactly as they were), and every location with its notes.
+    contacts: tuple[dict[str, Any], ...] = ()
+    locations: tuple[dict[str, Any], ...] = ()
 
+
+# A Contact's fields: JSON name -> the SDK model's attribute.
+_CONTACT_FIELDS = {
+    "address": "address",
+    "display": "display",
+    "mediaType": "media_type",
+    "type": "type",
+    "extension": "extension",
+    "countryCode": "country_code",
+}
 
 # Look-ups by name: kind -> (SDK api, method, whether `name` filters on the server).
 LISTINGS = {
@@ -139,6 +150,7 @@ class FoundUser:
     department: str | None
     phones: tuple[str, ...] | None  # None: the search result did not list addresses
     version: int | None = None
+    modified: float | None = None  # unix time of dateModified, when the API gives it
 
 
 @dataclass(frozen=True)
@@ -176,8 +188,8 @@ class NewUser:
         if not (agrees(self.title, user.title) and agrees(self.department, user.department)):
             return False
         if user.phones is not None:
-            digits = {_digits(p) for p in user.phones}
-            if self.phone and _digits(self.phone) not in digits:
+            digits = {digits_of(p) for p in user.phones}
+            if self.phone and digits_of(self.phone) not in digits:
                 return False
             if not self.phone and digits:
                 return False
@@ -770,34 +782,40 @@ class GenesysClient:
         *,
         manager_id: str | None = None,
         location_id: str | None = None,
+        locations: list[dict[str, Any]] | None = None,
         title: str | None = None,
         department: str | None = None,
-        contacts: list[tuple[str | None, str | None, str | None, str | None]] | None = None,
+        contacts: list[dict[str, Any]] | None = None,
     ) -> int:
         """PATCH /api/v2/users/{id} with only the fields given; the user's new version.
-        `contacts` (mediaType, type, address, extension) replace all the user's addresses."""
+        `locations` ({"id", "notes"}) and `contacts` (the Contact fields, camelCase) replace
+        the user's whole lists; `location_id` alone sets a one-location list."""
         sdk = self._api.module
         body = sdk.UpdateUser()
         body.version = version
         if manager_id is not None:
             body.manager = manager_id
         if location_id is not None:
-            location = sdk.Location()
-            location.id = location_id
-            body.locations = [location]
+            locations = [{"id": location_id}]
+        if locations is not None:
+            body.locations = []
+            for entry in locations:
+                location = sdk.Location()
+                location.id = entry["id"]
+                if entry.get("notes"):
+                    location.notes = entry["notes"]
+                body.locations.append(location)
         if title is not None:
             body.title = title
         if department is not None:
             body.department = department
         if contacts is not None:
             body.addresses = []
-            for media, kind, address, extension in contacts:
+            for fields in contacts:
                 contact = sdk.Contact()
-                contact.media_type, contact.type = media, kind
-                if address:
-                    contact.address = address
-                if extension:
-                    contact.extension = extension
+                for key, attribute in _CONTACT_FIELDS.items():
+                    if fields.get(key) is not None:
+                        setattr(contact, attribute, fields[key])
                 body.addresses.append(contact)
         user = self._call(self.users.patch_user, user_id, body)
         return int(user.version or version + 1)
@@ -809,28 +827,27 @@ class GenesysClient:
         user = self._call(self.users.get_user, user_id, **kwargs)
         manager = getattr(user, "manager", None)
         locations = tuple(
-            str(getattr(getattr(loc, "location_definition", None), "id", None) or loc.id)
+            {
+                "id": str(getattr(getattr(loc, "location_definition", None), "id", None) or loc.id),
+                "notes": getattr(loc, "notes", None),
+            }
             for loc in (getattr(user, "locations", None) or [])
         )
         phones = [a for a in (user.addresses or []) if getattr(a, "media_type", None) == "PHONE"]
         division = getattr(user, "division", None)
         contacts = tuple(
-            (
-                getattr(a, "media_type", None),
-                getattr(a, "type", None),
-                getattr(a, "address", None),
-                getattr(a, "extension", None),
-            )
+            {key: getattr(a, attribute, None) for key, attribute in _CONTACT_FIELDS.items()}
             for a in (user.addresses or [])
         )
         return UserDetail(
             contacts=contacts,
+            locations=locations,
             id=str(user.id),
             version=int(user.version or 1),
             state=user.state,
             division_id=getattr(division, "id", None),
             manager_id=getattr(manager, "id", None) if manager else None,
-            location_ids=locations,
+            location_ids=tuple(str(loc["id"]) for loc in locations),
             title=getattr(user, "title", None),
             department=getattr(user, "department", None),
             phones=tuple(a.address for a in phones if a.address),
@@ -922,17 +939,20 @@ def _fresh_token_refused(err: ApiError) -> ConfigError:
     return ConfigError(f"the API refused a fresh token ({err.code}): {err.message}")
 
 
-def _digits(phone: str) -> str:
-    return "".join(c for c in phone if c.isdigit())
+def digits_of(phone: str | None) -> str:
+    """A phone number's digits (the API may format numbers)."""
+    return "".join(c for c in phone or "" if c.isdigit())
 
 
 def _found(user: Any) -> FoundUser:
     phones = None
     if user.addresses is not None:
+        # Numbers only: a contact with just an extension has no number (its display may
+        # read "ext 204", which is not a phone to compare).
         phones = tuple(
-            a.address or a.display
+            a.address
             for a in user.addresses
-            if getattr(a, "media_type", None) == "PHONE" and (a.address or a.display)
+            if getattr(a, "media_type", None) == "PHONE" and a.address
         )
     division = getattr(user, "division", None)
     return FoundUser(
@@ -945,4 +965,22 @@ def _found(user: Any) -> FoundUser:
         department=getattr(user, "department", None),
         phones=phones,
         version=getattr(user, "version", None),
+        modified=_timestamp(getattr(user, "date_modified", None)),
     )
+
+
+def _timestamp(value: Any) -> float | None:
+    """A datetime (the SDK parses dates) or an ISO text, as unix time."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        from datetime import datetime
+
+        try:
+            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    try:
+        return float(value.timestamp())
+    except (AttributeError, OverflowError, ValueError):
+        return None

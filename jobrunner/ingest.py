@@ -9,8 +9,9 @@ A person is known by their email. A file that names a person the ledger already 
   failed without doubt): the row takes the file's values ("updated"); a failed one goes back
   to pending with fresh attempts;
 * otherwise the row is left as it is and named: a create that may have been sent keeps what
-  was sent (a look-up compares against it), and a person already created or found existing
-  is never changed by ingest.
+  was sent (a look-up compares against it; what comes after the create, such as roles or the
+  manager, may still change), and a person already created or found existing is never
+  changed by ingest.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from jobrunner.csv_input import CsvFile, InputRow, name_key, read_csv
-from jobrunner.ledger import INPUT_FIELDS, Ledger
+from jobrunner.ledger import INPUT_FIELDS, PLAN_FIELDS, Ledger
 from jobrunner.log import get_logger
 from jobrunner.steps import planned_steps
 
@@ -65,7 +66,10 @@ class IngestSummary:
 
 
 # Why a row with other values in the file is not changed, as the summary says it.
-KEPT_IN_DOUBT = "a create may have been sent: the row keeps what was sent"
+KEPT_IN_DOUBT = (
+    "a create may have been sent: the row keeps the values a create sends (a look-up "
+    "compares them); manager, location, roles, queues and skills follow the file"
+)
 KEPT_RUNNING = "a run is working on it right now: ingest again when it is done"
 KEPT_PERSON = (
     "the person was already created or found in the org: ingest never changes people "
@@ -240,7 +244,14 @@ def _compare(
         elif status == "in_progress":
             summary.keep(KEPT_RUNNING, row)
         elif known["in_doubt"]:
-            summary.keep(KEPT_IN_DOUBT, row)
+            # What the create sent stays (a look-up compares against it); what comes after
+            # the create may change.
+            if any(known[c] != values[c] for c in PLAN_FIELDS) and ledger.update_plan(
+                known["id"], values
+            ):
+                summary.updated += 1
+            if any(known[c] != values[c] for c in _COMPARED if c not in PLAN_FIELDS):
+                summary.keep(KEPT_IN_DOUBT, row)
         elif ledger.update_row(known["id"], values, restart=status == "failed"):
             summary.updated += 1
             summary.requeued += status == "failed"

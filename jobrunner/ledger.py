@@ -91,6 +91,7 @@ class Row:
     settled_by: str | None
     settled_at: float | None
     user_state: str | None
+    first_sent_at: float | None
 
 
 _ROW_COLUMNS = ", ".join(f.name for f in fields(Row))
@@ -111,6 +112,10 @@ INPUT_FIELDS = (
     "queues",
     "skills",
 )
+
+
+# What comes after the create: the INPUT_FIELDS a create never sends.
+PLAN_FIELDS = ("email_manager", "location_work", "roles_divisions", "queues", "skills")
 
 
 def _row(values: Sequence[Any]) -> Row:
@@ -515,6 +520,24 @@ class Ledger:
             self._add_plan(row_id, values, now)
         return True
 
+    def update_plan(self, row_id: int, values: dict[str, Any]) -> bool:
+        """A row whose create may have been sent keeps what the create sent, but what comes
+        after the create (manager, location, roles, queues, skills) may still change."""
+        now = utc_now_iso()
+        sets = ", ".join(f"{c} = :{c}" for c in PLAN_FIELDS)
+        with self.transaction():
+            cur = self.conn.execute(
+                f"UPDATE rows SET {sets}, updated_at = :now WHERE id = :row_id "
+                "AND user_id IS NULL AND status IN ('pending', 'failed')",
+                {**values, "row_id": row_id, "now": now},
+            )
+            if cur.rowcount != 1:
+                return False
+            self.conn.execute("DELETE FROM wants WHERE row_id = ?", (row_id,))
+            self.conn.execute("DELETE FROM steps WHERE row_id = ?", (row_id,))
+            self._add_plan(row_id, values, now)
+        return True
+
     # -- forget --------------------------------------------------------------------------
 
     def select_rows(
@@ -605,7 +628,7 @@ class Ledger:
                 changed = self.execute(
                     "UPDATE rows SET rank = m.rank + 1 FROM rows AS m "
                     "WHERE rows.status = 'pending' AND rows.email_manager IS NOT NULL "
-                    "AND m.email_norm = lower(rows.email_manager) "
+                    "AND m.email_norm = rows.email_manager "
                     "AND m.status IN ('pending', 'in_progress') AND rows.rank <= m.rank"
                 ).rowcount
                 if not changed:
@@ -613,13 +636,16 @@ class Ledger:
 
     def fail_rows(self, problems: dict[int, tuple[str, str]]) -> int:
         """Fail pending rows before their create (e.g. a name the org does not know).
-        `problems`: row id -> (error code, message). Their doubt is kept."""
+        `problems`: row id -> (error code, message). A row whose create may have been sent
+        (or a restore begun) is left for its look-up: the create step checks its names
+        again before it sends anything."""
         now = utc_now_iso()
         with self.transaction():
             return sum(
                 self.execute(
                     "UPDATE rows SET status = 'failed', error_code = ?, error_message = ?, "
-                    "updated_at = ? WHERE id = ? AND status = 'pending'",
+                    "updated_at = ? WHERE id = ? AND status = 'pending' AND in_doubt = 0 "
+                    "AND user_id IS NULL",
                     (code, message, now, row_id),
                 ).rowcount
                 for row_id, (code, message) in problems.items()
@@ -654,7 +680,7 @@ class Ledger:
                 "UPDATE rows SET status = 'in_progress', claim_owner = ?, lease_expires_at = ?, "
                 "updated_at = ? WHERE id = (SELECT r.id FROM rows AS r WHERE r.status = 'pending' "
                 "AND r.next_attempt_at <= ? AND NOT EXISTS (SELECT 1 FROM rows AS m "
-                "WHERE r.email_manager IS NOT NULL AND m.email_norm = lower(r.email_manager) "
+                "WHERE r.email_manager IS NOT NULL AND m.email_norm = r.email_manager "
                 "AND m.rank < r.rank AND (m.status = 'in_progress' OR (m.status = 'pending' "
                 "AND m.next_attempt_at <= ?))) ORDER BY r.rank, r.next_attempt_at, r.id LIMIT 1) "
                 f"RETURNING {_ROW_COLUMNS}",
@@ -667,8 +693,9 @@ class Ledger:
         id sent is kept with it (a look-up compares against what was sent)."""
         cur = self.execute(
             "UPDATE rows SET attempts = attempts + 1, in_doubt = 1, division_id = ?, "
-            "updated_at = ? WHERE id = ? AND claim_owner = ? AND status = 'in_progress'",
-            (division_id, utc_now_iso(), row_id, owner),
+            "first_sent_at = coalesce(first_sent_at, ?), updated_at = ? "
+            "WHERE id = ? AND claim_owner = ? AND status = 'in_progress'",
+            (division_id, time.time(), utc_now_iso(), row_id, owner),
         )
         return cur.rowcount == 1
 
@@ -917,11 +944,11 @@ class Ledger:
         return cur.rowcount == 1
 
     def exists_without_id(self, limit: int = 10_000) -> list[Row]:
-        """`exists` rows whose id look-up a stopped run never finished (it leaves a note when
-        it does, found or not)."""
+        """`exists` rows without the id of the person who was there: a stopped run never
+        looked it up, or the search did not show the person (yet)."""
         cur = self.execute(
             f"SELECT {_ROW_COLUMNS} FROM rows WHERE status = 'exists' AND user_id IS NULL "
-            "AND error_message IS NULL ORDER BY id LIMIT ?",
+            "ORDER BY id LIMIT ?",
             (limit,),
         )
         return [_row(r) for r in cur.fetchall()]
@@ -961,10 +988,12 @@ class Ledger:
     ) -> list[StepClaim]:
         """Take up to `limit` due steps of one kind whose user exists. A profile step waits
         while its manager's row is still to be created."""
+        # A manager still to be created, or found there before with the id look-up under
+        # way (no id, no note yet): the report's profile waits.
         waits_for_manager = (
             " AND NOT EXISTS (SELECT 1 FROM rows AS m WHERE r.email_manager IS NOT NULL "
-            "AND m.email_norm = lower(r.email_manager) AND m.status IN ('pending', "
-            "'in_progress'))"
+            "AND m.email_norm = r.email_manager AND (m.status IN ('pending', 'in_progress') "
+            "OR (m.status = 'exists' AND m.user_id IS NULL AND m.error_message IS NULL)))"
             if kind == "profile"
             else ""
         )
@@ -1103,6 +1132,21 @@ class Ledger:
                 for c in claims
             )
 
+    def any_step_done(self, kind: str) -> bool:
+        (done,) = self.execute(
+            "SELECT EXISTS (SELECT 1 FROM steps WHERE kind = ? AND status = 'done')", (kind,)
+        ).fetchone()
+        return bool(done)
+
+    def open_steps_of(self, kind: str) -> list[tuple[int, str, str]]:
+        """(row id, kind, target) of the steps of this kind still to do (of people who exist)."""
+        return self.execute(
+            "SELECT s.row_id, s.kind, s.target FROM steps AS s JOIN rows AS r ON r.id = s.row_id "
+            "WHERE s.kind = ? AND s.status IN ('pending', 'in_progress') "
+            "AND r.user_id IS NOT NULL",
+            (kind,),
+        ).fetchall()
+
     def set_user_version(self, row_id: int, version: int) -> None:
         self.execute("UPDATE rows SET user_version = ? WHERE id = ?", (version, row_id))
 
@@ -1165,32 +1209,38 @@ class Ledger:
 
     # -- runner: names -------------------------------------------------------------------------
 
-    def names_in_use(self) -> list[tuple[str, str, str, int, str, int]]:
-        """Every name the rows with work left use: (kind, name key, name as written, row id,
-        source, line). Kinds: division, role, queue, skill, location, manager."""
-        live = (
-            "(rows.status IN ('pending', 'in_progress') OR rows.id IN (SELECT row_id FROM "
-            "steps WHERE status IN ('pending', 'in_progress', 'waiting')))"
-        )
+    def names_in_use(self, row_ids: Sequence[int] | None = None) -> list[tuple[Any, ...]]:
+        """Every name the rows with work left (or these rows) use: (kind, name as written,
+        row id, source, line). Kinds: division, role, queue, skill, location, manager. Keys
+        are made by the caller (SQLite's lower() knows only ASCII)."""
+        if row_ids is None:
+            which = (
+                "(rows.status IN ('pending', 'in_progress') OR rows.id IN (SELECT row_id FROM "
+                "steps WHERE status IN ('pending', 'in_progress', 'waiting')))"
+            )
+            params: list[Any] = []
+        else:
+            which = f"rows.id IN ({', '.join('?' * len(row_ids))})"
+            params = list(row_ids)
         base = "FROM rows JOIN sources ON sources.id = rows.source_id"
         found = self.execute(
-            f"SELECT 'division', lower(trim(division)), trim(division), rows.id, sources.name, "
-            f"rows.line {base} WHERE division IS NOT NULL AND {live} "
+            f"SELECT 'division', division, rows.id, sources.name, rows.line {base} "
+            f"WHERE division IS NOT NULL AND {which} "
             "UNION ALL "
-            f"SELECT 'location', lower(trim(location_work)), trim(location_work), rows.id, "
-            f"sources.name, rows.line {base} WHERE location_work IS NOT NULL AND {live} "
+            f"SELECT 'location', location_work, rows.id, sources.name, rows.line {base} "
+            f"WHERE location_work IS NOT NULL AND {which} "
             "UNION ALL "
-            f"SELECT 'manager', lower(trim(email_manager)), trim(email_manager), rows.id, "
-            f"sources.name, rows.line {base} WHERE email_manager IS NOT NULL AND {live} "
+            f"SELECT 'manager', email_manager, rows.id, sources.name, rows.line {base} "
+            f"WHERE email_manager IS NOT NULL AND {which} "
             "UNION ALL "
-            f"SELECT wants.kind, wants.name_key, wants.name, rows.id, sources.name, rows.line "
-            f"{base} JOIN wants ON wants.row_id = rows.id WHERE {live} "
+            f"SELECT wants.kind, wants.name, rows.id, sources.name, rows.line {base} "
+            f"JOIN wants ON wants.row_id = rows.id WHERE {which} "
             "UNION ALL "
-            f"SELECT 'division', lower(trim(wants.division)), trim(wants.division), rows.id, "
-            f"sources.name, rows.line {base} JOIN wants ON wants.row_id = rows.id "
-            f"WHERE wants.division IS NOT NULL AND {live}"
+            f"SELECT 'division', wants.division, rows.id, sources.name, rows.line {base} "
+            f"JOIN wants ON wants.row_id = rows.id WHERE wants.division IS NOT NULL AND {which}",
+            params * 5,
         ).fetchall()
-        return [tuple(f) for f in found]  # type: ignore[misc]
+        return [tuple(f) for f in found]
 
     def save_names(self, entries: Sequence[tuple[str, str, str, str | None, str | None]]) -> None:
         """Cache what a resolution found: (kind, key, name, object id, problem)."""

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from jobrunner.csv_input import is_uuid, name_key
+from jobrunner.csv_input import is_uuid, key_of, name_key
 from jobrunner.genesys import Named
 from jobrunner.ledger import Ledger
 
@@ -43,7 +43,7 @@ class Resolution:
     home_division_id: str | None = None
 
     def id_of(self, kind: str, name: str) -> str | None:
-        found = self.found.get((kind, name_key(name)))
+        found = self.found.get((kind, key_of(kind, name)))
         return found.id if found else None
 
     def unknown(self) -> list[Found]:
@@ -75,19 +75,28 @@ class Resolver:
         self.call = call
 
     def resolve(self) -> Resolution:
+        """Every name the rows with work left use."""
         result = Resolution()
-        wanted: dict[str, dict[str, str]] = defaultdict(dict)  # kind -> key -> name as written
-        for kind, key, name, row_id, source, line in self.ledger.names_in_use():
-            wanted[kind].setdefault(key, name)
-            result.uses.setdefault((kind, key), []).append((row_id, source, line))
-        for kind in KINDS:
-            if wanted[kind]:
-                for found in self._resolve_kind(kind, wanted[kind]):
-                    result.found[(kind, found.key)] = found
-        self.ledger.save_names(
-            [(f.kind, f.key, f.name, f.id, f.problem) for f in result.found.values()]
-        )
+        self.resolve_into(result, self.ledger.names_in_use())
         return result
+
+    def resolve_into(self, result: Resolution, uses: list[tuple[Any, ...]]) -> None:
+        """Record these uses (kind, name as written, row id, source, line) in `result`, and
+        look up the names it does not know yet (the ledger's cache keeps what was found)."""
+        names: dict[str, dict[str, str]] = defaultdict(dict)  # kind -> key -> name as written
+        for kind, name, row_id, source, line in uses:
+            key = key_of(kind, name)
+            result.uses.setdefault((kind, key), []).append((row_id, source, line))
+            if (kind, key) not in result.found:
+                names[kind].setdefault(key, name.strip())
+        found = []
+        for kind in KINDS:
+            if names[kind]:
+                found.extend(self._resolve_kind(kind, names[kind]))
+        for f in found:
+            result.found[(f.kind, f.key)] = f
+        if found:
+            self.ledger.save_names([(f.kind, f.key, f.name, f.id, f.problem) for f in found])
 
     def home_division(self) -> Named:
         return self.call("lookup", self.client.home_division)

@@ -341,15 +341,18 @@ class Runner:
                 self.client.on_new_token = self.pacer.new_token
             self.client.authenticate()  # ConfigError here: nothing sent, nothing marked
             try:
-                if left:
+                # People found there before whose id a stopped run (or a lagging search)
+                # never brought: first, so their reports' profiles and updates can use it.
+                self._name_existing(scheduler, ledger.exists_without_id())
+                if self.update_existing and ledger.plan_updates():
+                    left, _due = ledger.work_left()
+                if left and scheduler.fatal is None:
                     scheduler.resolution = Resolver(
                         ledger, self.client, scheduler.call_reading
                     ).resolve()
                     self._fail_unknown_names(scheduler.resolution)
                     ledger.set_ranks()
                     scheduler.work(progress)
-                if scheduler.fatal is None:
-                    self._name_existing(scheduler, ledger.exists_without_id())
             except StopRun as stop:
                 scheduler.set_fatal(stop.error)
             except CallError as err:  # a look-up failed for good before any work began
@@ -429,6 +432,7 @@ class Runner:
             log.info("restore_deleted", rows=n, detail="people found deleted are restored")
         if self.update_existing and (n := ledger.plan_updates()):
             log.info("update_existing", rows=n, detail="people already there are compared")
+        # (plan_updates runs again once the ids of people found there before are known)
 
     def _warn_if_disk_low(self, left: int) -> None:
         free = free_bytes(self.ledger.path)
@@ -474,10 +478,9 @@ class Runner:
         self.stats.steps["failed"] += self.ledger.fail_steps(steps)
 
     def _name_existing(self, scheduler: Scheduler, rows: list[Row]) -> None:
-        """Find the ids of `exists` rows whose look-up a stopped run never finished.
-
-        One search each; on network trouble the rest wait for the next run.
-        """
+        """Find the ids of `exists` rows that have none: a stopped run never looked, or the
+        search did not show them yet (its index lags). One search each, every run until
+        found; on network trouble the rest wait for the next run."""
         for row in rows:
             if scheduler.stop.is_set():
                 return

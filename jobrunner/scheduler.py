@@ -13,7 +13,7 @@ request; 429s pause every worker, connection refusals pause and, if they last, s
   few seconds late), for up to FRESH_WINDOW_S;
 * 403: the run stops (exit 3) naming the permission, the work left pending, unless the same
   call succeeded for another row in this run (a grant refused in one division only): then
-  only this work fails (other rows are tried before a refusal stops the run);
+  only this work fails (every other row's step is tried before a refusal stops the run);
 * anything else: failed, with the API's code and message.
 
 Work is claimed in this order: steps of people who exist (roles, skills, profile), queue
@@ -34,11 +34,12 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
+from jobrunner.csv_input import key_of
 from jobrunner.errors import ConfigError, Interrupted, JobrunnerError
 from jobrunner.genesys import ApiError, TransportError
 from jobrunner.ledger import Ledger, Row, StepClaim
 from jobrunner.log import get_logger
-from jobrunner.resolve import Resolution
+from jobrunner.resolve import Resolution, Resolver, describe
 from jobrunner.steps import PERMISSIONS, RetryLater, StepFailed, Stopping, StopRun
 from jobrunner.steps import create as create_step
 from jobrunner.steps import division as division_step
@@ -60,9 +61,8 @@ UNREACHABLE_FOR_S = 60.0  # ... over at least this long (a blip of a few seconds
 WAIT_SAY_S = 3.0  # a wait of every worker longer than this is said (log, progress line)
 WAIT_SAY_EVERY_S = 10.0  # ... and said again this often while it lasts
 READ_TRIES = 4  # a read (look-up) is tried this often on passing failures
-# A step's 403 before the same call succeeded for anyone: other rows are tried first, and
-# this many refusals in a row stop the run (the permission is missing for everyone).
-REFUSALS_TO_STOP = 3
+# A step refused (403) before the same call worked for anyone goes back this much later, so
+# the other rows' steps are tried first.
 REFUSED_RETRY_S = 2.0
 
 # Step modules, in the order their due work is claimed.
@@ -163,13 +163,14 @@ class Scheduler:
         self._fatal_lock = threading.Lock()
         self._abandoned = False
         self._succeeded: set[str] = set()  # call kinds that succeeded in this run
-        self._refusals: Counter[str] = Counter()  # 403s per step kind before a success
+        self._refused_steps: set[tuple[int, str, str]] = set()  # 403s before any success
         self._unreachable = 0
         self._unreachable_since = 0.0
         self._unreachable_lock = threading.Lock()
         self._home: str | None = resolution.home_division_id
         self._members: dict[str, set[str]] = {}  # queue id -> member ids (people already there)
         self._members_lock = threading.Lock()
+        self._resolve_lock = threading.Lock()
         self._said_wait_at: float | None = None
 
     # -- calls -------------------------------------------------------------------------------
@@ -284,6 +285,24 @@ class Scheduler:
             if queue_id in self._members:
                 self._members[queue_id].update(user_ids)
 
+    def names_problems(self, row: Row) -> list[str]:
+        """What this row names that the org does not have. Names this run has not looked up
+        yet (a row ingested while it runs) are looked up now."""
+        uses = self.ledger.names_in_use([row.id])
+        with self._resolve_lock:
+            if any(
+                (kind, key_of(kind, name)) not in self.resolution.found for kind, name, *_ in uses
+            ):
+                Resolver(self.ledger, self.client, self.call_reading).resolve_into(
+                    self.resolution, uses
+                )
+        problems = []
+        for kind, name, *_rest in uses:
+            found = self.resolution.found.get((kind, key_of(kind, name)))
+            if found is not None and found.id is None:
+                problems.append(describe(found))
+        return sorted(set(problems))
+
     def home_division_id(self) -> str:
         if self._home is None:
             self._home = self.call_reading("lookup", self.client.home_division).id
@@ -382,20 +401,22 @@ class Scheduler:
                 self._retry_steps(claims, err.code, str(err))
 
     def _refused(self, kind: str, claims: list[StepClaim], err: ApiError) -> None:
-        """A 403: missing for everyone (stop, exit 3), or for this row only (fail it).
+        """A 403: missing for everyone (stop, exit 3), or for some rows only (fail them).
 
-        The same call succeeding for another row in this run shows it is this row's (a
-        grant refused in one division only). Until then a refusal puts the work back a
-        little later and lets other rows try; REFUSALS_TO_STOP of them with no success
-        stop the run, every step left pending.
+        The same call succeeding for another row (in this run, or an earlier one of this
+        ledger) shows it is this row's (a grant refused in one division only). Until then a
+        refused step goes back, later than the others, and the run stops only once every
+        step of this kind still to do has been refused: the permission is missing for all
+        of them, and they stay pending.
         """
-        if kind in self._succeeded:
+        if kind in self._succeeded or self.ledger.any_step_done(kind):
             self.failed(claims, err.code, f"{err} (refused for this person only)")
             return
         with self._fatal_lock:
-            self._refusals[kind] += 1
-            refusals = self._refusals[kind]
-        if refusals < REFUSALS_TO_STOP:
+            self._refused_steps.update((c.row.id, c.kind, c.target) for c in claims)
+            refused = set(self._refused_steps)
+        others = [key for key in self.ledger.open_steps_of(kind) if key not in refused]
+        if others:
             self.ledger.release_steps(
                 claims, self.owner, next_attempt_at=self.clock() + REFUSED_RETRY_S
             )

@@ -32,6 +32,8 @@ CREATE TABLE rows_v2 (
     next_attempt_at  REAL NOT NULL DEFAULT 0,       -- unix time; due when <= now
     in_doubt         INTEGER NOT NULL DEFAULT 0,    -- 1: a create was sent, never answered;
                                                     -- 2: and a later create got 409
+    first_sent_at    REAL,                 -- unix time the first create was sent: a user found
+                                           -- by a look-up but modified before it is not ours
     claim_owner      TEXT,                 -- runner id holding the row while in_progress
     lease_expires_at REAL,                 -- unix time after which a dead owner's claim is void
     error_code       TEXT,
@@ -40,7 +42,8 @@ CREATE TABLE rows_v2 (
     user_version     INTEGER,              -- the user's version after our last write
     settled_by       TEXT,                 -- how the user id became known: create, lookup
                                            -- (an unanswered create found by search), conflict
-                                           -- (409: there before), restore
+                                           -- (409: there before), restore; NULL: created by
+                                           -- an earlier jobrunner, which did not record it
     settled_at       REAL,                 -- unix time the user id became known
     user_state       TEXT,                 -- exists: the user's state (active, inactive, deleted)
     rank             INTEGER NOT NULL DEFAULT 0,    -- create order: managers before reports
@@ -59,7 +62,10 @@ SELECT
     email_norm, phone_number, division_id, division_id, title, department, status, attempts,
     next_attempt_at, in_doubt, claim_owner, lease_expires_at, error_code, error_message,
     user_id,
-    CASE status WHEN 'created' THEN 'create' WHEN 'exists' THEN 'conflict' END,
+    -- An earlier jobrunner did not record whether a created row was settled by a look-up
+    -- (a person who was there before can look the same): NULL, which rollback leaves out
+    -- unless asked.
+    CASE status WHEN 'exists' THEN 'conflict' END,
     created_at, updated_at
 FROM rows;
 

@@ -80,7 +80,7 @@ def prepare(emu: Emulator, person: dict[str, str], exactly: bool) -> str:
             version,
             manager_id=manager.id if manager else None,
             location_id=org_id("locations", mine["location"]),
-            contacts=[("PHONE", "WORK", None, person["extension"])],
+            contacts=[{"mediaType": "PHONE", "type": "WORK", "extension": person["extension"]}],
         )
     else:
         client.grant_roles(user_id, [grants[0], (org_id("roles", "Reporting Viewer"), home)])

@@ -257,7 +257,8 @@ def test_reingest_updates_only_rows_no_user_was_made_for(tmp_path: Path, db: Pat
     out = result.output
     assert "updated:          2" in out and "1 failed rows are pending again" in out
     assert "not updated:      4" in out
-    assert "2: a create may have been sent: the row keeps what was sent: line 4 (p2@" in out
+    assert "2: a create may have been sent: the row keeps the values a create sends" in out
+    assert "line 4 (p2@example.com)" in out
     assert "line 5 (p3@example.com)" in out
     assert "--update-existing" in out and "line 6 (p4@example.com), line 7 (p5@" in out
     got = rows(db)

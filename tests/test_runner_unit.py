@@ -300,6 +300,7 @@ def test_environment_values(value: str, api: str, login: str) -> None:
         "ftp://x",
         "not a domain",
         "http://127.0.0.1/api",
+        "https://[::1",
     ],
 )
 def test_bad_environment_values_are_refused(value: str) -> None:
@@ -476,7 +477,17 @@ def test_an_exists_row_whose_id_look_up_was_cut_short_gets_its_id_next_run(
 
 
 def test_a_rerun_with_nothing_to_do_makes_no_calls(ledger: Ledger) -> None:
-    """An `exists` row whose search found nobody keeps its note; reruns leave it alone."""
+    ledger.execute("UPDATE rows SET status = 'created', user_id = 'x'")
+    client = FakeClient()
+    for _ in range(2):
+        assert make_runner(ledger, client).run().exit_code == 0
+    assert client.calls == [] and client.authenticated == 0
+
+
+def test_an_exists_row_the_search_did_not_show_is_looked_up_again_each_run(
+    ledger: Ledger,
+) -> None:
+    """The search index lagged behind the 409: the next run asks again, until it shows."""
     ledger.execute(
         "UPDATE rows SET status = 'exists', error_message = 'the search did not return the "
         "existing user' WHERE email = 'grace@example.com'"
@@ -485,6 +496,9 @@ def test_a_rerun_with_nothing_to_do_makes_no_calls(ledger: Ledger) -> None:
         "UPDATE rows SET status = 'created', user_id = 'x' WHERE email != 'grace@example.com'"
     )
     client = FakeClient()
-    for _ in range(2):
-        assert make_runner(ledger, client).run().exit_code == 0
-    assert client.calls == [] and client.authenticated == 0
+    assert make_runner(ledger, client).run().exit_code == 0
+    assert client.calls == [("search", "grace@example.com")]
+    assert rows(ledger)["grace@example.com"]["user_id"] is None
+    client.add_user(NewUser("Grace Hopper", "grace@example.com"), "the-real-grace")
+    assert make_runner(ledger, client).run().exit_code == 0
+    assert rows(ledger)["grace@example.com"]["user_id"] == "the-real-grace"

@@ -35,6 +35,9 @@ KIND = "create"
 MAYBE_SENT = 1  # a create was sent and never answered: look the email up before creating
 CONFLICT_SEEN = 2  # ... and a later create got 409: only look up, never create again
 _LAGGING_INDEX = "a create got 409 (email in use) but the search does not show the user yet"
+# How far our clock and the API's may disagree when a user's dateModified is compared with
+# the time our first create was sent.
+CLOCK_SKEW_S = 120.0
 
 log = get_logger("jobrunner.create")
 
@@ -109,6 +112,19 @@ class _Create:
     # -- the create --------------------------------------------------------------------------
 
     def _send(self) -> None:
+        problems = self.ctx.names_problems(self.row)
+        if problems:  # never sent: a row that names something unknown is not created at all
+            message = "; ".join(problems[:3]) + (
+                f" and {len(problems) - 3} more" * (len(problems) > 3)
+            )
+            self._finish(
+                "failed",
+                in_doubt=self.doubt,
+                error_code="unknown_name",
+                error_message=f"{message} (see `jobrunner check`)",
+            )
+            return
+
         def mark() -> bool:
             return self.ledger.mark_attempt(self.row.id, self.owner, self.new.division_id)
 
@@ -219,7 +235,7 @@ class _Create:
         if found.state == "deleted" and self._may_restore(found):
             self._restore(found.id, found.version)
             return True
-        if self.new.matches(found):
+        if self.new.matches(found) and self._not_older_than_our_create(found):
             self._finish(
                 "created",
                 user_id=found.id,
@@ -227,16 +243,23 @@ class _Create:
                 settled_at=self.ctx.clock(),
                 user_state=found.state,
             )
-        else:
-            self._finish(
-                "exists",
-                user_id=found.id,
-                settled_by="conflict",
-                user_state=found.state,
-                error_message=_deleted_note()
-                if found.state == "deleted"
-                else f"a different user with this email was already there (state {found.state})",
+            return True
+        if found.state == "deleted":
+            note = _deleted_note()
+        elif self.new.matches(found):
+            note = (
+                "a user matching every field, last changed before this job's first create was "
+                "sent, was already there"
             )
+        else:
+            note = f"a different user with this email was already there (state {found.state})"
+        self._finish(
+            "exists",
+            user_id=found.id,
+            settled_by="conflict",
+            user_state=found.state,
+            error_message=note,
+        )
         return True
 
     def _record_exists(self) -> None:
@@ -269,7 +292,9 @@ class _Create:
             raise
         except CallError as err:
             if err.retryable:
-                self._log("exists", None, f"the id is looked up by the next run ({err})")
+                note = f"the id is looked up by the next run ({err})"
+                self.ledger.set_user_id(self.row.id, None, note)  # reports stop waiting
+                self._log("exists", None, note)
                 return
             user_id, note = None, lookup_failed(err)
         except JobrunnerError as err:
@@ -314,6 +339,14 @@ class _Create:
             user_state=found.state,
             error_message=note if found.state != "deleted" else _deleted_note(),
         )
+
+    def _not_older_than_our_create(self, found: FoundUser) -> bool:
+        """A user last modified well before our first create was sent was there before the
+        job, however alike: not ours. (Unknown times cannot tell: then it counts as ours.)"""
+        sent = self.row.first_sent_at
+        if found.modified is None or sent is None:
+            return True
+        return found.modified >= sent - CLOCK_SKEW_S
 
     # -- restoring a deleted user --------------------------------------------------------------
 

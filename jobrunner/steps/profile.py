@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from jobrunner.genesys import ApiError, UserDetail
+from jobrunner.genesys import ApiError, UserDetail, digits_of
 from jobrunner.ledger import Row, StepClaim
 from jobrunner.resolve import MANAGER_IN_LEDGER
 from jobrunner.steps import StepFailed, brings_in_line
@@ -37,6 +37,8 @@ def manager_id(ctx: Any, email: str) -> str:
     if row is None or not row["user_id"]:
         where = f"line {row['line']} of {row['source']}" if row else "no row"
         why = (row or {}).get("error_message") or (row or {}).get("status") or "gone"
+        if row and row["status"] == "exists":
+            why += " (each run looks the id up again; then `jobrunner run --retry-failed`)"
         raise StepFailed("manager_missing", f"the manager {email} ({where}) has no user: {why}")
     return str(row["user_id"])
 
@@ -60,31 +62,37 @@ def wanted(ctx: Any, row: Row) -> dict[str, Any]:
 
 
 def differences(row: Row, fields: dict[str, Any], user: UserDetail) -> dict[str, Any]:
-    """What must be sent for the user to be as the file says."""
-    have = {
-        "manager_id": user.manager_id,
-        "location_id": user.location_ids[0] if user.location_ids else None,
-        "title": user.title,
-        "department": user.department,
-    }
-    changed = {k: v for k, v in fields.items() if have[k] != v}
-    work = [c for c in user.contacts if (c[0], c[1]) == WORK_PHONE]
-    phone = row.phone_number or (work[0][2] if work else None)
-    extension = row.extension or (work[0][3] if work else None)
+    """What must be sent for the user to be as the file says: nothing the user has is
+    taken away (a location is added to theirs, other contacts are sent back as they are)."""
+    have = {"manager_id": user.manager_id, "title": user.title, "department": user.department}
+    changed = {k: v for k, v in fields.items() if k != "location_id" and have[k] != v}
+    location = fields.get("location_id")
+    if location and location not in user.location_ids:
+        changed["locations"] = [*user.locations, {"id": location}]
+    work = [c for c in user.contacts if (c.get("mediaType"), c.get("type")) == WORK_PHONE]
+    old = work[0] if work else {}
+    phone = row.phone_number or old.get("address")
+    extension = row.extension or old.get("extension")
     if (row.phone_number or row.extension) and (
-        not work or (_digits(work[0][2]), work[0][3]) != (_digits(phone), extension)
+        not work
+        or (digits_of(old.get("address")), old.get("extension")) != (digits_of(phone), extension)
     ):
-        others = [c for c in user.contacts if (c[0], c[1]) != WORK_PHONE]
-        changed["contacts"] = [*others, ("PHONE", "WORK", phone, extension)]
+        others = [c for c in user.contacts if c is not old]
+        mine = {**old, "mediaType": "PHONE", "type": "WORK", "address": phone}
+        mine["extension"] = extension
+        if row.phone_number:
+            mine.pop("display", None)  # the old number's display would describe the old number
+        changed["contacts"] = [*others, mine]
     return changed
 
 
-def _digits(phone: str | None) -> str:
-    return "".join(c for c in phone or "" if c.isdigit())
-
-
 def _names(changed: dict[str, Any]) -> str:
-    names = {"manager_id": "manager", "location_id": "location", "contacts": "phone"}
+    names = {
+        "manager_id": "manager",
+        "location_id": "location",
+        "locations": "location",
+        "contacts": "phone",
+    }
     return ", ".join(names.get(k, k) for k in changed)
 
 

@@ -21,15 +21,19 @@ def claim(ctx: Any) -> list[StepClaim]:
     return ctx.ledger.claim_steps(KIND, ctx.owner, ctx.clock(), ctx.lease_s)
 
 
-def grants_of(ctx: Any, claim: StepClaim) -> dict[tuple[str, str], str]:
-    """(role id, division id) -> "Role in Division", for every role the row asks for."""
+def grants_of(
+    ctx: Any, claim: StepClaim, own_division: str | None = None
+) -> dict[tuple[str, str], str]:
+    """(role id, division id) -> "Role in Division", for every role the row asks for. A role
+    without [division] goes in the row's division: the file's, else `own_division` (where a
+    person who was there before is), else Home (where a new user without one is created)."""
     grants: dict[tuple[str, str], str] = {}
     for name, _key, division, _level in ctx.ledger.wants_of(claim.row.id, "role"):
         role_id = ctx.resolution.id_of("role", name)
         if division:
             division_id = ctx.resolution.id_of("division", division)
         else:
-            division_id = claim.row.division_id or ctx.home_division_id()
+            division_id = claim.row.division_id or own_division or ctx.home_division_id()
         if role_id is None or division_id is None:
             missing = f"role {name!r}" if role_id is None else f"division {division!r}"
             raise StepFailed("unknown_name", f"{missing}: not in the org (see `jobrunner check`)")
@@ -40,8 +44,11 @@ def grants_of(ctx: Any, claim: StepClaim) -> dict[tuple[str, str], str]:
 
 def perform(ctx: Any, claims: list[StepClaim]) -> None:
     (claim,) = claims
-    grants = grants_of(ctx, claim)
     user_id = claim.row.user_id
+    own_division = None
+    if brings_in_line(claim.row) and not claim.row.division_id:
+        own_division = ctx.call_reading(KIND, ctx.client.get_user, user_id).division_id
+    grants = grants_of(ctx, claim, own_division)
     detail = f"{len(grants)} grants"
     if brings_in_line(claim.row):
         held = ctx.call_reading(KIND, ctx.client.user_grants, user_id)
