@@ -37,25 +37,56 @@ DEPTS = ["Customer Care", "Sales", "Billing", "Technical Support"]
 PHONES = ["+1 (317) 555-{:04d}", "+13175550{:03d}", "+44 20 7946 {:04d}", ""]
 
 
-def generate(path: Path, rows: int, seed: int = 1) -> None:
+QUEUES = ["Billing", "Technical Support", "Retention", "Sales Inbound", "VIP Care"]
+SKILLS = ["English", "Spanish", "Billing", "Chat", "Email", "Networking"]
+
+
+def generate(path: Path, rows: int, seed: int = 1, shape: str = "plain") -> None:
+    """`plain`: jobrunner's own columns. `admin`: the admin UI's template, every row with
+    2 roles, 2 queues, 3 skills, a manager and a location (what onboarding stores)."""
     rng = random.Random(seed)
     with path.open("w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
-        w.writerow(
-            [
-                "first_name",
-                "last_name",
-                "email",
-                "phone_number",
-                "division_id",
-                "title",
-                "department",
-            ]
-        )
+        if shape == "admin":
+            w.writerow(
+                "name,email,phone_work,extension,title,department,email_manager,"
+                "location_work,roles_divisions,queues,division,skills".split(",")
+            )
+        else:
+            w.writerow(
+                [
+                    "first_name",
+                    "last_name",
+                    "email",
+                    "phone_number",
+                    "division_id",
+                    "title",
+                    "department",
+                ]
+            )
         for i in range(rows):
             phone = rng.choice(PHONES)
             phone = phone.format(i % 1000) if phone else ""
             email = f"agent{i}@example.com" if i % 500 else f"agent{i}@example"  # 0.2% invalid
+            if shape == "admin":
+                skills = ", ".join(f"{s}:{rng.randint(0, 5)}" for s in rng.sample(SKILLS, 3))
+                w.writerow(
+                    [
+                        f"{rng.choice(FIRST)} {rng.choice(LAST)}",
+                        email,
+                        phone,
+                        str(2000 + i % 8000),
+                        rng.choice(TITLES),
+                        rng.choice(DEPTS),
+                        f"lead{i % 100}@example.com",
+                        "Indianapolis HQ",
+                        "Employee, Agent:[Support]",
+                        ", ".join(rng.sample(QUEUES, 2)),
+                        "Support",
+                        skills,
+                    ]
+                )
+                continue
             w.writerow(
                 [
                     rng.choice(FIRST),
@@ -86,6 +117,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--shape",
+        choices=["plain", "admin"],
+        default="plain",
+        help="plain: jobrunner's own columns; admin: the admin UI's template with roles, "
+        "queues, skills, manager and location on every row",
+    )
     args = parser.parse_args()
     bindir = Path(sys.executable).parent
     jobrunner = str(bindir / "jobrunner")
@@ -94,7 +132,7 @@ def main() -> None:
         raise SystemExit("sqlite-utils not found: pip install '.[bench]'")
     work = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     data = work / "users.csv"
-    generate(data, args.rows)
+    generate(data, args.rows, shape=args.shape)
     size_mb = data.stat().st_size / 1e6
     ours, ref = [], []
     for i in range(args.repeat):
@@ -127,7 +165,8 @@ def main() -> None:
         f"{os.cpu_count()} cores, Python {platform.python_version()}"
     )
     print(
-        f"file: {args.rows:,} rows, {size_mb:.1f} MB; {args.repeat} alternating runs each, medians"
+        f"file: {args.rows:,} rows ({args.shape} shape), {size_mb:.1f} MB; {args.repeat} "
+        "alternating runs each, medians"
     )
     print("| command | time (s) | rows/s | peak RSS (MB) |")
     print("|---|---|---|---|")
@@ -145,7 +184,7 @@ def main() -> None:
     print("|---|---|---|")
     for rows in (args.rows // 4, args.rows, args.rows * 2):
         path = work / f"size{rows}.csv"
-        generate(path, rows, seed=2)
+        generate(path, rows, seed=2, shape=args.shape)
         t, m = timed(
             [
                 jobrunner,
