@@ -570,14 +570,15 @@ class WindowLimiter:
                 self.window_lo, self.window_s, self.budget = fixed
                 self.mode = "fixed"
                 return
-        if seen == 0 or lo - window >= ref:
+        most = self._count(lo - window, ref)  # from the earliest the window can have begun
+        if most == 0:
             # Nothing of ours is in the window this 429 implies: some other limit answered.
             episode.external = True
             return
         # Counted from the latest moment the window can have begun: up to a second's worth
         # too few. Probes at the next full window win those back, one answer at a time.
         self.budget = max(1, seen)
-        episode.unsure = max(0, self._count(lo - window, ref) - seen)
+        episode.unsure = most - self.budget
 
     def _fixed_fit(
         self, lo: float, hi: float, ref: float, budget: int

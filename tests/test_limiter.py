@@ -165,6 +165,23 @@ def test_a_halved_six_second_budget_is_followed_within_two_windows() -> None:
         assert accepted >= 0.9 * 30 and rejected <= 1
 
 
+@pytest.mark.parametrize("seed", range(1, 11))
+def test_a_halved_budget_whose_retry_after_spans_the_whole_window(seed: int) -> None:
+    """30 per 6 s halved: each wave's 16th request is refused with Retry-After ~6 s (until its
+    first leaves). Rounded up, T - W may fall after the whole wave: counted from the earliest
+    moment the window can have begun, it is the budget, not some other limit."""
+    for when in (19.0, 20.0, 21.3, 22.7):
+        server = SimServer(30, 6.0)
+
+        def halve(server: SimServer = server) -> None:
+            server.budget = 15
+
+        result = simulate(server, 400, at=[(when, halve)], seed=seed)
+        assert result.limiter.budget == 15
+        late = [r for r in result.requests if r.sent > START + when + 12.0 and r.status == 429]
+        assert all(r.kind == "probe" for r in late)
+
+
 def test_another_integration_sharing_the_token_leaves_a_smaller_budget() -> None:
     """From 100 s on, someone else sends 20 requests per 6 s window on our token, evenly
     spaced, invisible to us: we settle near the 40 left, and their requests, landing where
