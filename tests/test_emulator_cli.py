@@ -254,6 +254,8 @@ def test_port_in_use_is_a_one_line_error() -> None:
         ["--division", "Sales"],
         ["--division", "Sales=not-a-uuid"],
         ["--revoke-tokens-after", "0"],
+        ["--rate-window", "rolling"],
+        ["--rate-window-seconds", "0"],
         ["--existing-users", "/no/such/file.csv"],
         ["--org-file", "/no/such/org.json"],
         ["--fresh-user-delay", "-1"],
@@ -263,6 +265,31 @@ def test_bad_option_values_are_usage_errors(args: list[str]) -> None:
     result = CliRunner().invoke(emulator_command, args)
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
+
+
+def test_rate_window_options_reach_the_emulator(monkeypatch: pytest.MonkeyPatch) -> None:
+    from jobrunner.emulator import server
+
+    seen: list[Any] = []
+
+    class Unstartable(server.Emulator):
+        def start(self) -> server.Emulator:
+            seen.append(self.config)
+            raise OSError("not today")
+
+    monkeypatch.setattr(server, "Emulator", Unstartable)
+    args = ["--rate-per-minute", "60", "--rate-window-seconds", "6", "--rate-window", "fixed"]
+    result = CliRunner().invoke(emulator_command, args)
+    assert result.exit_code == 1
+    config = seen[0]
+    assert (config.rate_per_minute, config.rate_window_s, config.rate_window_mode) == (
+        60,
+        6.0,
+        "fixed",
+    )
+    default = CliRunner().invoke(emulator_command, ["--rate-window-seconds", "1.5"])
+    assert default.exit_code == 1
+    assert (seen[1].rate_window_s, seen[1].rate_window_mode) == (1.5, "sliding")
 
 
 def test_bad_seed_file_is_a_one_line_error(tmp_path: Path) -> None:

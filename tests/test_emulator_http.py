@@ -116,6 +116,50 @@ def test_rate_limit_can_change_at_run_time(http_client: Any) -> None:
         assert [c.api("GET", HOME)[0] for _ in range(3)] == [200, 200, 429]
 
 
+def test_fixed_window_resets_on_its_boundaries(http_client: Any) -> None:
+    clock = FakeClock(1000.0)  # windows of 60 s start at 960, 1020, 1080, ...
+    with Emulator(config(rate_per_minute=3, rate_window_mode="fixed", clock=clock)) as emu:
+        c = http_client(emu.port, CLIENT_ID, CLIENT_SECRET)
+        c.login()
+        assert [c.api("GET", HOME)[0] for _ in range(3)] == [200, 200, 200]
+        status, headers, body = c.api("GET", HOME)
+        assert (status, headers["retry-after"]) == (429, "20")  # to the next boundary
+        assert body["messageParams"] == {"retryAfter": "20"}
+        clock.now = 1019.5
+        assert c.api("GET", HOME)[1]["retry-after"] == "1"  # rounded up, at least 1
+        clock.now = 1020.0  # a new window: the whole budget at once (a sliding one: nothing)
+        assert [c.api("GET", HOME)[0] for _ in range(4)] == [200, 200, 200, 429]
+        assert c.api("GET", HOME)[1]["retry-after"] == "60"
+        clock.now = 1079.999
+        assert c.api("GET", HOME)[0] == 429
+        clock.now = 1080.0
+        assert c.api("GET", HOME)[0] == 200
+        assert emu.stats()["rate_limited"] == 5
+
+
+def test_fixed_window_budget_length_and_mode_change_at_run_time(http_client: Any) -> None:
+    clock = FakeClock(1000.0)
+    with Emulator(config(rate_per_minute=4, rate_window_mode="fixed", clock=clock)) as emu:
+        c = http_client(emu.port, CLIENT_ID, CLIENT_SECRET)
+        c.login()
+        assert [c.api("GET", HOME)[0] for _ in range(2)] == [200, 200]
+        emu.config.rate_per_minute = 2  # halved mid-window: what was admitted still counts
+        status, headers, _ = c.api("GET", HOME)
+        assert (status, headers["retry-after"]) == (429, "20")
+        emu.config.rate_window_s = 6.0  # windows on multiples of 6 s: [996, 1002) is new
+        assert [c.api("GET", HOME)[0] for _ in range(3)] == [200, 200, 429]
+        assert c.api("GET", HOME)[1]["retry-after"] == "2"
+        clock.now = 1002.0
+        assert [c.api("GET", HOME)[0] for _ in range(3)] == [200, 200, 429]
+        emu.config.rate_window_mode = "sliding"  # the sliding window has its own record
+        assert [c.api("GET", HOME)[0] for _ in range(3)] == [200, 200, 429]
+
+
+def test_rate_window_mode_must_be_known() -> None:
+    with pytest.raises(ValueError, match="rate_window_mode"):
+        config(rate_window_mode="rolling")
+
+
 # ---- 5xx faults --------------------------------------------------------------------------
 
 

@@ -52,9 +52,12 @@ class TokenRegistry:
 
 
 class RateLimiter:
-    """N requests per sliding 60-second window, per key (the bearer token).
+    """N requests per window, per key (the bearer token); only admitted requests count.
 
-    Only admitted requests take a slot: a rejected request costs nothing.
+    "sliding": at most N in any `window_s` seconds; Retry-After is the time until the oldest
+    request that keeps the window full leaves it. "fixed": at most N per window, the windows
+    starting on multiples of `window_s` (of the injected clock); Retry-After is the time to
+    the next boundary. Both are whole seconds rounded up, at least 1, as the API's.
     """
 
     WINDOW_S = 60.0
@@ -63,14 +66,17 @@ class RateLimiter:
         self._clock = clock
         self._lock = threading.Lock()
         self._admitted: dict[str, deque[float]] = {}
+        self._fixed: dict[str, tuple[int, int]] = {}  # key -> (window index, admitted in it)
 
-    def admit(self, key: str, limit: int, window_s: float = WINDOW_S) -> int:
+    def admit(self, key: str, limit: int, window_s: float = WINDOW_S, mode: str = "sliding") -> int:
         """0 if the request may proceed (and takes a slot), else the whole seconds to wait
-        until the oldest slot in the window frees (at least 1)."""
+        (at least 1)."""
         if limit <= 0:
-            return int(window_s)
+            return max(1, math.ceil(window_s))
         now = self._clock()
         with self._lock:
+            if mode == "fixed":
+                return self._admit_fixed(key, limit, window_s, now)
             window = self._admitted.get(key)
             if window is None:
                 window = self._admitted[key] = deque()
@@ -83,8 +89,20 @@ class RateLimiter:
             oldest = window[len(window) - limit]
             return max(1, math.ceil(oldest + window_s - now))
 
+    def _admit_fixed(self, key: str, limit: int, window_s: float, now: float) -> int:
+        index = math.floor(now / window_s)
+        current, count = self._fixed.get(key, (index, 0))
+        if current != index:
+            count = 0
+        if count < limit:
+            self._fixed[key] = (index, count + 1)
+            return 0
+        return max(1, math.ceil((index + 1) * window_s - now))
+
     def forget(self, keys_alive: Callable[[str], bool]) -> None:
         """Drop the windows of tokens that no longer exist (keeps memory bounded)."""
         with self._lock:
             for key in [k for k in self._admitted if not keys_alive(k)]:
                 del self._admitted[key]
+            for key in [k for k in self._fixed if not keys_alive(k)]:
+                del self._fixed[key]

@@ -69,7 +69,24 @@ def _parse_divisions(
     type=click.IntRange(min=1),
     default=300,
     show_default=True,
-    help="API requests per token per sliding 60 s window; beyond it 429.",
+    help="API requests per token per window; beyond it 429.",
+)
+@click.option(
+    "--rate-window-seconds",
+    "rate_window_s",
+    type=click.FloatRange(min=0, min_open=True),
+    default=60.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Length of the rate-limit window (the API's is 60 s).",
+)
+@click.option(
+    "--rate-window",
+    "rate_window_mode",
+    type=click.Choice(["sliding", "fixed"]),
+    default="sliding",
+    show_default=True,
+    help="sliding: any window of that length; fixed: windows that reset on its multiples.",
 )
 @click.option(
     "--token-lifetime",
@@ -186,6 +203,8 @@ def emulator(
     client_id: str,
     client_secret: str,
     rate_per_minute: int,
+    rate_window_s: float,
+    rate_window_mode: str,
     token_lifetime: int,
     latency_ms: float,
     latency_jitter_ms: float,
@@ -226,6 +245,8 @@ def emulator(
             client_id=client_id,
             client_secret=client_secret,
             rate_per_minute=rate_per_minute,
+            rate_window_s=rate_window_s,
+            rate_window_mode=rate_window_mode,
             token_lifetime_s=token_lifetime,
             latency_ms=latency_ms,
             latency_jitter_ms=latency_jitter_ms,

@@ -77,6 +77,8 @@ class EmulatorConfig:
     # The real API's window is 60 s. A shorter one makes rate-limit drills (and tests) quick:
     # `rate_per_minute` requests are then allowed per `rate_window_s` seconds.
     rate_window_s: float = 60.0
+    # "sliding": any `rate_window_s` seconds; "fixed": windows that reset on multiples of it.
+    rate_window_mode: str = "sliding"
     token_lifetime_s: float = 86400
     latency_ms: float = 0.0
     latency_jitter_ms: float = 0.0
@@ -107,6 +109,8 @@ class EmulatorConfig:
             raise ValueError("rate_per_minute must be at least 1")
         if self.rate_window_s <= 0:
             raise ValueError("rate_window_s must be positive")
+        if self.rate_window_mode not in ("sliding", "fixed"):
+            raise ValueError("rate_window_mode must be 'sliding' or 'fixed'")
         if self.token_lifetime_s <= 0:
             raise ValueError("token_lifetime_s must be positive")
         for name in ("latency_ms", "latency_jitter_ms", "search_index_delay_s", "fresh_user_404_s"):
@@ -596,7 +600,9 @@ class Emulator:
             return route, _error_reply(
                 ApiError(401, "bad.credentials", "Invalid login credentials.")
             )
-        wait = self.limiter.admit(token, cfg.rate_per_minute, cfg.rate_window_s)
+        wait = self.limiter.admit(
+            token, cfg.rate_per_minute, cfg.rate_window_s, cfg.rate_window_mode
+        )
         if wait:
             return route, _error_reply(
                 ApiError(
