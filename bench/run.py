@@ -4,7 +4,7 @@
 
 Scenarios (each runs both pacers, one after the other, each against a fresh emulator that
 adds ~300 ms (±50) of latency before its rate-limit check, through the real SDK and today's
-`Runner(ledger, client, pacer=...)`):
+`Runner(ledger, client, limiter=...)`):
 
     main        3,000 users, 300 per 60 s sliding window (the API's default)
     small       600 users, 300 per 60 s
@@ -37,13 +37,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pacer_v1 import Pacer  # the pacer before the WindowLimiter, kept for this comparison
+
 from jobrunner.config import Settings, parse_environment
 from jobrunner.emulator.server import Emulator, EmulatorConfig
 from jobrunner.genesys import ApiError, GenesysClient
 from jobrunner.ingest import ingest_file
 from jobrunner.ledger import Ledger
 from jobrunner.limiter import WindowLimiter
-from jobrunner.runner import Pacer, Runner
+from jobrunner.runner import Runner
 
 HEADER = "first_name,last_name,email,phone_number,division_id,title,department\n"
 
@@ -150,7 +152,7 @@ def bench_runner(name: str, pacer: Any, scenario: Scenario, args: Any, work: Pat
     try:
         settings = Settings("bench", "bench-secret", parse_environment(emu.url))
         client = Recording(GenesysClient(settings, pool_size=args.concurrency))
-        runner = Runner(ledger, client, concurrency=args.concurrency, pacer=pacer)
+        runner = Runner(ledger, client, concurrency=args.concurrency, limiter=pacer)
         if scenario.halve_after_s is not None:
 
             def halve() -> None:

@@ -34,10 +34,10 @@ class Plan:
 
 
 def plan(ledger: Ledger, client: Any, limiter: Any = None) -> Plan:
+    from jobrunner.limiter import WindowLimiter
     from jobrunner.resolve import Resolution
-    from jobrunner.runner import Pacer
 
-    limiter = limiter or Pacer()
+    limiter = limiter or WindowLimiter()
     stats = RunStats()
     caller = Scheduler(
         ledger,

@@ -423,8 +423,9 @@ def _execute_run(
 ) -> Any:
     """Shared by `run` and `demo`: build the client and runner, run, map errors."""
     from jobrunner.genesys import GenesysClient
+    from jobrunner.limiter import WindowLimiter
     from jobrunner.progress import Progress
-    from jobrunner.runner import Pacer, RetryPolicy, Runner
+    from jobrunner.runner import RetryPolicy, Runner
 
     show = sys.stderr.isatty() if progress is None else progress
     display = None
@@ -438,7 +439,7 @@ def _execute_run(
         client,
         concurrency=concurrency,
         policy=RetryPolicy(max_attempts=max_attempts),
-        pacer=Pacer(rate_per_minute),
+        limiter=WindowLimiter(rate_per_minute),
         update_existing=(modes or {}).get("update_existing", False),
         restore_deleted=(modes or {}).get("restore_deleted", False),
         recreate_rolled_back=(modes or {}).get("recreate_rolled_back", False),
@@ -463,7 +464,7 @@ def _execute_run(
         )
     click.echo(
         f"this run: {stats.done:,} people settled, {stats.steps['done']:,} steps done; "
-        f"API calls: {_calls_text(stats.calls)}; {runner.pacer.limited:,} answered 429"
+        f"API calls: {_calls_text(stats.calls)}; {runner.limiter.limited:,} answered 429"
     )
     if counts["failed"] or stats.steps["failed"]:
         click.echo(
@@ -677,7 +678,8 @@ def rollback(
     """
     from jobrunner.config import load_settings
     from jobrunner.genesys import GenesysClient
-    from jobrunner.runner import Pacer, RetryPolicy, Runner
+    from jobrunner.limiter import WindowLimiter
+    from jobrunner.runner import RetryPolicy, Runner
 
     obj: Context = ctx.obj
     try:
@@ -732,7 +734,7 @@ def rollback(
             GenesysClient(settings, pool_size=concurrency),
             concurrency=concurrency,
             policy=RetryPolicy(max_attempts=max_attempts),
-            pacer=Pacer(rate_per_minute),
+            limiter=WindowLimiter(rate_per_minute),
         )
         result = runner.rollback([r["id"] for r in chosen], progress=display)
     except JobrunnerError as exc:

@@ -15,10 +15,8 @@ import json
 import os
 import random
 import socket
-import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +25,7 @@ from typing import Any
 from jobrunner.errors import JobrunnerError, LedgerBusy, LedgerError
 from jobrunner.genesys import CallError
 from jobrunner.ledger import Ledger, Row, free_bytes
+from jobrunner.limiter import WindowLimiter
 from jobrunner.log import get_logger
 from jobrunner.resolve import Resolution, Resolver, describe
 from jobrunner.scheduler import RetryPolicy, RunStats, Scheduler
@@ -34,7 +33,7 @@ from jobrunner.steps import Stopping, StopRun
 from jobrunner.steps import rollback as rollback_step
 from jobrunner.steps.create import existing_user, lookup_failed
 
-__all__ = ["Pacer", "RetryPolicy", "RunLock", "RunResult", "RunStats", "Runner"]
+__all__ = ["RetryPolicy", "RunLock", "RunResult", "RunStats", "Runner"]
 
 log = get_logger("jobrunner.runner")
 
@@ -52,103 +51,6 @@ _STEP_OF = {
     "manager": "profile",
     "location": "profile",
 }
-
-
-class Pacer:
-    """One pace for every worker: honours Retry-After, then paces from what the API showed.
-
-    The limit is per token over a sliding minute. Until the first 429 the runner goes as fast
-    as its workers allow (or at `rate_per_minute` if given). On a 429, every worker pauses
-    until Retry-After has passed, and the pace is set from the number of requests the API
-    accepted on this token in the minute before: one every 60 s / that number, so 429s stay
-    rare. Fewer than LEARN_MIN accepted means some other limit answered (the org-wide one, say):
-    then it only pauses. After each whole minute without a 429 the pace loosens by a tenth,
-    so one unlucky measurement does not slow the rest of a long run.
-    """
-
-    WINDOW_S = 60.0
-    MARGIN = 1.02
-    LEARN_MIN = 10
-    LOOSEN = 0.9
-
-    def __init__(
-        self,
-        rate_per_minute: float | None = None,
-        clock: Callable[[], float] = time.monotonic,
-        window_s: float = WINDOW_S,
-    ) -> None:
-        self.window_s = window_s  # the API's is a minute; the emulator's drills may be shorter
-        self._clock = clock
-        self._lock = threading.Lock()
-        # --rate-per-minute is a ceiling the pace never goes above; learning only slows down.
-        self.min_interval = window_s / rate_per_minute if rate_per_minute else 0.0
-        self.interval = self.min_interval
-        self._learned = False
-        self._next_slot = 0.0
-        self.paused_until = 0.0
-        self._accepted: deque[float] = deque()
-        self._calm_since = clock()  # last 429, or last loosening
-        self.limited = 0  # 429s seen
-
-    def new_token(self) -> None:
-        """The limit is per token: a new token starts with an empty window."""
-        with self._lock:
-            self._accepted.clear()
-
-    def _reserve(self) -> float:
-        with self._lock:
-            now = self._clock()
-            if self._learned and now - self._calm_since >= self.window_s:
-                self.interval = max(self.min_interval, self.interval * self.LOOSEN)
-                self._calm_since = now
-            at = max(now, self.paused_until, self._next_slot)
-            self._next_slot = at + self.interval
-            return at
-
-    def wait(self, stop: threading.Event) -> bool:
-        """Block until this caller may send. False if `stop` was set meanwhile."""
-        at = self._reserve()
-        while True:
-            delay = at - self._clock()
-            if delay > 0 and stop.wait(delay):
-                return False
-            with self._lock:
-                paused = self.paused_until
-            if self._clock() >= paused:
-                return not stop.is_set()
-            at = self._reserve()  # a 429 arrived while we waited: queue up again
-
-    def answered(self, status: int, retry_after: float | None = None) -> None:
-        with self._lock:
-            now = self._clock()
-            while self._accepted and self._accepted[0] < now - self.window_s:
-                self._accepted.popleft()
-            if status != 429:
-                self._accepted.append(now)
-                return
-            self.limited += 1
-            self._calm_since = now
-            self.paused_until = max(self.paused_until, now + (retry_after or 1.0))
-            seen = len(self._accepted)
-            if seen >= self.LEARN_MIN:
-                self.interval = max(self.min_interval, self.window_s / seen * self.MARGIN)
-                self._learned = True
-
-    def pause(self, seconds: float) -> None:
-        """Every worker waits (the API is unreachable, say)."""
-        with self._lock:
-            self.paused_until = max(self.paused_until, self._clock() + seconds)
-
-    def pause_remaining(self) -> float:
-        return max(0.0, self.paused_until - self._clock())
-
-    def unanswered(self, reached: bool) -> None:
-        """A request got no answer: counted as accepted if it may have reached the API."""
-        if reached:
-            self.answered(200)
-
-    def rate_per_s(self) -> float | None:
-        return 1 / self.interval if self.interval else None
 
 
 class RunLock:
@@ -262,7 +164,7 @@ class Runner:
         *,
         concurrency: int = DEFAULT_CONCURRENCY,
         policy: RetryPolicy | None = None,
-        pacer: Any = None,
+        limiter: Any = None,
         clock: Callable[[], float] = time.time,
         rand: Callable[[], float] = random.random,
         update_existing: bool = False,
@@ -276,7 +178,7 @@ class Runner:
         self.client = client
         self.concurrency = max(1, concurrency)
         self.policy = policy or RetryPolicy()
-        self.pacer = pacer or Pacer()
+        self.limiter = limiter or WindowLimiter()
         self.clock = clock
         self.rand = rand
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -324,7 +226,7 @@ class Runner:
         scheduler = self.scheduler = Scheduler(
             ledger,
             self.client,
-            self.pacer,
+            self.limiter,
             owner=self.owner,
             concurrency=self.concurrency,
             policy=self.policy,
@@ -338,7 +240,7 @@ class Runner:
         unnamed = ledger.exists_without_id(limit=1)
         if left or unnamed:
             if hasattr(self.client, "on_new_token"):
-                self.client.on_new_token = self.pacer.new_token
+                self.client.on_new_token = self.limiter.new_token
             self.client.authenticate()  # ConfigError here: nothing sent, nothing marked
             try:
                 # People found there before whose id a stopped run (or a lagging search)
@@ -378,7 +280,7 @@ class Runner:
             **result.counts,
             steps_open=result.steps_open,
             calls=dict(self.stats.calls),
-            limited=self.pacer.limited,
+            limited=self.limiter.limited,
         )
         return result
 
@@ -396,7 +298,7 @@ class Runner:
             scheduler = self.scheduler = Scheduler(
                 ledger,
                 self.client,
-                self.pacer,
+                self.limiter,
                 owner=self.owner,
                 concurrency=self.concurrency,
                 policy=self.policy,
@@ -410,7 +312,7 @@ class Runner:
             log.info("rollback.start", users=self.stats.steps_total)
             if self.stats.steps_total:
                 if hasattr(self.client, "on_new_token"):
-                    self.client.on_new_token = self.pacer.new_token
+                    self.client.on_new_token = self.limiter.new_token
                 self.client.authenticate()
                 scheduler.work(progress)
             left = ledger.pending_rollbacks()

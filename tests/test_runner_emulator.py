@@ -25,7 +25,8 @@ from jobrunner.errors import ConfigError
 from jobrunner.genesys import REFUSAL_TRIES, REFUSAL_WAIT_S, GenesysClient
 from jobrunner.ingest import ingest_file
 from jobrunner.ledger import Ledger
-from jobrunner.runner import Pacer, RetryPolicy, Runner
+from jobrunner.limiter import WindowLimiter
+from jobrunner.runner import RetryPolicy, Runner
 
 SECRET = "s3cr3t-never-printed-0123456789"
 HEADER = "first_name,last_name,email,phone_number,division_id,title,department\n"
@@ -164,16 +165,31 @@ def test_5xx_faults_are_retried(emulator: Any, make_ledger: Any) -> None:
     assert_each_created_once(emu, ledger)
 
 
-def test_a_429_storm_never_fails_a_row(emulator: Any, make_ledger: Any) -> None:
+def test_a_429_storm_never_fails_a_row_and_the_limiter_learns_it(
+    emulator: Any, make_ledger: Any
+) -> None:
     emu = emulator(rate_per_minute=8, rate_window_s=1.0)  # 8 per second: binds at once
-    ledger = make_ledger(people(30))
-    pacer = Pacer(window_s=1.0)  # the drill's window
-    result = run_against(emu, ledger, policy=RetryPolicy(max_attempts=1), pacer=pacer)
+    ledger = make_ledger(people(40))
+    result = run_against(emu, ledger, policy=RetryPolicy(max_attempts=1))
     assert result.exit_code == 0
-    assert emu.stats()["rate_limited"] > 0
+    limited = emu.stats()["rate_limited"]
+    # The first 429s teach the window (one per request in flight, and the test of what was
+    # learned); after that the limiter keeps the run below the limit.
+    assert 0 < limited <= 8, limited
     rows = report_rows(ledger)
     assert all(r["status"] == "created" and r["attempts"] == 1 for r in rows.values())
     assert_each_created_once(emu, ledger)
+
+
+def test_with_pacing_switched_off_the_same_storm_is_answered_429_many_times(
+    emulator: Any, make_ledger: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the test above guards: workers that never wait for the limiter."""
+    monkeypatch.setattr(WindowLimiter, "wait", lambda self, stop: not stop.is_set())
+    emu = emulator(rate_per_minute=8, rate_window_s=1.0)
+    ledger = make_ledger(people(40))
+    run_against(emu, ledger, policy=RetryPolicy(max_attempts=1))
+    assert emu.stats()["rate_limited"] > 20
 
 
 def test_a_token_revoked_mid_run_is_replaced_once(emulator: Any, make_ledger: Any) -> None:

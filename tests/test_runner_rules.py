@@ -23,7 +23,8 @@ from jobrunner.cli import cli
 from jobrunner.genesys import ApiError
 from jobrunner.ingest import ingest_file
 from jobrunner.ledger import Ledger
-from jobrunner.runner import Pacer, RetryPolicy, Runner
+from jobrunner.limiter import WindowLimiter
+from jobrunner.runner import RetryPolicy, Runner
 
 HEADER = "first_name,last_name,email,phone_number,division_id,title,department\n"
 
@@ -94,7 +95,7 @@ def test_the_doubt_is_committed_before_the_create_is_sent(ledger: Ledger) -> Non
     assert seen == [(1, 1), (1, 1)]
 
 
-class RecordingPacer(Pacer):
+class RecordingLimiter(WindowLimiter):
     def __init__(self) -> None:
         super().__init__()
         self.seen: list[tuple[int, float | None]] = []
@@ -108,10 +109,10 @@ def test_retry_after_of_a_create_reaches_the_limiter(ledger: Ledger) -> None:
     client = FakeClient()
     limited = ApiError(429, "too.many.requests.retry.after", "slow down", retry_after=0.3)
     client.create_script["ada@example.com"] = deque([limited])
-    pacer = RecordingPacer()
-    result = Runner(ledger, client, concurrency=1, pacer=pacer).run()
+    limiter = RecordingLimiter()
+    result = Runner(ledger, client, concurrency=1, limiter=limiter).run()
     assert result.exit_code == 0
-    assert (429, 0.3) in pacer.seen
+    assert (429, 0.3) in limiter.seen
     assert row(ledger, "ada@example.com")["attempts"] == 1  # the 429 used no attempt
 
 

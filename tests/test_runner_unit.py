@@ -18,7 +18,7 @@ from jobrunner.errors import ConfigError, LedgerBusy
 from jobrunner.genesys import ApiError, FoundUser, NewUser, TransportError
 from jobrunner.ingest import ingest_file
 from jobrunner.ledger import Ledger
-from jobrunner.runner import Pacer, RetryPolicy, RunLock, Runner
+from jobrunner.runner import RetryPolicy, RunLock, Runner
 
 HEADER = "first_name,last_name,email,phone_number,division_id,title,department\n"
 
@@ -226,47 +226,6 @@ def test_second_runner_is_refused_naming_the_first(ledger: Ledger) -> None:
     assert make_runner(ledger, FakeClient()).run().exit_code == 0
 
 
-def test_pacer_honours_retry_after_and_learns_the_pace() -> None:
-    now = [1000.0]
-    pacer = Pacer(clock=lambda: now[0])
-    for _ in range(5):  # too few accepted for the per-token limit: some other limit answered
-        pacer.answered(200)
-    pacer.answered(429, retry_after=50)
-    assert pacer.interval == 0 and pacer.pause_remaining() == pytest.approx(50)
-    now[0] += 100
-    for _ in range(30):  # 30 accepted within the last minute, then a 429
-        pacer.answered(200)
-        now[0] += 0.1
-    pacer.answered(429, retry_after=20)
-    assert pacer.pause_remaining() == pytest.approx(20)
-    assert pacer.interval == pytest.approx(60 / 30 * Pacer.MARGIN)
-    assert pacer.limited == 2
-    first = pacer._reserve()
-    second = pacer._reserve()
-    assert first == pytest.approx(now[0] + 20)
-    assert second - first == pytest.approx(pacer.interval)
-
-
-def test_pacer_loosens_after_a_calm_minute_and_forgets_an_old_tokens_window() -> None:
-    now = [0.0]
-    pacer = Pacer(clock=lambda: now[0])
-    for _ in range(20):
-        pacer.answered(200)
-    pacer.answered(429, retry_after=1)
-    learned = pacer.interval
-    assert learned == pytest.approx(3 * Pacer.MARGIN)
-    now[0] += 61
-    pacer._reserve()
-    assert pacer.interval == pytest.approx(learned * Pacer.LOOSEN)
-    for _ in range(20):
-        pacer.answered(200)
-    pacer.new_token()  # a fresh token's window is empty: a 429 now teaches nothing
-    for _ in range(3):
-        pacer.answered(200)
-    pacer.answered(429, retry_after=1)
-    assert pacer.interval == pytest.approx(learned * Pacer.LOOSEN)
-
-
 def test_retry_policy_full_jitter_is_bounded() -> None:
     policy = RetryPolicy(base_delay_s=1, max_delay_s=60)
     assert policy.delay(1, lambda: 1.0) == 1
@@ -408,20 +367,6 @@ def test_what_counts_as_the_user_we_created(found: dict[str, Any], ours: bool) -
         phones=("+13175550101",),
     )
     assert sent.matches(FoundUser(**{**base, **found})) is ours
-
-
-def test_pacer_never_goes_faster_than_rate_per_minute() -> None:
-    now = [0.0]
-    pacer = Pacer(rate_per_minute=60, clock=lambda: now[0])
-    assert pacer.interval == pytest.approx(1.0)
-    for _ in range(600):  # a 429 after many accepted would suggest a faster pace
-        pacer.answered(200)
-    pacer.answered(429, retry_after=1)
-    assert pacer.interval == pytest.approx(1.0)
-    for _ in range(30):  # calm minutes never loosen below the ceiling either
-        now[0] += 61
-        pacer._reserve()
-    assert pacer.interval == pytest.approx(1.0)
 
 
 def connect_error() -> TransportError:
