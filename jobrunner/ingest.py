@@ -236,6 +236,8 @@ def _compare(
             ledger.update_row(known["id"], values, restart=True)
             summary.corrected += 1
             return
+    elif row.error_code == "duplicate":
+        pass  # a line repeating an earlier one of this file: that line was compared
     elif "name" in known and any(known[c] != values[c] for c in _COMPARED):
         if not row.valid:
             summary.keep(KEPT_INVALID, row)

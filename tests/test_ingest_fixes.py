@@ -268,6 +268,17 @@ def test_reingest_updates_only_rows_no_user_was_made_for(tmp_path: Path, db: Pat
     assert got["p4@example.com"]["status"] == "created"
 
 
+def test_a_duplicate_line_ingested_again_is_already_present_not_kept(
+    tmp_path: Path, db: Path
+) -> None:
+    f = write(
+        tmp_path, "u.csv", HEADER + "Ada,L,ada@example.com,,,,\nAda,Again,ADA@example.com,,,,\n"
+    )
+    assert run(db, "ingest", str(f)).exit_code == 0
+    again = run(db, "ingest", str(f))
+    assert "already present:  2" in again.output and "not updated" not in again.output
+
+
 def test_ingest_log_and_summary_agree_on_added(tmp_path: Path, db: Path) -> None:
     f = write(tmp_path, "u.csv", HEADER + "Ada,L,ada@example.com,,,,\nBad,Row,nope,,,,\n")
     result = CliRunner().invoke(cli, ["--db", str(db), "--log-format", "json", "ingest", str(f)])
