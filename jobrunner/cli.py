@@ -452,10 +452,11 @@ def _execute_run(
             f"recovered {result.recovered:,} rows a stopped run left in progress "
             f"({result.recovered_in_doubt:,} looked up before any new create)"
         )
+    rolled_back = f" | rolled back {counts['rolled_back']:,}" if counts["rolled_back"] else ""
     click.echo(
         f"created {counts['created']:,} | exists {counts['exists']:,} | "
         f"failed {counts['failed']:,} | pending {counts['pending']:,} | "
-        f"invalid {counts['invalid']:,} (from ingest)"
+        f"invalid {counts['invalid']:,} (from ingest){rolled_back}"
     )
     if stats.steps_total or stats.steps:
         click.echo(
@@ -475,19 +476,23 @@ def _execute_run(
 
 
 def _calls_text(calls: Any) -> str:
+    """API calls by what they were for (a step's reads count with its writes)."""
     names = {
         "create": "creates",
         "search": "searches",
-        "lookup": "look-ups",
-        "roles": "role grants",
-        "skills": "skill calls",
-        "queue": "queue batches",
-        "profile": "profile updates",
+        "lookup": "name look-ups",
+        "roles": "for roles",
+        "skills": "for skills",
+        "queue": "for queues",
+        "profile": "for profiles",
+        "division": "for divisions",
+        "restore": "for restores",
+        "rollback": "deletes",
         "token": "tokens",
     }
-    shown = [f"{calls[k]:,} {names[k]}" for k in names if calls[k] or k in ("create", "token")]
+    shown = [f"{calls[k]:,} {names[k]}" for k in names if calls[k]]
     shown += [f"{n:,} {k}" for k, n in calls.items() if k not in names and n]
-    return ", ".join(shown)
+    return ", ".join(shown) or "none"
 
 
 def _run_options(fn: Any) -> Any:

@@ -315,6 +315,7 @@ class Runner:
                     self.client.on_new_token = self.limiter.new_token
                 self.client.authenticate()
                 scheduler.work(progress)
+            self.stats.calls["token"] = getattr(self.client, "tokens_fetched", 0)
             left = ledger.pending_rollbacks()
             (failed,) = ledger.execute(
                 "SELECT count(*) FROM steps WHERE kind = 'rollback' AND status = 'failed'"
