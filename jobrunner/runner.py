@@ -223,19 +223,8 @@ class Runner:
             steps=self.stats.steps_total,
             concurrency=self.concurrency,
         )
-        scheduler = self.scheduler = Scheduler(
-            ledger,
-            self.client,
-            self.limiter,
-            owner=self.owner,
-            concurrency=self.concurrency,
-            policy=self.policy,
-            resolution=Resolution(),
-            stats=self.stats,
-            clock=self.clock,
-            rand=self.rand,
-            update_existing=self.update_existing,
-            restore_deleted=self.restore_deleted,
+        scheduler = self._scheduler(
+            update_existing=self.update_existing, restore_deleted=self.restore_deleted
         )
         unnamed = ledger.exists_without_id(limit=1)
         if left or unnamed:
@@ -295,20 +284,7 @@ class Runner:
             ledger.recover_abandoned()
             ledger.plan_rollback(row_ids)
             self.stats.steps_total = ledger.pending_rollbacks()
-            scheduler = self.scheduler = Scheduler(
-                ledger,
-                self.client,
-                self.limiter,
-                owner=self.owner,
-                concurrency=self.concurrency,
-                policy=self.policy,
-                resolution=Resolution(),
-                stats=self.stats,
-                clock=self.clock,
-                rand=self.rand,
-                modules=(rollback_step,),
-                creates=False,
-            )
+            scheduler = self._scheduler(modules=(rollback_step,), creates=False)
             log.info("rollback.start", users=self.stats.steps_total)
             if self.stats.steps_total:
                 if hasattr(self.client, "on_new_token"):
@@ -325,6 +301,23 @@ class Runner:
             return RunResult(ledger.counts(), self.stats, left + failed)
         finally:
             lock.release()
+
+    def _scheduler(self, **mode: Any) -> Scheduler:
+        """The scheduler of this run, sharing its client, limiter, policy and counters."""
+        self.scheduler = Scheduler(
+            self.ledger,
+            self.client,
+            self.limiter,
+            owner=self.owner,
+            concurrency=self.concurrency,
+            policy=self.policy,
+            resolution=Resolution(),
+            stats=self.stats,
+            clock=self.clock,
+            rand=self.rand,
+            **mode,
+        )
+        return self.scheduler
 
     def _plan_modes(self) -> None:
         """What the flags ask of rows an earlier run settled."""

@@ -312,31 +312,26 @@ class Scheduler:
 
     def done(self, claims: Sequence[StepClaim], detail: str | None = None) -> None:
         n = self.ledger.finish_steps(claims, self.owner, "done", detail=detail)
-        self.stats.step("done", n)
-        for c in claims:
-            log.info(
-                "step.done",
-                step=c.kind,
-                target=c.target or None,
-                line=c.row.line,
-                email=c.row.email,
-                detail=detail,
-            )
+        self.said(claims, "done", n, detail=detail)
 
     def failed(self, claims: Sequence[StepClaim], code: str, message: str) -> None:
         n = self.ledger.finish_steps(
             claims, self.owner, "failed", error_code=code, error_message=message
         )
-        self.stats.step("failed", n)
+        self.said(claims, "failed", n, error_code=code, error=message)
+
+    def said(self, claims: Sequence[StepClaim], status: str, n: int, **fields: Any) -> None:
+        """Count `n` recorded steps and log one event per step."""
+        self.stats.step(status, n)
+        emit = log.warning if status == "failed" else log.info
         for c in claims:
-            log.warning(
-                "step.failed",
+            emit(
+                f"step.{status}",
                 step=c.kind,
                 target=c.target or None,
                 line=c.row.line,
                 email=c.row.email,
-                error_code=code,
-                error=message,
+                **fields,
             )
 
     def _retry_steps(

@@ -292,7 +292,9 @@ def test_kill_9_during_update_restore_and_rollback_does_nothing_twice(
         user = next(u for u in emu.users() if u["email"] == email)
         assert user["id"] == user_id and user["state"] == "active"
     # Rollback under kill -9: every user this ledger created is deleted, once.
+    emu.config.latency_ms = 300  # slow enough for kills to land while users are deleted
     kills = kill_loop(db, emu, "step.done", "rollback", "--yes", "--include-looked-up")
+    assert kills >= 2  # the kills landed while users were being deleted
     conn = sqlite3.connect(db)
     statuses = dict(conn.execute("SELECT email, status FROM rows"))
     conn.close()

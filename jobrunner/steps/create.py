@@ -215,20 +215,8 @@ class _Create:
         """
         try:
             found = self._lookup()
-        except Stopping:
-            self.ledger.release(self.row.id, self.owner, next_attempt_at=0, in_doubt=doubt)
-            return True
-        except StopRun:
-            self.ledger.release(self.row.id, self.owner, next_attempt_at=0, in_doubt=doubt)
-            raise
-        except TransportError as err:
-            if err.kind == "connect":
-                self.ledger.release(self.row.id, self.owner, next_attempt_at=0, in_doubt=doubt)
-            else:
-                self._retry_later(err.code, str(err), doubt, count=not counted)
-            return True
-        except CallError as err:
-            self._retry_later(err.code, str(err), doubt, count=not counted)  # type: ignore[attr-defined]
+        except (Stopping, StopRun, CallError) as exc:
+            self._call_failed(exc, doubt=doubt, count=not counted)
             return True
         if found is None:
             return False
@@ -310,20 +298,8 @@ class _Create:
         asked for), else `exists` (brought in line with the file when asked for)."""
         try:
             found = self._lookup()
-        except Stopping:
-            self._give_back(undo_attempt=False)
-            return
-        except StopRun:
-            self._give_back(undo_attempt=False)
-            raise
-        except TransportError as err:
-            if err.kind == "connect":
-                self._give_back(undo_attempt=False)
-            else:
-                self._retry_later(err.code, str(err), self.doubt, count=False)
-            return
-        except CallError as err:
-            self._retry_later(err.code, str(err), self.doubt)  # type: ignore[attr-defined]
+        except (Stopping, StopRun, CallError) as exc:
+            self._call_failed(exc)
             return
         if found is None:  # the index lags behind the 409: look again later
             self._retry_later("conflict.unresolved", _LAGGING_INDEX, self.doubt)
@@ -366,12 +342,6 @@ class _Create:
                     "restore", self.ctx.client.get_user, user_id, state="deleted"
                 ).version
             new_version = self.ctx.call("restore", self.ctx.client.restore_user, user_id, version)
-        except Stopping:
-            self._give_back(undo_attempt=False)
-            return
-        except StopRun:
-            self._give_back(undo_attempt=False)
-            raise
         except ApiError as err:
             if err.status in (404, 409) or err.retryable:
                 # 404: no longer deleted (restored meanwhile?); 409: another version. The
@@ -385,8 +355,8 @@ class _Create:
                     error_message=f"could not restore the deleted user {user_id}: {err}",
                 )
             return
-        except TransportError as err:
-            self._retry_later(err.code, f"restoring the user: {err}", self.doubt)
+        except (Stopping, StopRun, CallError) as exc:
+            self._call_failed(exc, "restoring the user: ")
             return
         self._finish(
             "created",
@@ -402,19 +372,13 @@ class _Create:
         try:
             user = self.ctx.call_reading("restore", self.ctx.client.get_user, user_id)
         except ApiError as err:
-            if err.status != 404:
-                self._retry_later(err.code, f"restoring the user: {err}", self.doubt)
-                return
-            self._restore(user_id, None)  # still deleted
+            if err.status == 404:
+                self._restore(user_id, None)  # still deleted
+            else:
+                self._call_failed(err, "restoring the user: ")
             return
-        except Stopping:
-            self._give_back(undo_attempt=False)
-            return
-        except StopRun:
-            self._give_back(undo_attempt=False)
-            raise
-        except TransportError as err:
-            self._retry_later(err.code, f"restoring the user: {err}", self.doubt)
+        except (Stopping, StopRun, CallError) as exc:
+            self._call_failed(exc, "restoring the user: ")
             return
         self._finish(
             "created",
@@ -427,17 +391,39 @@ class _Create:
 
     # -- recording -----------------------------------------------------------------------------
 
-    def _give_back(self, undo_attempt: bool, error: TransportError | None = None) -> None:
+    def _give_back(
+        self, undo_attempt: bool, error: TransportError | None = None, doubt: int | None = None
+    ) -> None:
         """The row goes back to pending as it was before this attempt."""
         self.ledger.release(
             self.row.id,
             self.owner,
             next_attempt_at=0,
-            in_doubt=self.doubt,
+            in_doubt=self.doubt if doubt is None else doubt,
             undo_attempt=undo_attempt,
             error_code=error.code if error else None,
             error_message=str(error) if error else None,
         )
+
+    def _call_failed(
+        self, exc: Exception, what: str = "", doubt: int | None = None, count: bool = False
+    ) -> None:
+        """What every look-up and restore here does when its call did not succeed: stopping
+        or nothing reached the API: the row goes back as it was; a refused token or an API
+        that stays unreachable: the same, and the run stops; otherwise: try again after a
+        backoff (`count`: this round sent no create, count an attempt here)."""
+        doubt = self.doubt if doubt is None else doubt
+        if isinstance(exc, StopRun):
+            self._give_back(undo_attempt=False, doubt=doubt)
+            raise exc
+        if isinstance(exc, Stopping) or (isinstance(exc, TransportError) and exc.kind == "connect"):
+            self._give_back(undo_attempt=False, doubt=doubt)
+            return
+        if isinstance(exc, CallError):
+            code = getattr(exc, "code", "call.failed")
+            self._retry_later(code, f"{what}{exc}", doubt, count=count)
+            return
+        raise exc
 
     def _retry_later(self, code: str, message: str, doubt: int, count: bool = False) -> None:
         """Back in the queue after a backoff, or failed once the attempts are used up.

@@ -27,6 +27,5 @@ def perform(ctx: Any, claims: list[StepClaim]) -> None:
         if err.status != 404:
             raise
         detail = "already gone"
-    ctx.ledger.finish_rollback(claims, ctx.owner, detail)
-    ctx.stats.step("done")
-    ctx.stats.outcome("rolled_back")
+    done = ctx.ledger.finish_rollback(claims, ctx.owner, detail)
+    ctx.said(claims, "done", done, detail=detail)
