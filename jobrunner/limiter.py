@@ -24,7 +24,8 @@ The first 429 (nothing known yet)
     compared (the forward trip is about the same for every request; answers would shorten W
     by a create's processing time). Rounding up makes T up to a second late: the 429s of the
     requests still in flight (one per worker) carry other fractions, and intersecting their
-    bounds narrows T. The mirror uses the upper end, the safe side.
+    bounds narrows T. The mirror uses the upper end, the safe side. (A first 429 without
+    Retry-After: the documented 60 s.)
 
 Fixed windows
     A window that resets on boundaries points Retry-After at the next boundary and counts the
