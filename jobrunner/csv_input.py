@@ -352,6 +352,7 @@ def _read_rows(f: CsvFile) -> Iterator[InputRow]:
     get_index = [(col, index) for col in KNOWN_COLUMNS if (index := m.get(col)) is not None]
     required = [col for col in ("email", *NAME_COLUMNS) if col in m]
     split_names = "first_name" in m or "last_name" in m
+    present = tuple(col for col in KNOWN_COLUMNS if col in m)
     reader = csv.reader(text, delimiter=f.delimiter, strict=True)
     header_at: int = f._header_at  # type: ignore[attr-defined]  # the header: one physical line
     previous_end = header_at
@@ -401,7 +402,7 @@ def _read_rows(f: CsvFile) -> Iterator[InputRow]:
                         f"has {len(record)} fields but the header has {width}: "
                         "an unquoted comma (or delimiter) in a value?",
                     )
-            validate(row, split_names=split_names, country=f.default_country)
+            validate(row, split_names=split_names, country=f.default_country, columns=present)
             yield row
     finally:
         csv.field_size_limit(old_limit)
@@ -450,46 +451,54 @@ def _csv_error(name: str, message: str, line: int) -> InputFileError:
     return InputFileError(f"{name}: line {line}: malformed CSV ({message})")
 
 
-_OPTIONAL = (
-    "phone_number",
-    "extension",
-    "title",
-    "department",
-    "division",
-    "email_manager",
-    "location_work",
-    "roles_divisions",
-    "queues",
-    "skills",
+_OPTIONAL = frozenset(
+    (
+        "phone_number",
+        "extension",
+        "title",
+        "department",
+        "division",
+        "email_manager",
+        "location_work",
+        "roles_divisions",
+        "queues",
+        "skills",
+    )
 )
 # Values that never hold a line break (a name, a title or a list cell may).
-_ONE_LINE = ("email", "phone_number", "extension", "division", "email_manager", "location_work")
+_ONE_LINE = frozenset(
+    ("email", "phone_number", "extension", "division", "email_manager", "location_work")
+)
 
 
-def validate(row: InputRow, *, split_names: bool = True, country: str | None = None) -> None:
+def validate(
+    row: InputRow,
+    *,
+    split_names: bool = True,
+    country: str | None = None,
+    columns: tuple[str, ...] = KNOWN_COLUMNS,
+) -> None:
     """Ingest's rules for one row: normalises its values, or marks it invalid with a reason.
 
     `split_names`: the file has first_name/last_name columns (needed unless `name` is
-    given). `country`: ISO code for phone numbers written without their country code. The
-    runner applies the same rules again to a ledger row before sending it.
+    given). `country`: ISO code for phone numbers written without their country code.
+    `columns`: the ones the file has (the others are empty). The runner applies the same
+    rules again to a ledger row before sending it.
     """
-    for col in KNOWN_COLUMNS:
+    for col in columns:
         value = getattr(row, col)
-        if value and len(value) > MAX_LENGTH[col]:
+        if not value:
+            if value == "" and col in _OPTIONAL:
+                setattr(row, col, None)
+            continue
+        if len(value) > MAX_LENGTH[col]:
             row.invalidate(
                 "too_long", f"{col} is {len(value):,} characters long (at most {MAX_LENGTH[col]})"
             )
-    for col in _OPTIONAL:
-        if getattr(row, col) == "":
-            setattr(row, col, None)
-    for col in KNOWN_COLUMNS:
-        value = getattr(row, col)
-        bad = _control_character(value) if value else None
+        bad = _control_character(value)
         if bad:
             row.invalidate("control_character", f"{col} contains a control character ({bad})")
-    for col in _ONE_LINE:
-        value = getattr(row, col)
-        if value and ("\n" in value or "\r" in value):
+        if col in _ONE_LINE and ("\n" in value or "\r" in value):
             row.invalidate("line_break", f"{col} contains a line break")
     if not _visible(row.name):
         if not split_names:
@@ -600,6 +609,8 @@ def _items(cell: str | None) -> list[str]:
 
 def _parse_lists(row: InputRow) -> None:
     """`Role:[Division], Role` / `Queue, Queue` / `Skill:5, Skill` (no proficiency: 0)."""
+    if not (row.roles_divisions or row.queues or row.skills):
+        return
     roles: dict[tuple[str, str], tuple[str, str | None]] = {}
     for item in _items(row.roles_divisions):
         match = _ROLE_ITEM.fullmatch(item)
@@ -666,6 +677,10 @@ def _control_character(value: str) -> str | None:
 
 def _visible(value: str) -> bool:
     """Has a character that shows: not only spaces and invisible format characters."""
+    if not value:
+        return False
+    if value[0].isalnum():
+        return True
     return any(not c.isspace() and unicodedata.category(c) != "Cf" for c in value)
 
 

@@ -82,7 +82,7 @@ KEPT_INVALID = "invalid in this file: the ledger keeps the earlier values"
 _COMPARED = tuple(c for c in INPUT_FIELDS if c != "email")
 
 
-def _values(row: InputRow, source_id: int) -> dict[str, Any]:
+def _values(row: InputRow, source_id: int, norm: str) -> dict[str, Any]:
     return {
         "source_id": source_id,
         "line": row.line,
@@ -90,7 +90,7 @@ def _values(row: InputRow, source_id: int) -> dict[str, Any]:
         "first_name": row.first_name,
         "last_name": row.last_name,
         "email": row.email,
-        "email_norm": row.email_norm,
+        "email_norm": norm,
         "phone_number": row.phone_number,
         "extension": row.extension,
         "division": row.division,
@@ -104,9 +104,12 @@ def _values(row: InputRow, source_id: int) -> dict[str, Any]:
         "roles_divisions": ", ".join(
             f"{role}:[{division}]" if division else role for role, division in row.roles
         )
-        or None,
-        "queues": ", ".join(row.queue_names) or None,
-        "skills": ", ".join(f"{skill}:{level:g}" for skill, level in row.skill_levels) or None,
+        if row.roles
+        else None,
+        "queues": ", ".join(row.queue_names) if row.queue_names else None,
+        "skills": ", ".join(f"{skill}:{level:g}" for skill, level in row.skill_levels)
+        if row.skill_levels
+        else None,
         "status": "pending" if row.valid else "invalid",
         "error_code": row.error_code,
         "error_message": row.error_message,
@@ -117,6 +120,8 @@ def _values(row: InputRow, source_id: int) -> dict[str, Any]:
 
 def _wants(row: InputRow) -> list[tuple[Any, ...]]:
     wants: list[tuple[Any, ...]] = []
+    if not (row.roles or row.queue_names or row.skill_levels):
+        return wants
     wants.extend(("role", role, name_key(role), division, None) for role, division in row.roles)
     wants.extend(("queue", queue, name_key(queue), None, None) for queue in row.queue_names)
     wants.extend(
@@ -182,29 +187,30 @@ def _add_chunk(
     first_ingest: bool,
 ) -> None:
     """Add a chunk of rows; a person an earlier ingest brought is compared, not added."""
-    emails = [r.email_norm for r in chunk if r.email_norm]
+    norms = [r.email_norm for r in chunk]  # each row's, once (validation is over)
+    emails = [e for e in norms if e]
     earlier: dict[str, dict[str, Any]] = {}
     if not first_ingest:
         earlier = ledger.find_by_emails(emails, source_id)
     # Duplicates within this file: against rows of it already stored, then within the chunk.
     first_line = ledger.lines_in_source(emails, source_id)
     batch: list[dict[str, Any]] = []
-    for row in chunk:
+    for row, norm in zip(chunk, norms, strict=True):
         summary.rows_read += 1
-        if row.email_norm:
-            first = first_line.get(row.email_norm)
+        if norm:
+            first = first_line.get(norm)
             if first is not None:
                 row.invalidate("duplicate", f"duplicate of line {first} (same email)")
             elif row.valid:
-                first_line[row.email_norm] = row.line
+                first_line[norm] = row.line
         known: dict[str, Any] | None
         if first_ingest:
             known = None
-        elif row.email_norm:
-            known = earlier.get(row.email_norm)
+        elif norm:
+            known = earlier.get(norm)
         else:
             known = ledger.source_line_known(sha256, row.line, exclude_source=source_id)
-        values = _values(row, source_id)
+        values = _values(row, source_id, norm)
         if known is not None:
             _compare(ledger, row, values, known, summary)
             continue

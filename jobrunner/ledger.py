@@ -455,9 +455,8 @@ class Ledger:
     _INSERT = (
         "INSERT INTO rows (source_id, line, status, error_code, error_message, email_norm, "
         f"division_id, created_at, updated_at, {', '.join(INPUT_FIELDS)}) VALUES (:source_id, "
-        ":line, :status, :error_code, :error_message, :email_norm, :division_id, :now, :now, "
-        + ", ".join(f":{c}" for c in INPUT_FIELDS)
-        + ")"
+        ":line, :status, :error_code, :error_message, :email_norm, :division_id, '{now}', "
+        "'{now}', " + ", ".join(f":{c}" for c in INPUT_FIELDS) + ")"
     )
 
     def insert_rows(self, rows: Sequence[dict[str, Any]]) -> None:
@@ -465,7 +464,9 @@ class Ledger:
         proficiency)] and `steps` [(kind, target)]: the work after its create."""
         now = utc_now_iso()
         with self.transaction():
-            self.conn.executemany(self._INSERT, [{**r, "now": now} for r in rows])
+            # The time is our own ISO text (no quotes in it): written into the statement, so
+            # the rows' dicts need no copy.
+            self.conn.executemany(self._INSERT.replace("{now}", now), rows)
             planned = [r for r in rows if r["wants"] or r["steps"]]
             if not planned:
                 return
@@ -478,19 +479,30 @@ class Ledger:
                     emails,
                 ).fetchall()
             )
-            for r in planned:
-                self._add_plan(ids[r["email_norm"]], r, now)
+            self._add_plans([(ids[r["email_norm"]], r) for r in planned], now)
 
     def _add_plan(self, row_id: int, values: dict[str, Any], now: str) -> None:
+        self._add_plans([(row_id, values)], now)
+
+    def _add_plans(self, plans: Sequence[tuple[int, dict[str, Any]]], now: str) -> None:
+        """Every requested assignment and the waiting steps of these rows."""
         self.conn.executemany(
             "INSERT INTO wants (row_id, kind, position, name, name_key, division, proficiency) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [(row_id, w[0], i, *w[1:]) for i, w in enumerate(values["wants"])],
+            [
+                (row_id, w[0], i, *w[1:])
+                for row_id, values in plans
+                for i, w in enumerate(values["wants"])
+            ],
         )
         self.conn.executemany(
             "INSERT INTO steps (row_id, kind, target, status, updated_at) "
             "VALUES (?, ?, ?, 'waiting', ?)",
-            [(row_id, kind, target, now) for kind, target in values["steps"]],
+            [
+                (row_id, kind, target, now)
+                for row_id, values in plans
+                for kind, target in values["steps"]
+            ],
         )
 
     def update_row(self, row_id: int, values: dict[str, Any], *, restart: bool) -> bool:
