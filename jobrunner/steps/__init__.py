@@ -37,10 +37,6 @@ PLANS: dict[str, Planned] = {
 
 def planned_steps(row: InputRow) -> list[tuple[str, str]]:
     """The (kind, target) steps a valid row needs after its create."""
-    if not (row.roles or row.skill_levels or row.queue_names or row.email_manager) and not (
-        row.location_work
-    ):
-        return []
     return [(kind, target) for kind, plan in PLANS.items() for target in plan(row)]
 
 
