@@ -477,20 +477,20 @@ def _execute_run(
 
 def _calls_text(calls: Any) -> str:
     """API calls by what they were for (a step's reads count with its writes)."""
-    names = {
-        "create": "creates",
-        "search": "searches",
-        "lookup": "name look-ups",
-        "roles": "for roles",
-        "skills": "for skills",
-        "queue": "for queues",
-        "profile": "for profiles",
-        "division": "for divisions",
-        "restore": "for restores",
-        "rollback": "deletes",
-        "token": "tokens",
+    names = {  # kind -> (one, many)
+        "create": ("create", "creates"),
+        "search": ("search", "searches"),
+        "lookup": ("name look-up", "name look-ups"),
+        "roles": ("for roles", "for roles"),
+        "skills": ("for skills", "for skills"),
+        "queue": ("for queues", "for queues"),
+        "profile": ("for profiles", "for profiles"),
+        "division": ("for divisions", "for divisions"),
+        "restore": ("for restores", "for restores"),
+        "rollback": ("delete", "deletes"),
+        "token": ("token", "tokens"),
     }
-    shown = [f"{calls[k]:,} {names[k]}" for k in names if calls[k]]
+    shown = [f"{calls[k]:,} {names[k][calls[k] != 1]}" for k in names if calls[k]]
     shown += [f"{n:,} {k}" for k, n in calls.items() if k not in names and n]
     return ", ".join(shown) or "none"
 
