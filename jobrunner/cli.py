@@ -6,17 +6,23 @@ import the Genesys SDK.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from jobrunner import __version__, log
 from jobrunner.emulator.command import emulator as emulator_command
 from jobrunner.errors import Interrupted, JobrunnerError
+
+if TYPE_CHECKING:
+    from jobrunner.config import Settings
+    from jobrunner.ledger import Ledger
 
 DEFAULT_DB = Path("state") / "jobrunner.db"
 STATUS_CHOICES = (
@@ -530,6 +536,31 @@ def _run_options(fn: Any) -> Any:
     return fn
 
 
+@contextlib.contextmanager
+def _api_command(ctx: click.Context) -> Iterator[tuple[Settings, Ledger]]:
+    """The settings and the ledger of a command that talks to the API. Its errors end it
+    with one line and their exit code; until the runner installs its own handlers (after
+    the SDK import and the token), a SIGTERM is a Ctrl-C: the interrupted code."""
+    from jobrunner.config import load_settings
+
+    obj: Context = ctx.obj
+    try:
+        settings = load_settings()
+    except JobrunnerError as exc:
+        raise fail(exc) from None
+    ledger = _open_ledger(obj, create=False)
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield settings, ledger
+    except JobrunnerError as exc:
+        raise fail(exc) from None
+    except KeyboardInterrupt:
+        raise fail(Interrupted()) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        ledger.close()
+
+
 @cli.command()
 @click.pass_context
 def check(ctx: click.Context) -> None:
@@ -542,23 +573,10 @@ def check(ctx: click.Context) -> None:
     """
     from jobrunner import render
     from jobrunner.check import plan
-    from jobrunner.config import load_settings
     from jobrunner.genesys import GenesysClient
 
-    obj: Context = ctx.obj
-    try:
-        settings = load_settings()
-    except JobrunnerError as exc:
-        raise fail(exc) from None
-    ledger = _open_ledger(obj, create=False)
-    try:
+    with _api_command(ctx) as (settings, ledger):
         result = plan(ledger, GenesysClient(settings, pool_size=1))
-    except JobrunnerError as exc:
-        raise fail(exc) from None
-    except KeyboardInterrupt:
-        raise fail(Interrupted()) from None
-    finally:
-        ledger.close()
     render.write_plan(sys.stdout, result, settings.endpoint.display)
     ctx.exit(1 if result.unknown else 0)
 
@@ -605,18 +623,7 @@ def run(
     invalid rows are skipped; rows a crashed run left unanswered are looked up before
     they are created again.
     """
-    from jobrunner.config import load_settings
-
-    obj: Context = ctx.obj
-    try:
-        settings = load_settings()
-    except JobrunnerError as exc:
-        raise fail(exc) from None
-    ledger = _open_ledger(obj, create=False)
-    # Until the runner installs its own handlers (after the SDK import and the token), a
-    # SIGTERM is a Ctrl-C: either one ends the command with the interrupted code.
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
-    try:
+    with _api_command(ctx) as (settings, ledger):
         result = _execute_run(
             ctx,
             ledger,
@@ -632,13 +639,6 @@ def run(
                 "recreate_rolled_back": recreate_rolled_back,
             },
         )
-    except JobrunnerError as exc:
-        raise fail(exc) from None
-    except KeyboardInterrupt:
-        raise fail(Interrupted()) from None
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        ledger.close()
     ctx.exit(result.exit_code)
 
 
@@ -681,19 +681,11 @@ def rollback(
     (`rolled_back`); a user already gone counts as done; a stopped rollback resumes where it
     stopped. After it, `run` creates those rows again only with --recreate-rolled-back.
     """
-    from jobrunner.config import load_settings
     from jobrunner.genesys import GenesysClient
     from jobrunner.limiter import WindowLimiter
     from jobrunner.runner import RetryPolicy, Runner
 
-    obj: Context = ctx.obj
-    try:
-        settings = load_settings()
-    except JobrunnerError as exc:
-        raise fail(exc) from None
-    ledger = _open_ledger(obj, create=False)
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
-    try:
+    with _api_command(ctx) as (settings, ledger):
         found = ledger.rollback_candidates(sources, emails, status == "failed")
         wanted: set[str | None] = {"create"}
         if include_restored:
@@ -742,13 +734,6 @@ def rollback(
             limiter=WindowLimiter(rate_per_minute),
         )
         result = runner.rollback([r["id"] for r in chosen], progress=display)
-    except JobrunnerError as exc:
-        raise fail(exc) from None
-    except KeyboardInterrupt:
-        raise fail(Interrupted()) from None
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        ledger.close()
     click.echo(
         f"rolled back {result.counts['rolled_back']:,} rows in all; this run: "
         f"{result.stats.steps['done']:,} deleted or already gone, "

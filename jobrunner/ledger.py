@@ -481,7 +481,10 @@ class Ledger:
             )
             self._add_plans([(ids[r["email_norm"]], r) for r in planned], now)
 
-    def _add_plan(self, row_id: int, values: dict[str, Any], now: str) -> None:
+    def _replace_plan(self, row_id: int, values: dict[str, Any], now: str) -> None:
+        """A row's assignments and waiting steps, instead of those it had."""
+        self.conn.execute("DELETE FROM wants WHERE row_id = ?", (row_id,))
+        self.conn.execute("DELETE FROM steps WHERE row_id = ?", (row_id,))
         self._add_plans([(row_id, values)], now)
 
     def _add_plans(self, plans: Sequence[tuple[int, dict[str, Any]]], now: str) -> None:
@@ -527,9 +530,7 @@ class Ledger:
             )
             if cur.rowcount != 1:
                 return False
-            self.conn.execute("DELETE FROM wants WHERE row_id = ?", (row_id,))
-            self.conn.execute("DELETE FROM steps WHERE row_id = ?", (row_id,))
-            self._add_plan(row_id, values, now)
+            self._replace_plan(row_id, values, now)
         return True
 
     def update_plan(self, row_id: int, values: dict[str, Any]) -> bool:
@@ -545,9 +546,7 @@ class Ledger:
             )
             if cur.rowcount != 1:
                 return False
-            self.conn.execute("DELETE FROM wants WHERE row_id = ?", (row_id,))
-            self.conn.execute("DELETE FROM steps WHERE row_id = ?", (row_id,))
-            self._add_plan(row_id, values, now)
+            self._replace_plan(row_id, values, now)
         return True
 
     # -- forget --------------------------------------------------------------------------

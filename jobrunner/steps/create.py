@@ -358,14 +358,7 @@ class _Create:
         except (Stopping, StopRun, CallError) as exc:
             self._call_failed(exc, "restoring the user: ")
             return
-        self._finish(
-            "created",
-            user_id=user_id,
-            user_version=new_version,
-            settled_by="restore",
-            settled_at=self.ctx.clock(),
-            user_state="active",
-        )
+        self._restored(user_id, new_version)
 
     def _resume_restore(self, user_id: str) -> None:
         """A restore a crash (or a failure) cut short: finish it, or send it again."""
@@ -380,16 +373,20 @@ class _Create:
         except (Stopping, StopRun, CallError) as exc:
             self._call_failed(exc, "restoring the user: ")
             return
+        self._restored(user_id, user.version)
+
+    # -- recording -----------------------------------------------------------------------------
+
+    def _restored(self, user_id: str, version: int | None) -> None:
+        """The deleted user is active again: the row is created by restore, steps to come."""
         self._finish(
             "created",
             user_id=user_id,
-            user_version=user.version,
+            user_version=version,
             settled_by="restore",
             settled_at=self.ctx.clock(),
             user_state="active",
         )
-
-    # -- recording -----------------------------------------------------------------------------
 
     def _give_back(
         self, undo_attempt: bool, error: TransportError | None = None, doubt: int | None = None
