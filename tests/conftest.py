@@ -128,16 +128,27 @@ def unique_email() -> Any:
     return make
 
 
+_OWN_BASETEMP = pytest.StashKey[str]()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """Each session gets a folder of its own under the system's temporary folder (unless
+    --basetemp names one). pytest's shared numbered folders are not safe here: with
+    tmp_path_retention_policy "none" they carry no lock, so any other session on the
+    machine that ends meanwhile deletes this one's folders under its running tests."""
+    if config.option.basetemp is None:
+        import tempfile
+
+        config.option.basetemp = tempfile.mkdtemp(prefix="jobrunner-tests-")
+        config.stash[_OWN_BASETEMP] = config.option.basetemp
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
-    """Leave nothing in the temporary folder: this run's folders go (as
-    tmp_path_retention_policy says), and the per-user folder holding them when it is empty."""
+    """Leave nothing in the temporary folder: the folder this session made goes, whatever
+    the outcome."""
     import shutil
 
-    factory = getattr(config, "_tmp_path_factory", None)
-    base = getattr(factory, "_basetemp", None) if factory else None
-    if base is not None:
-        shutil.rmtree(base, ignore_errors=True)
-        try:
-            base.parent.rmdir()
-        except OSError:
-            pass  # not empty: another session's folders are there
+    own = config.stash.get(_OWN_BASETEMP, None)
+    if own is not None:
+        shutil.rmtree(own, ignore_errors=True)
