@@ -55,6 +55,7 @@ def test_only_the_runner_holding_a_claim_may_write_it(ledger: Ledger) -> None:
     assert not ledger.mark_attempt(claimed.id, "runner-b")
     assert not ledger.finish(claimed.id, "runner-b", "created", user_id="x")
     assert not ledger.release(claimed.id, "runner-b", next_attempt_at=0, in_doubt=0)
+    assert not ledger.mark_restoring(claimed.id, "runner-b", "deleted-user")
     assert row(ledger, claimed.email) == before
     assert ledger.mark_attempt(claimed.id, "runner-a")
     assert ledger.finish(claimed.id, "runner-a", "created", user_id="x")
