@@ -97,6 +97,10 @@ class Pacer:
     def pause_remaining(self) -> float:
         return max(0.0, self.paused_until - self._clock())
 
+    def wait_remaining(self) -> tuple[float, str]:
+        left = self.pause_remaining()
+        return (left, "held") if left > 0 else (0.0, "")
+
     def unanswered(self, reached: bool) -> None:
         """A request got no answer: counted as accepted if it may have reached the API."""
         if reached:

@@ -172,6 +172,7 @@ class WindowLimiter:
         self._flight: dict[int, Ticket] = {}  # in flight, this epoch
         self._old: dict[int, Ticket] = {}  # in flight, sent with an older token
         self._by_thread: dict[int, Ticket] = {}
+        self._waiters = 0  # threads inside wait()
         self._last_admit = -math.inf
         self._rtt: float | None = None
         # Holds.
@@ -196,20 +197,26 @@ class WindowLimiter:
         """Block until the caller may send one request now. False if `stop` was set while
         waiting (then no slot is taken)."""
         me = threading.get_ident()
-        while not stop.is_set():
+        with self._lock:
+            self._waiters += 1
+        try:
+            while not stop.is_set():
+                with self._lock:
+                    now = self._clock()
+                    earlier = self._by_thread.pop(me, None)
+                    if earlier is not None and earlier.state == "flight":
+                        self._report(earlier, now, None, None)  # never reported: counted now
+                    ticket, delay = self._try(now)
+                    if ticket is not None:
+                        self._by_thread[me] = ticket
+                        return True
+                nap = POLL_S if delay is None else min(max(delay, 0.0), TIMED_POLL_S)
+                if self._sleep(stop, nap):
+                    return False
+            return False
+        finally:
             with self._lock:
-                now = self._clock()
-                earlier = self._by_thread.pop(me, None)
-                if earlier is not None and earlier.state == "flight":
-                    self._report(earlier, now, None, None)  # never reported: counted now
-                ticket, delay = self._try(now)
-                if ticket is not None:
-                    self._by_thread[me] = ticket
-                    return True
-            nap = POLL_S if delay is None else min(max(delay, 0.0), TIMED_POLL_S)
-            if self._sleep(stop, nap):
-                return False
-        return False
+                self._waiters -= 1
 
     def answered(self, status: int, retry_after: float | None = None) -> None:
         """After every HTTP answer to a request wait() admitted (429 with its Retry-After)."""
@@ -239,6 +246,26 @@ class WindowLimiter:
     def pause_remaining(self) -> float:
         with self._lock:
             return max(0.0, max(self._paused_until, self._held_until) - self._clock())
+
+    def wait_remaining(self) -> tuple[float, str]:
+        """How long the workers waiting for a slot still wait, and why: "held" (a 429's
+        Retry-After, or pause()); "window" (the learned window is full until its oldest
+        request leaves it: said only while a worker is waiting in wait()); or (0, "")."""
+        with self._lock:
+            now = self._clock()
+            hold = max(self._paused_until, self._held_until) - now
+            if hold > 0:
+                return hold, "held"
+            budget, window = self.budget, self.window_s
+            if not self._waiters or budget is None or window is None:
+                return 0.0, ""
+            keys = self._keys
+            first = bisect.bisect_right(keys, now - window, key=_counted_at)
+            occupied = len(self._flight) + len(keys) - first
+            need = first + occupied - budget
+            if occupied < budget or need >= len(keys):
+                return 0.0, ""  # room now, or only an answer on its way holds the slot
+            return max(0.0, keys[need].counted_at + window - now), "window"
 
     def new_token(self) -> None:
         """The limit is per token: a new token's window starts empty. B and W carry over."""

@@ -54,7 +54,8 @@ class Progress:
         elapsed = max(0.001, time.monotonic() - stats.started_at)
         done, total = stats.done, stats.total
         rate = done / elapsed
-        pause = scheduler.limiter.pause_remaining()
+        wait, why = scheduler.limiter.wait_remaining()
+        pause = wait if why == "held" else 0.0  # a full window is part of the pace below
         per_s = scheduler.limiter.rate_per_s()
         calls = sum(stats.calls.values())
         per_s = per_s or (calls / elapsed if calls else None)
@@ -65,8 +66,8 @@ class Progress:
         parts.append(f"ETA {_duration(eta)}" if eta is not None else "ETA --")
         outcomes = {**stats.outcomes, **{f"steps {k}": v for k, v in stats.steps.items()}}
         parts.append(" ".join(f"{k} {v:,}" for k, v in sorted(outcomes.items()) if v) or "")
-        if pause > 0:
-            parts.append(f"{scheduler.pause_reason.split(':')[0]}: waiting {pause:.0f}s")
+        if wait > 0:
+            parts.append(f"{scheduler.wait_reason(why).split(':')[0]}: waiting {wait:.0f}s")
         if scheduler.stop.is_set():
             parts.append("stopping")
         return " | ".join(p for p in parts if p)

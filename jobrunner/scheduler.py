@@ -75,6 +75,7 @@ STEP_MODULES: tuple[ModuleType, ...] = (
 )
 RATE_LIMITED = "rate limited: every worker waits out the API's Retry-After"
 UNREACHABLE = "the API is unreachable: every worker waits before trying again"
+WINDOW_FULL = "at the rate limit: the API's window is full, every worker waits for room"
 
 
 @dataclass(frozen=True)
@@ -172,6 +173,7 @@ class Scheduler:
         self._members_lock = threading.Lock()
         self._resolve_lock = threading.Lock()
         self._said_wait_at: float | None = None
+        self._said_reason = ""
 
     # -- calls -------------------------------------------------------------------------------
 
@@ -538,12 +540,17 @@ class Scheduler:
     def _say_waits(self) -> None:
         """A pause that keeps every worker waiting is said when it starts and every
         WAIT_SAY_EVERY_S while it lasts (piped output must not look hung)."""
-        left = self.limiter.pause_remaining()
+        left, why = self.limiter.wait_remaining()
         now = time.monotonic()
         if left > WAIT_SAY_S:
             if self._said_wait_at is None or now - self._said_wait_at >= WAIT_SAY_EVERY_S:
-                log.info("waiting", reason=self.pause_reason, seconds_left=round(left, 1))
+                self._said_reason = self.wait_reason(why)
+                log.info("waiting", reason=self._said_reason, seconds_left=round(left, 1))
                 self._said_wait_at = now
         elif left <= 0 and self._said_wait_at is not None:
-            log.info("waiting.over", reason=self.pause_reason)
+            log.info("waiting.over", reason=self._said_reason)
             self._said_wait_at = None
+
+    def wait_reason(self, why: str) -> str:
+        """What a wait the limiter reports (its `why`) is for, in words."""
+        return WINDOW_FULL if why == "window" else self.pause_reason

@@ -507,3 +507,29 @@ def test_many_threads_never_send_more_than_the_budget_in_any_window_once_learned
     most = max(sum(1 for u in times if t - window < u <= t) for t in times)
     assert most <= 20
     assert math.isclose(accepted[0], 400, abs_tol=12)
+
+
+def test_a_full_window_is_a_wait_while_a_worker_waits_for_room() -> None:
+    clock = FakeClock(START)
+    napping, stop = threading.Event(), threading.Event()
+
+    def sleep(stop: threading.Event, seconds: float) -> bool:
+        napping.set()
+        return stop.wait(5.0)
+
+    lim = WindowLimiter(clock=clock, sleep=sleep, probe=False)
+    lim.budget, lim.window_s = 1, 10.0  # as if learned
+    ticket, _ = lim.try_acquire()
+    assert ticket is not None
+    lim.report(ticket, 200)
+    clock.now += 4.0
+    assert lim.wait_remaining() == (0.0, "")  # full, but nobody wants to send
+    worker = threading.Thread(target=lim.wait, args=(stop,))
+    worker.start()
+    assert napping.wait(5.0)
+    assert lim.wait_remaining() == (pytest.approx(6.0), "window")
+    stop.set()
+    worker.join(5.0)
+    assert lim.wait_remaining() == (0.0, "")
+    lim.pause(3.0)
+    assert lim.wait_remaining() == (pytest.approx(3.0), "held")

@@ -1,7 +1,7 @@
 """Mistakes that once passed the whole suite, each pinned by a fast test that fails with it:
 claims owned by their runner, the doubt committed before a create goes out, Retry-After
 reaching the limiter, claims given back when a request hangs past the grace period, waits
-that say so, and duplicates far apart in a big file."""
+that say so (a 429's and a full window's), and duplicates far apart in a big file."""
 
 from __future__ import annotations
 
@@ -161,6 +161,25 @@ def test_a_long_wait_of_every_worker_is_said_when_it_starts_and_while_it_lasts(
     assert len(waits) >= 2 and all(e["log_level"] == "info" for e in waits)
     assert waits[0]["seconds_left"] > waits[-1]["seconds_left"] > 0
     assert "rate limited" in waits[0]["reason"]
+    assert any(e["event"] == "waiting.over" for e in logs)
+
+
+def test_a_full_window_that_keeps_every_worker_waiting_is_said(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At the limit the workers wait inside the limiter for room in the window, not for a
+    429: said the same way (it was silent: ~49 s of every minute at 300/min looked hung)."""
+    monkeypatch.setattr(scheduler_module, "WAIT_SAY_S", 0.5)
+    monkeypatch.setattr(scheduler_module, "WAIT_SAY_EVERY_S", 0.5)
+    limiter = WindowLimiter(probe=False)
+    limiter.budget, limiter.window_s = 1, 2.2  # as if learned from a 429: 1 per 2.2 s
+    log.configure(level="info")
+    with capture_logs() as logs:
+        assert Runner(ledger, FakeClient(), concurrency=1, limiter=limiter).run().exit_code == 0
+    waits = [e for e in logs if e["event"] == "waiting"]
+    assert len(waits) >= 2, [e["event"] for e in logs]
+    assert all(e["reason"] == scheduler_module.WINDOW_FULL for e in waits)
+    assert waits[0]["seconds_left"] > waits[-1]["seconds_left"] > 0
     assert any(e["event"] == "waiting.over" for e in logs)
 
 
