@@ -465,9 +465,23 @@ _OPTIONAL = frozenset(
         "skills",
     )
 )
-# Values that never hold a line break (a name, a title or a list cell may).
+# Values that never hold a line break: every single value Genesys shows on one line (a name
+# with a line break in it is damage, not data). Only the list cells (roles_divisions, queues,
+# skills) may, as a spreadsheet cell written with Alt+Enter does: there it separates items.
 _ONE_LINE = frozenset(
-    ("email", "phone_number", "extension", "division", "email_manager", "location_work")
+    (
+        "first_name",
+        "last_name",
+        "name",
+        "email",
+        "phone_number",
+        "extension",
+        "title",
+        "department",
+        "division",
+        "email_manager",
+        "location_work",
+    )
 )
 
 
@@ -499,7 +513,7 @@ def validate(
         if bad:
             row.invalidate("control_character", f"{col} contains a control character ({bad})")
         if col in _ONE_LINE and ("\n" in value or "\r" in value):
-            row.invalidate("line_break", f"{col} contains a line break")
+            row.invalidate("line_break", f"{col} contains a line break: write it on one line")
     if not _visible(row.name):
         if not split_names:
             row.invalidate("name_missing", "name is empty")
@@ -603,8 +617,13 @@ def key_of(kind: str, name: str) -> str:
 _ROLE_ITEM = re.compile(r"([^:\[\]]*?)\s*(?::\s*\[([^\[\]]*)\]\s*)?")
 
 
+_ITEM_SEPARATOR = re.compile(r"[,\r\n]")
+
+
 def _items(cell: str | None) -> list[str]:
-    return [item.strip() for item in (cell or "").split(",") if item.strip()]
+    """A list cell's items: separated by commas, or by line breaks (one item a line, as a
+    spreadsheet cell written with Alt+Enter holds them)."""
+    return [item.strip() for item in _ITEM_SEPARATOR.split(cell or "") if item.strip()]
 
 
 def _parse_lists(row: InputRow) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -170,6 +171,8 @@ def test_the_admin_ui_template_is_read_with_every_assignment(tmp_path: Path, db:
         ({"email_manager": "ADA@example.com"}, "manager_invalid", "own email"),
         ({"extension": "20-4"}, "extension_invalid", "not only digits"),
         ({"name": " "}, "name_missing", "name is empty"),
+        ({"name": "Ada\nLovelace"}, "line_break", "name contains a line break"),
+        ({"title": "Lead\r\nTeam B"}, "line_break", "title contains a line break"),
     ],
 )
 def test_cell_syntax_is_checked_at_ingest(
@@ -179,8 +182,6 @@ def test_cell_syntax_is_checked_at_ingest(
     values.update(name="Ada Lovelace", email="ada@example.com")
     values.update(cells)
     buffer = io.StringIO()
-    csv.DictWriter(buffer, fieldnames=list(values)).writerows([dict.fromkeys(values, "")])
-    buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(values), lineterminator="\n")
     writer.writeheader()
     writer.writerow(values)
@@ -189,6 +190,28 @@ def test_cell_syntax_is_checked_at_ingest(
     ada = rows(db)["ada@example.com"]
     assert ada["status"] == "invalid" and ada["error_code"] == code, ada
     assert words in ada["error"]
+
+
+def test_a_list_cell_may_hold_one_item_a_line(tmp_path: Path, db: Path) -> None:
+    """A spreadsheet cell written with Alt+Enter: the line breaks separate items."""
+    f = write(
+        tmp_path,
+        "admin.csv",
+        ADMIN_HEADER + 'Ada Lovelace,ada@example.com,,,,,,,"Agent:[Sales]\nSupervisor",'
+        '"Billing\r\nVIP Care,\nSales",,"English:5\nBilling:2"\n',
+    )
+    assert run(db, "ingest", str(f)).exit_code == 0
+    with sqlite3.connect(db) as conn:
+        wants = conn.execute("SELECT kind, name FROM wants ORDER BY kind, position").fetchall()
+    assert wants == [
+        ("queue", "Billing"),
+        ("queue", "VIP Care"),
+        ("queue", "Sales"),
+        ("role", "Agent"),
+        ("role", "Supervisor"),
+        ("skill", "English"),
+        ("skill", "Billing"),
+    ]
 
 
 # -- data that can be fixed ------------------------------------------------------------------

@@ -241,3 +241,35 @@ def test_a_second_command_names_the_holder_even_right_after_it_took_the_lock(
             RunLock(db).acquire("third")
     finally:
         os.close(fd)
+
+
+# -- a damaged row is never sent ----------------------------------------------------------------
+
+
+def test_a_row_damaged_in_the_ledger_is_failed_and_never_sent(tmp_path: Path) -> None:
+    """The issue's byte flips: an email with a control character, a name with a line break,
+    a NUL in a department. Ingest's rules run again before each create."""
+    from fakes import FakeClient
+
+    from jobrunner.runner import Runner
+
+    db = tmp_path / "l.db"
+    assert run(db, "ingest", str(people(tmp_path, 4))).exit_code == 0
+    with Ledger.open(db) as ledger:
+        for line, column, value in (
+            (2, "email", "p0@e\x13ample.com"),
+            (3, "first_name", "P\nX"),
+            (4, "department", "Sa\x00les"),
+        ):
+            ledger.execute(f"UPDATE rows SET {column} = ? WHERE line = ?", (value, line))
+        client = FakeClient()
+        assert Runner(ledger, client, concurrency=1).run().exit_code == 1
+        sent = [email for kind, email in client.calls if kind == "create"]
+        assert sent == ["p3@example.com"]
+        rows = ledger.execute("SELECT line, status, error_code FROM rows ORDER BY line").fetchall()
+    assert rows == [
+        (2, "failed", "ledger_row_invalid"),
+        (3, "failed", "ledger_row_invalid"),
+        (4, "failed", "ledger_row_invalid"),
+        (5, "created", None),
+    ]
