@@ -1317,7 +1317,7 @@ class Ledger:
         marks = ", ".join("?" * len(row_ids))
         for row_id, *step in self.execute(
             "SELECT row_id, kind, target, status, error_message, detail FROM steps "
-            f"WHERE row_id IN ({marks}) ORDER BY row_id, rowid",
+            f"WHERE row_id IN ({marks}) AND {_PLANNED} ORDER BY row_id, rowid",
             row_ids,
         ).fetchall():
             found.setdefault(row_id, []).append(tuple(step))
@@ -1336,7 +1336,8 @@ class Ledger:
 
     def step_counts(self) -> list[tuple[str, str, int]]:
         return self.execute(
-            "SELECT kind, status, count(*) FROM steps GROUP BY kind, status ORDER BY kind"
+            f"SELECT kind, status, count(*) FROM steps WHERE {_PLANNED} "
+            "GROUP BY kind, status ORDER BY kind"
         ).fetchall()
 
     def settled_counts(self) -> dict[tuple[str, str], int]:
@@ -1353,6 +1354,15 @@ class Ledger:
         cur = self.conn.cursor()
         cur.row_factory = sqlite3.Row
         return [dict(r) for r in cur.execute("SELECT * FROM sources ORDER BY id")]
+
+
+# The steps a report shows. A waiting step of a row that will not be created (failed or
+# invalid before its create, rolled back) is no work to do and is left out; it stays in the
+# ledger, so the row has its plan again when `run --retry-failed` or an ingest revives it.
+_PLANNED = (
+    "NOT (steps.status = 'waiting' AND (SELECT status FROM rows WHERE rows.id = steps.row_id) "
+    "NOT IN ('pending', 'in_progress'))"
+)
 
 
 def _filters(

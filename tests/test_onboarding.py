@@ -29,6 +29,7 @@ from jobrunner.emulator.server import Emulator, EmulatorConfig
 from jobrunner.genesys import GenesysClient
 from jobrunner.ingest import ingest_file
 from jobrunner.ledger import Ledger
+from jobrunner.report import report_rows, step_counts
 from jobrunner.runner import RetryPolicy, Runner
 
 SECRET = "onboarding-secret-0123456789"
@@ -255,8 +256,12 @@ def test_unknown_names_are_found_by_check_and_nobody_is_created_for_their_rows(
     assert {rows[e] for e in bad} == {"failed:unknown_name"}
     created = emu.stats()["creations_by_email"]
     assert not bad & set(created) and len(created) == 7
-    # Their steps wait with them (the report shows them pending), not failed.
-    assert ledger.execute("SELECT count(*) FROM steps WHERE status = 'failed'").fetchone() == (0,)
+    # A row failed before its create has no steps to do: the report shows none (neither
+    # pending nor failed); the plan is kept for --retry-failed.
+    shown = {r["email"]: r["steps"] for r in report_rows(ledger)}
+    assert all(shown[e] == {} for e in bad) and shown[people[5]["email"]]
+    counted = step_counts(ledger)
+    assert all(c["pending"] == 0 and c["failed"] == 0 for c in counted.values()), counted
     # The admin adds what was missing to the org; --retry-failed onboards the rest.
     org = emu.directory.org
     org.add("queues", "c0000000-0000-4000-8000-0000000000aa", "Bilingual Line")

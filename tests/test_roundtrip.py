@@ -19,10 +19,7 @@ from jobrunner.cli import cli
 # ingest, and so are line breaks in a name, title or department: tests/test_ingest_fixes.py).
 _chars = st.characters(exclude_categories=("Cs", "Cc"), include_characters="\t")
 field = st.text(_chars, min_size=1, max_size=40).filter(
-    lambda s: (
-        s == s.strip()
-        and any(not c.isspace() and unicodedata.category(c) != "Cf" for c in s)
-    )
+    lambda s: s == s.strip() and any(not c.isspace() and unicodedata.category(c) != "Cf" for c in s)
 )
 optional_field = st.one_of(st.none(), field)
 local_part = st.from_regex(r"[A-Za-z0-9_+-]{1,20}(\.[A-Za-z0-9_+-]{1,10}){0,2}", fullmatch=True)
