@@ -84,6 +84,10 @@ def prepare(emu: Emulator, person: dict[str, str], exactly: bool) -> str:
         )
     else:
         client.grant_roles(user_id, [grants[0], (org_id("roles", "Reporting Viewer"), home)])
+        other = next(loc["name"] for loc in ORG["locations"] if loc["name"] != mine["location"])
+        client.update_user(
+            user_id, client.get_user(user_id).version, location_id=org_id("locations", other)
+        )
     return user_id
 
 
@@ -138,6 +142,10 @@ def test_a_file_of_existing_deleted_and_new_people_ends_as_the_file_says(
             assert have[key] == want[key], (person["email"], key)
     for person in out_of_line:  # their own role was kept
         assert ["Reporting Viewer", "Home"] in held(emu, person["email"])["grants"]
+        # the file's location is set: it is the user's one location, not added to theirs
+        user_id = ids[person["email"]]
+        mine = org_id("locations", expected(person)["location"])
+        assert client.get_user(user_id).location_ids == (mine,), person["email"]
         user = next(u for u in emu.users() if u["email"] == person["email"])
         assert user.get("title") == "Old title"  # the file's empty cell changes nothing
     for person in deleted:  # the same user, restored
@@ -269,9 +277,10 @@ def test_kill_9_during_update_restore_and_rollback_does_nothing_twice(
     emulator: Any, ledger_for: Any
 ) -> None:
     people = team(60, leads=3, seed=11)
-    emu = emulator(latency_ms=20, latency_jitter_ms=15, fault_5xx_rate=0.03, seed=21)
+    emu = emulator(latency_ms=20, latency_jitter_ms=15, seed=21)
     for person in people[:20]:
         prepare(emu, person, exactly=False)
+    emu.config.fault_5xx_rate = 0.03  # the faults are for the run, not for setting up the org
     for person in people[20:35]:
         emu.directory.add_existing(
             {"name": person["name"], "email": person["email"], "state": "deleted"}

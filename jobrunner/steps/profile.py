@@ -7,7 +7,8 @@ manager whose create failed fails this step. For people already there the user i
 first and only what differs is sent (an empty cell changes nothing); the other contacts
 the user has are sent back as they were, since `addresses` replaces them all. On a version
 mismatch (409) the user is read and the PATCH sent again. Done: the PATCH succeeded (or
-nothing differed). Safe to repeat: it sets values, it adds nothing.
+nothing differed). Safe to repeat: it sets values, it adds nothing (a location is set too:
+the user's locations become the file's one).
 """
 
 from __future__ import annotations
@@ -62,13 +63,16 @@ def wanted(ctx: Any, row: Row) -> dict[str, Any]:
 
 
 def differences(row: Row, fields: dict[str, Any], user: UserDetail) -> dict[str, Any]:
-    """What must be sent for the user to be as the file says: nothing the user has is
-    taken away (a location is added to theirs, other contacts are sent back as they are)."""
+    """What must be sent for the user to be as the file says. Each field the file gives is
+    set: the file's location becomes the user's one location (its notes kept when the user
+    had it already), as it is for the people this job creates; the other contacts are sent
+    back as they are, since `addresses` replaces them all."""
     have = {"manager_id": user.manager_id, "title": user.title, "department": user.department}
     changed = {k: v for k, v in fields.items() if k != "location_id" and have[k] != v}
     location = fields.get("location_id")
-    if location and location not in user.location_ids:
-        changed["locations"] = [*user.locations, {"id": location}]
+    if location and tuple(user.location_ids) != (location,):
+        had = [entry for entry in user.locations if str(entry.get("id")) == location]
+        changed["locations"] = had[:1] or [{"id": location}]
     work = [c for c in user.contacts if (c.get("mediaType"), c.get("type")) == WORK_PHONE]
     old = work[0] if work else {}
     phone = row.phone_number or old.get("address")
