@@ -182,7 +182,13 @@ def _print_ingest_summary(summary: Any, db: Path) -> None:
         out(
             f"  corrected:        {summary.corrected:,} (replace invalid rows of an earlier ingest)"
         )
-    out(f"  invalid:          {summary.added_invalid:,}")
+    again = (
+        f" ({summary.invalid_again:,} invalid in an earlier ingest too: the ledger now holds "
+        "this file's values and reasons)"
+        if summary.invalid_again
+        else ""
+    )
+    out(f"  invalid:          {summary.added_invalid + summary.invalid_again:,}{again}")
     for reason, n in summary.invalid_by_reason.most_common():
         out(f"    {reason:<20} {n:>7,}   e.g. {summary.invalid_examples[reason]}")
     already = ", ".join(f"{n:,} from {src}" for src, n in summary.already_from.most_common())

@@ -39,6 +39,7 @@ class IngestSummary:
     added_pending: int = 0
     added_invalid: int = 0
     corrected: int = 0  # valid rows that replaced an invalid row from an earlier ingest
+    invalid_again: int = 0  # invalid rows whose earlier row was invalid too: this file's wins
     updated: int = 0  # rows never sent whose values the file changed
     requeued: int = 0  # of which were failed and are pending again
     already_present: int = 0
@@ -57,6 +58,11 @@ class IngestSummary:
     def added(self) -> int:
         """New rows in the ledger: to create, and invalid."""
         return self.added_pending + self.added_invalid
+
+    def count_invalid(self, row: InputRow) -> None:
+        assert row.error_code is not None
+        self.invalid_by_reason[row.error_code] += 1
+        self.invalid_examples.setdefault(row.error_code, f"line {row.line}: {row.error_message}")
 
     def keep(self, reason: str, row: InputRow) -> None:
         self.kept[reason] += 1
@@ -169,7 +175,7 @@ def ingest_csv(ledger: Ledger, csv_file: CsvFile, display_name: str | None = Non
         file=name,
         rows_read=summary.rows_read,
         to_create=summary.added_pending,
-        invalid=summary.added_invalid,
+        invalid=summary.added_invalid + summary.invalid_again,
         corrected=summary.corrected,
         updated=summary.updated,
         already_present=summary.already_present,
@@ -218,11 +224,7 @@ def _add_chunk(
             summary.added_pending += 1
         else:
             summary.added_invalid += 1
-            assert row.error_code is not None
-            summary.invalid_by_reason[row.error_code] += 1
-            summary.invalid_examples.setdefault(
-                row.error_code, f"line {row.line}: {row.error_message}"
-            )
+            summary.count_invalid(row)
         batch.append(values)
     if batch:
         ledger.insert_rows(batch)
@@ -241,6 +243,18 @@ def _compare(
         if row.valid and row.email_norm:
             ledger.update_row(known["id"], values, restart=True)
             summary.corrected += 1
+            return
+        if (
+            not row.valid
+            and row.error_code != "duplicate"
+            and "name" in known
+            and any(known[c] != values[c] for c in _COMPARED)
+        ):
+            # Invalid still, with other values (and perhaps for another reason): what the
+            # ledger says is this file's. The same values again: already present.
+            ledger.update_invalid(known["id"], values)
+            summary.invalid_again += 1
+            summary.count_invalid(row)
             return
     elif row.error_code == "duplicate":
         pass  # a line repeating an earlier one of this file: that line was compared

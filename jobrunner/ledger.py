@@ -533,6 +533,20 @@ class Ledger:
             self._replace_plan(row_id, values, now)
         return True
 
+    def update_invalid(self, row_id: int, values: dict[str, Any]) -> bool:
+        """An invalid row read again from a file where it is still invalid: it takes that
+        file's values, line and reason (it has no plan to replace)."""
+        sets = ", ".join(f"{c} = :{c}" for c in INPUT_FIELDS)
+        with self.transaction():
+            cur = self.conn.execute(
+                "UPDATE rows SET source_id = :source_id, line = :line, email_norm = :email_norm, "
+                f"division_id = :division_id, {sets}, error_code = :error_code, "
+                "error_message = :error_message, updated_at = :now "
+                "WHERE id = :row_id AND status = 'invalid'",
+                {**values, "row_id": row_id, "now": utc_now_iso()},
+            )
+        return cur.rowcount == 1
+
     def update_plan(self, row_id: int, values: dict[str, Any]) -> bool:
         """A row whose create may have been sent keeps what the create sent, but what comes
         after the create (manager, location, roles, queues, skills) may still change."""

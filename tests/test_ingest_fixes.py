@@ -291,6 +291,27 @@ def test_reingest_updates_only_rows_no_user_was_made_for(tmp_path: Path, db: Pat
     assert got["p4@example.com"]["status"] == "created"
 
 
+def test_a_row_invalid_again_takes_the_new_files_values_and_reason(
+    tmp_path: Path, db: Path
+) -> None:
+    first = write(tmp_path, "t1.csv", ADMIN_HEADER + "Ada Lovelace,ada@example.com,,12a,,,,,,,,\n")
+    assert run(db, "ingest", str(first)).exit_code == 0
+    assert rows(db)["ada@example.com"]["error_code"] == "extension_invalid"
+    # The extension is fixed, but the roles cell is wrong now.
+    second = write(
+        tmp_path, "t1b.csv", ADMIN_HEADER + "Ada Lovelace,ada@example.com,,12,,,,,Agent:Sales,,,\n"
+    )
+    result = run(db, "ingest", str(second))
+    assert result.exit_code == 0, result.output
+    assert "invalid:          1 (1 invalid in an earlier ingest too" in result.output
+    assert "roles_invalid" in result.output and "already present:  0" in result.output
+    ada = rows(db)["ada@example.com"]
+    assert (ada["status"], ada["error_code"]) == ("invalid", "roles_invalid")
+    assert (ada["extension"], ada["source"]) == ("12", "t1b.csv")
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM rows").fetchone() == (1,)
+
+
 def test_a_duplicate_line_ingested_again_is_already_present_not_kept(
     tmp_path: Path, db: Path
 ) -> None:
