@@ -146,6 +146,15 @@ def ingest(obj: Context, file: Path, default_country: str | None) -> None:
     from jobrunner.ingest import ingest_csv
     from jobrunner.ledger import missing_folders, remove_ledger_files
 
+    if default_country is not None:
+        from jobrunner.csv_input import check_country
+
+        try:
+            default_country = check_country(default_country)
+        except JobrunnerError as exc:
+            raise click.BadParameter(
+                str(exc).removeprefix("--default-country "), param_hint="'--default-country'"
+            ) from None
     try:
         csv_file = read_csv(file, default_country)  # most refusals come here, before a ledger
     except JobrunnerError as exc:
@@ -528,8 +537,9 @@ def _run_options(fn: Any) -> Any:
             "--rate-per-minute",
             type=click.FloatRange(min=1, min_open=False),
             default=None,
-            help="Pace from the start (default: as fast as allowed, then the pace the "
-            "API's 429s show).",
+            help="A ceiling on requests a minute, for an org whose budget other "
+            "integrations share (default: none; the pace follows the API's window, learned "
+            "from its first 429).",
         ),
         click.option(
             "--progress/--no-progress",
@@ -689,9 +699,14 @@ def rollback(
     """
     from jobrunner.genesys import GenesysClient
     from jobrunner.limiter import WindowLimiter
-    from jobrunner.runner import RetryPolicy, Runner
+    from jobrunner.runner import RetryPolicy, RunLock, Runner
 
     with _api_command(ctx) as (settings, ledger):
+        # A command working on the ledger is named before anything is counted or asked (the
+        # rollback itself takes the lock again, and refuses if one started meanwhile).
+        probe = RunLock(ledger.path)
+        probe.acquire("rollback", command="rollback")
+        probe.release()
         found = ledger.rollback_candidates(sources, emails, status == "failed")
         wanted: set[str | None] = {"create"}
         if include_restored:

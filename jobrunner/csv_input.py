@@ -336,6 +336,9 @@ def _map_columns(
         others = [d for d in DELIMITERS if d != delimiter and d in header_text]
         if not mapping and others:
             seen = f" (the header has {_DELIMITER_NAMES[others[0]]}s, but no known columns)"
+        close = {c.strip(): s for c in unknown if (s := suggestion(c)) and s not in mapping}
+        if close:
+            seen += "; did you mean " + ", ".join(f"{s} ({c!r})" for c, s in close.items()) + "?"
         raise InputFileError(
             f"{name}: line {line}: missing required column(s) {', '.join(missing)}; "
             f"columns found: {found_text}{seen}"

@@ -137,9 +137,11 @@ def write_plan(out: TextIO, plan: Any, where: str) -> None:
     if not plan.unknown:
         out.write("every name resolves\n")
         return
+    names = "1 name does not" if len(plan.unknown) == 1 else f"{len(plan.unknown):,} names do not"
+    rows = "the row that uses" if plan.blocked == 1 else f"the {plan.blocked:,} rows that use"
+    them = "it" if len(plan.unknown) == 1 else "them"
     out.write(
-        f"\n{len(plan.unknown):,} names do not resolve; the {plan.blocked:,} rows that use "
-        "them are not created:\n"
+        f"\n{names} resolve; {rows} {them} {'is' if plan.blocked == 1 else 'are'} not created:\n"
     )
     for kind, name, problem, uses in plan.unknown:
         out.write(f"  {kind:<9} {name!r}: {problem}; {_lines(uses)}\n")

@@ -126,9 +126,19 @@ def test_default_country_reads_local_numbers(tmp_path: Path, db: Path) -> None:
 def test_a_wrong_default_country_is_one_line(tmp_path: Path, db: Path) -> None:
     f = write(tmp_path, "u.csv", HEADER + "Ada,L,ada@example.com,,,,\n")
     result = run(db, "ingest", "--default-country", "USA", str(f))
-    assert result.exit_code == 1
-    assert "--default-country 'USA' is not a country code" in result.output
+    assert result.exit_code == 2  # a bad command line, as for any other option
+    assert "Invalid value for '--default-country': 'USA' is not a country code" in result.output
     assert not db.exists()
+
+
+def test_a_missing_column_close_to_one_the_file_has_gets_did_you_mean(
+    tmp_path: Path, db: Path
+) -> None:
+    f = write(tmp_path, "u.csv", "name,Emial\nAda Lovelace,ada@example.com\n")
+    result = run(db, "ingest", str(f))
+    assert result.exit_code == 1
+    assert "missing required column(s) email;" in result.output
+    assert "did you mean email ('Emial')?" in result.output
 
 
 # -- the admin UI's template ---------------------------------------------------------------------

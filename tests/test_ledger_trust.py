@@ -273,3 +273,24 @@ def test_a_row_damaged_in_the_ledger_is_failed_and_never_sent(tmp_path: Path) ->
         (4, "failed", "ledger_row_invalid"),
         (5, "created", None),
     ]
+
+
+def test_rollback_names_a_running_command_before_it_counts_or_asks(tmp_path: Path) -> None:
+    db = tmp_path / "ledger.db"
+    assert run(db, "ingest", str(people(tmp_path, 2))).exit_code == 0
+    with Ledger.open(db) as ledger:
+        ledger.execute("UPDATE rows SET status = 'created', user_id = 'u', settled_by = 'create'")
+    held = RunLock(db)
+    held.acquire("test-runner", command="run")
+    env = {
+        "GENESYS_CLOUD_CLIENT_ID": "id",
+        "GENESYS_CLOUD_CLIENT_SECRET": "secret",
+        "GENESYS_CLOUD_ENVIRONMENT": "http://127.0.0.1:9",
+    }
+    try:
+        result = CliRunner().invoke(cli, ["--db", str(db), "rollback", "--yes"], env=env)
+    finally:
+        held.release()
+    assert result.exit_code == 4, result.output
+    assert "another jobrunner command is working on this ledger" in result.output
+    assert "will be deleted" not in result.output
