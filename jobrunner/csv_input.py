@@ -468,24 +468,24 @@ _OPTIONAL = frozenset(
         "skills",
     )
 )
-# Values that never hold a line break: every single value Genesys shows on one line (a name
-# with a line break in it is damage, not data). Only the list cells (roles_divisions, queues,
-# skills) may, as a spreadsheet cell written with Alt+Enter does: there it separates items.
-_ONE_LINE = frozenset(
-    (
-        "first_name",
-        "last_name",
-        "name",
-        "email",
-        "phone_number",
-        "extension",
-        "title",
-        "department",
-        "division",
-        "email_manager",
-        "location_work",
-    )
+# The single values of a row (the rest are list cells: roles_divisions, queues, skills).
+_SCALARS = (
+    "first_name",
+    "last_name",
+    "name",
+    "email",
+    "phone_number",
+    "extension",
+    "title",
+    "department",
+    "division",
+    "email_manager",
+    "location_work",
 )
+# Values that never hold a line break: every single value Genesys shows on one line (a name
+# with a line break in it is damage, not data). Only the list cells may, as a spreadsheet
+# cell written with Alt+Enter does: there it separates items.
+_ONE_LINE = frozenset(_SCALARS)
 
 
 def validate(
@@ -561,20 +561,9 @@ def validate(
         _parse_lists(row)
 
 
-# What a stored row holds of the file, checked again before its create is sent.
-_STORED = (
-    "first_name",
-    "last_name",
-    "name",
-    "email",
-    "phone_number",
-    "extension",
-    "title",
-    "department",
-    "division",
-    "email_manager",
-    "location_work",
-)
+# What a stored row holds of the file, checked again before its create is sent (its list
+# cells live on as its plan: wants and steps).
+_STORED = _SCALARS
 
 
 def recheck(stored: object) -> str | None:
