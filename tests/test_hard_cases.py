@@ -177,44 +177,48 @@ def test_names_beyond_ascii_match_the_org_ignoring_case(emulator: Any, ledger_fo
         assert ["Agent", "Økonomi"] in have["grants"]
 
 
-def test_update_existing_keeps_other_locations_and_contacts_and_their_division(
+def test_update_existing_sets_the_location_and_keeps_other_contacts_and_their_division(
     emulator: Any, ledger_for: Any
 ) -> None:
     support = next(d["id"] for d in ORG["divisions"] if d["name"] == "Support")
-    dublin = next(loc["id"] for loc in ORG["locations"] if loc["name"] == "Dublin Office")
+    location = {loc["name"]: loc["id"] for loc in ORG["locations"]}
     emu = emulator()
-    emu.directory.add_existing(
-        {
-            "name": "Pat Doe",
-            "email": "pat@example.com",
-            "divisionId": support,
-            "dateModified": LONG_AGO,
-            "addresses": [
-                {
-                    "address": "+13175550199",
-                    "display": "(317) 555-0199",
-                    "mediaType": "PHONE",
-                    "type": "MOBILE",
-                    "countryCode": "US",
-                }
-            ],
-        }
-    )
+    for name, email in (("Pat Doe", "pat@example.com"), ("Sam Roe", "sam@example.com")):
+        emu.directory.add_existing(
+            {
+                "name": name,
+                "email": email,
+                "divisionId": support,
+                "dateModified": LONG_AGO,
+                "addresses": [
+                    {
+                        "address": "+13175550199",
+                        "display": "(317) 555-0199",
+                        "mediaType": "PHONE",
+                        "type": "MOBILE",
+                        "countryCode": "US",
+                    }
+                ],
+            }
+        )
     client = client_for(emu)
     client.authenticate()
-    pat = client.find_user_by_email("pat@example.com")
-    assert pat is not None
-    client.update_user(
-        pat.id, client.get_user(pat.id).version, locations=[{"id": dublin, "notes": "desk 4"}]
-    )
+    ids = {}
+    had = [{"id": location["Remote"]}, {"id": location["Dublin Office"], "notes": "d4"}]
+    for email in ("pat@example.com", "sam@example.com"):
+        found = client.find_user_by_email(email)
+        assert found is not None
+        ids[email] = found.id
+        client.update_user(found.id, client.get_user(found.id).version, locations=had)
     people = [
         {
             "name": "Pat Doe",
             "email": "pat@example.com",
-            "location_work": "Remote",
+            "location_work": "Austin Office",
             "extension": "2042",
             "roles_divisions": "Agent",  # no [division], no division cell: where Pat is
-        }
+        },
+        {"name": "Sam Roe", "email": "sam@example.com", "location_work": "Dublin Office"},
     ]
     ledger = ledger_for(people)
     result = Runner(ledger, client, policy=FAST, update_existing=True).run()
@@ -230,13 +234,12 @@ def test_update_existing_keeps_other_locations_and_contacts_and_their_division(
     }
     work = next(a for a in user["addresses"] if a["type"] == "WORK")
     assert work["extension"] == "2042"
-    detail = client.get_user(pat.id)
-    assert set(detail.location_ids) == {
-        dublin,
-        next(loc["id"] for loc in ORG["locations"] if loc["name"] == "Remote"),
-    }
-    assert {"id": dublin, "notes": "desk 4"} in [
-        {"id": loc["id"], "notes": loc["notes"]} for loc in detail.locations
+    # The file's location is set: it becomes the person's one location ...
+    assert client.get_user(ids["pat@example.com"]).location_ids == (location["Austin Office"],)
+    # ... keeping its notes when the person had it already.
+    sam = client.get_user(ids["sam@example.com"])
+    assert [(loc["id"], loc.get("notes")) for loc in sam.locations] == [
+        (location["Dublin Office"], "d4")
     ]
     assert held(emu, "pat@example.com")["grants"] == [["Agent", "Support"]]
 
