@@ -4,12 +4,9 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -17,6 +14,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from emulated import spawn, wait_for_event
 from test_onboarding import (  # the same fixtures and helpers
     FAST,
     ORG,
@@ -222,42 +220,15 @@ def test_rollback_deletes_only_what_this_ledger_created(
 # -- kill -9 during update, restore and rollback ------------------------------------------------
 
 
-def spawn(db: Path, emu: Emulator, *args: str) -> subprocess.Popen[str]:
-    env = {**os.environ, **env_for(emu), "JOBRUNNER_DB": str(db)}
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "jobrunner",
-            "--log-format",
-            "json",
-            *args,
-            "--no-progress",
-            "--max-attempts",
-            "50",
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+OPTIONS = ("--no-progress", "--max-attempts", "50")
 
 
 def kill_loop(db: Path, emu: Emulator, event: str, *args: str, rounds: int = 6) -> int:
     rng = random.Random(len(args) + rounds)
     kills = 0
     for _ in range(rounds):
-        proc = spawn(db, emu, *args)
-        assert proc.stderr is not None
-        deadline = time.monotonic() + 60
-        seen = False
-        while time.monotonic() < deadline:
-            line = proc.stderr.readline()
-            if not line:
-                break
-            if f'"event": "{event}"' in line:
-                seen = True
-                break
+        proc = spawn(db, emu, *args, *OPTIONS)
+        seen = wait_for_event(proc, event, 60, required=False)
         if not seen or proc.poll() is not None:
             proc.kill()
             proc.communicate(timeout=10)
@@ -266,7 +237,7 @@ def kill_loop(db: Path, emu: Emulator, event: str, *args: str, rounds: int = 6) 
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=10)
         kills += 1
-    final = spawn(db, emu, *args)
+    final = spawn(db, emu, *args, *OPTIONS)
     _out, err = final.communicate(timeout=180)
     assert final.returncode == 0, err[-3000:]
     return kills

@@ -4,28 +4,27 @@ against the emulator through the real SDK."""
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import math
-import os
 import random
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import emulated
 import pytest
 from click.testing import CliRunner
+from emulated import emulators, env_for, settings_for, spawn, wait_for_event
 
 from jobrunner.cli import cli
-from jobrunner.config import Settings, parse_environment
 from jobrunner.emulator.org import read_org_file
-from jobrunner.emulator.server import Emulator, EmulatorConfig
+from jobrunner.emulator.server import Emulator
 from jobrunner.genesys import GenesysClient
 from jobrunner.ingest import ingest_file
 from jobrunner.ledger import Ledger
@@ -91,20 +90,10 @@ def team(n: int, leads: int = 5, seed: int = 1, prefix: str = "agent") -> list[d
 
 @pytest.fixture
 def emulator() -> Iterator[Any]:
-    started: list[Emulator] = []
-
-    def start(**kw: Any) -> Emulator:
-        kw.setdefault("client_id", "onboarding")
-        kw.setdefault("client_secret", SECRET)
-        kw.setdefault("rate_per_minute", 100_000)
-        kw.setdefault("org", ORG)
-        emu = Emulator(EmulatorConfig(**kw)).start()
-        started.append(emu)
-        return emu
-
-    yield start
-    for emu in started:
-        emu.stop()
+    with emulators(
+        client_id="onboarding", client_secret=SECRET, rate_per_minute=100_000, org=ORG
+    ) as start:
+        yield start
 
 
 @pytest.fixture
@@ -124,23 +113,7 @@ def ledger_for(tmp_path: Path) -> Iterator[Any]:
         ledger.close()
 
 
-def settings_for(emu: Emulator) -> Settings:
-    return Settings(emu.config.client_id, emu.config.client_secret, parse_environment(emu.url))
-
-
-def run_against(emu: Emulator, ledger: Ledger, **kw: Any) -> Any:
-    kw.setdefault("policy", FAST)
-    kw.setdefault("concurrency", 4)
-    client = GenesysClient(settings_for(emu), pool_size=kw["concurrency"], read_timeout=5)
-    return Runner(ledger, client, **kw).run()
-
-
-def env_for(emu: Emulator) -> dict[str, str]:
-    return {
-        "GENESYS_CLOUD_CLIENT_ID": emu.config.client_id,
-        "GENESYS_CLOUD_CLIENT_SECRET": SECRET,
-        "GENESYS_CLOUD_ENVIRONMENT": emu.url,
-    }
+run_against = functools.partial(emulated.run_against, policy=FAST)
 
 
 def expected(person: dict[str, str]) -> dict[str, Any]:
@@ -366,38 +339,7 @@ def test_51_skills_and_101_members_are_split_into_calls_the_api_takes(
 
 # -- kill -9 between and during steps ------------------------------------------------------------
 
-
-def spawn_run(db: Path, emu: Emulator) -> subprocess.Popen[str]:
-    env = {**os.environ, **env_for(emu), "JOBRUNNER_DB": str(db)}
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "jobrunner",
-            "--log-format",
-            "json",
-            "run",
-            "--no-progress",
-            "--max-attempts",
-            "50",
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def wait_for_event(proc: subprocess.Popen[str], event: str, timeout: float = 60) -> bool:
-    assert proc.stderr is not None
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if not line:
-            return False
-        if f'"event": "{event}"' in line:
-            return True
-    return False
+RUN_ARGS = ("run", "--no-progress", "--max-attempts", "50")
 
 
 @pytest.mark.slow
@@ -419,8 +361,8 @@ def test_kill_9_between_and_during_steps_does_every_step_exactly_once(
     rng = random.Random(99)
     kills = steps_in_flight = 0
     for _ in range(8):
-        proc = spawn_run(db, emu)
-        if not wait_for_event(proc, "step.done"):
+        proc = spawn(db, emu, *RUN_ARGS)
+        if not wait_for_event(proc, "step.done", 60, required=False):
             proc.kill()
             proc.communicate(timeout=10)
             break
@@ -436,7 +378,7 @@ def test_kill_9_between_and_during_steps_does_every_step_exactly_once(
         ).fetchone()[0]
         conn.close()
     assert kills >= 3 and steps_in_flight > 0  # the kills really landed during steps
-    final = spawn_run(db, emu)
+    final = spawn(db, emu, *RUN_ARGS)
     _out, err = final.communicate(timeout=180)
     assert final.returncode == 0, err[-3000:]
     conn = sqlite3.connect(db)

@@ -2,25 +2,25 @@
 
 from __future__ import annotations
 
+import functools
 import json
-import os
 import random
 import signal
 import socket
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import emulated
 import pytest
 from click.testing import CliRunner
+from emulated import emulators, env_for, settings_for, spawn, wait_for_event
 
 from jobrunner.cli import cli
-from jobrunner.config import Settings, parse_environment
-from jobrunner.emulator.server import Emulator, EmulatorConfig
+from jobrunner.emulator.server import Emulator
 from jobrunner.errors import ConfigError
 from jobrunner.genesys import REFUSAL_TRIES, REFUSAL_WAIT_S, GenesysClient
 from jobrunner.ingest import ingest_file
@@ -60,29 +60,11 @@ def make_ledger(tmp_path: Path) -> Iterator[Any]:
 
 @pytest.fixture
 def emulator() -> Iterator[Any]:
-    started: list[Emulator] = []
-
-    def start(**kw: Any) -> Emulator:
-        kw.setdefault("client_id", "test-client")
-        kw.setdefault("client_secret", SECRET)
-        emu = Emulator(EmulatorConfig(**kw)).start()
-        started.append(emu)
-        return emu
-
-    yield start
-    for emu in started:
-        emu.stop()
+    with emulators(client_id="test-client", client_secret=SECRET) as start:
+        yield start
 
 
-def settings_for(emu: Emulator) -> Settings:
-    return Settings(emu.config.client_id, emu.config.client_secret, parse_environment(emu.url))
-
-
-def run_against(emu: Emulator, ledger: Ledger, **kw: Any) -> Any:
-    kw.setdefault("policy", FAST_RETRY)
-    kw.setdefault("concurrency", 4)
-    client = GenesysClient(settings_for(emu), pool_size=kw["concurrency"], read_timeout=5)
-    return Runner(ledger, client, **kw).run()
+run_against = functools.partial(emulated.run_against, policy=FAST_RETRY)
 
 
 def report_rows(ledger: Ledger) -> dict[str, dict[str, Any]]:
@@ -300,14 +282,6 @@ def cli_run(db: Path, env: dict[str, str], *args: str) -> Any:
     )
 
 
-def env_for(emu: Emulator, secret: str = SECRET) -> dict[str, str]:
-    return {
-        "GENESYS_CLOUD_CLIENT_ID": emu.config.client_id,
-        "GENESYS_CLOUD_CLIENT_SECRET": secret,
-        "GENESYS_CLOUD_ENVIRONMENT": emu.url,
-    }
-
-
 def all_pending_untouched(ledger: Ledger) -> bool:
     return all(
         r["status"] == "pending" and r["attempts"] == 0 for r in report_rows(ledger).values()
@@ -406,29 +380,7 @@ def test_secrets_never_reach_output_logs_or_ledger(
 
 
 def spawn_run(db: Path, emu: Emulator, *extra: str) -> subprocess.Popen[str]:
-    env = {**os.environ, **env_for(emu), "JOBRUNNER_DB": str(db)}
-    return subprocess.Popen(
-        [sys.executable, "-m", "jobrunner", "--log-format", "json", "run", "--no-progress", *extra],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def wait_for_event(proc: subprocess.Popen[str], event: str, timeout: float = 30) -> list[str]:
-    """Read stderr lines until a JSON log line with this event appears."""
-    assert proc.stderr is not None
-    seen = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if not line:
-            break
-        seen.append(line)
-        if f'"event": "{event}"' in line:
-            return seen
-    raise AssertionError(f"no {event} event; stderr so far: {''.join(seen)[-2000:]}")
+    return spawn(db, emu, "run", "--no-progress", *extra)
 
 
 def db_rows(db: Path) -> dict[str, tuple[Any, ...]]:
