@@ -1098,29 +1098,13 @@ class Ledger:
         count_attempt: bool = True,
     ) -> int:
         """Record the answer for claimed steps (done or failed) the moment it is known."""
-        now = utc_now_iso()
-        with self.transaction():
-            return sum(
-                self.execute(
-                    "UPDATE steps SET status = ?, error_code = ?, error_message = ?, "
-                    "detail = coalesce(?, detail), attempts = attempts + ?, claim_owner = NULL, "
-                    "lease_expires_at = NULL, updated_at = ? WHERE row_id = ? AND kind = ? "
-                    "AND target = ? AND claim_owner = ? AND status = 'in_progress'",
-                    (
-                        status,
-                        error_code,
-                        error_message,
-                        detail,
-                        int(count_attempt),
-                        now,
-                        c.row.id,
-                        c.kind,
-                        c.target,
-                        owner,
-                    ),
-                ).rowcount
-                for c in claims
-            )
+        return self._update_claimed_steps(
+            claims,
+            owner,
+            "status = ?, error_code = ?, error_message = ?, detail = coalesce(?, detail), "
+            "attempts = attempts + ?",
+            (status, error_code, error_message, detail, int(count_attempt)),
+        )
 
     def release_steps(
         self,
@@ -1133,29 +1117,27 @@ class Ledger:
         error_message: str | None = None,
     ) -> int:
         """Claimed steps back to pending, due at `next_attempt_at`."""
+        return self._update_claimed_steps(
+            claims,
+            owner,
+            "status = 'pending', next_attempt_at = ?, attempts = attempts + ?, "
+            "error_code = coalesce(?, error_code), error_message = coalesce(?, error_message)",
+            (next_attempt_at, int(count_attempt), error_code, error_message),
+        )
+
+    def _update_claimed_steps(
+        self, claims: Sequence[StepClaim], owner: str, assignments: str, values: tuple[Any, ...]
+    ) -> int:
+        """SET `assignments` on each of these steps that `owner` still holds, and give the
+        claim up; how many it changed (a step another runner took over is left alone)."""
         now = utc_now_iso()
         with self.transaction():
-            return sum(
-                self.execute(
-                    "UPDATE steps SET status = 'pending', next_attempt_at = ?, "
-                    "attempts = attempts + ?, error_code = coalesce(?, error_code), "
-                    "error_message = coalesce(?, error_message), claim_owner = NULL, "
-                    "lease_expires_at = NULL, updated_at = ? WHERE row_id = ? AND kind = ? "
-                    "AND target = ? AND claim_owner = ? AND status = 'in_progress'",
-                    (
-                        next_attempt_at,
-                        int(count_attempt),
-                        error_code,
-                        error_message,
-                        now,
-                        c.row.id,
-                        c.kind,
-                        c.target,
-                        owner,
-                    ),
-                ).rowcount
-                for c in claims
-            )
+            return self.conn.executemany(
+                f"UPDATE steps SET {assignments}, claim_owner = NULL, lease_expires_at = NULL, "
+                "updated_at = ? WHERE row_id = ? AND kind = ? AND target = ? "
+                "AND claim_owner = ? AND status = 'in_progress'",
+                [(*values, now, c.row.id, c.kind, c.target, owner) for c in claims],
+            ).rowcount
 
     def any_step_done(self, kind: str) -> bool:
         (done,) = self.execute(
