@@ -454,34 +454,10 @@ def _csv_error(name: str, message: str, line: int) -> InputFileError:
     return InputFileError(f"{name}: line {line}: malformed CSV ({message})")
 
 
-_OPTIONAL = frozenset(
-    (
-        "phone_number",
-        "extension",
-        "title",
-        "department",
-        "division",
-        "email_manager",
-        "location_work",
-        "roles_divisions",
-        "queues",
-        "skills",
-    )
-)
-# The single values of a row (the rest are list cells: roles_divisions, queues, skills).
-_SCALARS = (
-    "first_name",
-    "last_name",
-    "name",
-    "email",
-    "phone_number",
-    "extension",
-    "title",
-    "department",
-    "division",
-    "email_manager",
-    "location_work",
-)
+# Every column but the email and the names may be left empty.
+_OPTIONAL = frozenset(KNOWN_COLUMNS) - {"email", *NAME_COLUMNS}
+# The single values of a row (the rest are the LIST_COLUMNS).
+_SCALARS = tuple(c for c in KNOWN_COLUMNS if c not in LIST_COLUMNS)
 # Values that never hold a line break: every single value Genesys shows on one line (a name
 # with a line break in it is damage, not data). Only the list cells may, as a spreadsheet
 # cell written with Alt+Enter does: there it separates items.
