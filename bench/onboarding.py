@@ -102,6 +102,26 @@ def emulator(args: argparse.Namespace) -> Emulator:
     ).start()
 
 
+def outcome(
+    name: str,
+    stats: dict[str, Any],
+    rows: list[dict[str, str]],
+    elapsed: float,
+    exit_code: int | None,
+) -> dict[str, Any]:
+    """What the table shows of one client's run, from what the emulator recorded."""
+    return {
+        "name": name,
+        "people": complete(stats, rows),
+        "created": len(stats["creations_by_email"]),
+        "elapsed": elapsed,
+        "requests": api_requests(stats),
+        "limited": stats["rate_limited"],
+        "duplicates": sum(1 for n in stats["creations_by_email"].values() if n > 1),
+        "exit": exit_code,
+    }
+
+
 def api_requests(stats: dict[str, Any]) -> int:
     return sum(n for route, n in stats["requests_by_route"].items() if "/api/v2/" in route)
 
@@ -143,16 +163,9 @@ def bench_jobrunner(args: argparse.Namespace, work: Path, rows: list[dict[str, s
     finally:
         emu.stop()
         ledger.close()
-    return {
-        "name": f"jobrunner run (concurrency {args.concurrency})",
-        "people": complete(stats, rows),
-        "created": len(stats["creations_by_email"]),
-        "elapsed": elapsed,
-        "requests": api_requests(stats),
-        "limited": stats["rate_limited"],
-        "duplicates": sum(1 for n in stats["creations_by_email"].values() if n > 1),
-        "exit": result.exit_code,
-    }
+    return outcome(
+        f"jobrunner run (concurrency {args.concurrency})", stats, rows, elapsed, result.exit_code
+    )
 
 
 def bench_naive(args: argparse.Namespace, rows: list[dict[str, str]]) -> dict:
@@ -228,16 +241,13 @@ def bench_naive(args: argparse.Namespace, rows: list[dict[str, str]]) -> dict:
         stats = emu.stats()
     finally:
         emu.stop()
-    return {
-        "name": "naive script: one call per assignment, sequential, SDK default transport",
-        "people": complete(stats, rows),
-        "created": len(stats["creations_by_email"]),
-        "elapsed": elapsed,
-        "requests": api_requests(stats),
-        "limited": stats["rate_limited"],
-        "duplicates": sum(1 for n in stats["creations_by_email"].values() if n > 1),
-        "exit": None,
-    }
+    return outcome(
+        "naive script: one call per assignment, sequential, SDK default transport",
+        stats,
+        rows,
+        elapsed,
+        None,
+    )
 
 
 def main() -> None:
