@@ -867,14 +867,6 @@ class GenesysClient:
         listing = self._call(self.users.get_user_routingskills, user_id, page_size=PAGE_SIZE)
         return {str(s.id): float(s.proficiency or 0) for s in (listing.entities or [])}
 
-    def user_queues_page(self, user_id: str, page: int) -> tuple[set[str], bool]:
-        listing = self._call(
-            self.users.get_user_queues, user_id, page_size=PAGE_SIZE, page_number=page
-        )
-        ids = {str(q.id) for q in (listing.entities or [])}
-        count = getattr(listing, "page_count", None)
-        return ids, (page < count if count else len(ids) == PAGE_SIZE)
-
     def queue_members_page(self, queue_id: str, page: int) -> tuple[set[str], bool]:
         """One page of a queue's members (user ids); the listing has no total: a next page
         exists while it says so."""
