@@ -243,10 +243,6 @@ class WindowLimiter:
         with self._lock:
             self._paused_until = max(self._paused_until, self._clock() + seconds)
 
-    def pause_remaining(self) -> float:
-        with self._lock:
-            return max(0.0, max(self._paused_until, self._held_until) - self._clock())
-
     def wait_remaining(self) -> tuple[float, str]:
         """How long the workers waiting for a slot still wait, and why: "held" (a 429's
         Retry-After, or pause()); "window" (the learned window is full until its oldest

@@ -291,11 +291,11 @@ def test_pause_holds_every_worker_and_says_how_long() -> None:
     clock = FakeClock(START)
     lim = WindowLimiter(clock=clock)
     lim.pause(5.0)
-    assert lim.pause_remaining() == pytest.approx(5.0)
+    assert lim.wait_remaining() == (pytest.approx(5.0), "held")
     assert lim.try_acquire() == (None, pytest.approx(5.0))
     clock.now += 5.0
     assert lim.try_acquire()[0] is not None
-    assert lim.pause_remaining() == 0.0
+    assert lim.wait_remaining() == (0.0, "")
 
 
 def learned(budget: int = 3, window: float = 10.0) -> tuple[FakeClock, WindowLimiter]:
@@ -358,7 +358,7 @@ def test_a_new_token_starts_with_an_empty_window() -> None:
     assert all(tickets)
     assert lim.try_acquire()[0] is None  # B carried over
     lim.report(old, 429, 50)  # the old token's answer: neither learned nor held
-    assert (lim.budget, lim.window_s, lim.pause_remaining()) == (3, 10.0, 0.0)
+    assert (lim.budget, lim.window_s, lim.wait_remaining()) == (3, 10.0, (0.0, ""))
     assert lim.limited == 2
 
 
