@@ -1,20 +1,19 @@
 """`jobrunner check`: the plan of an import, like `terraform plan`.
 
 Resolves every name the rows with work left use (jobrunner/resolve.py, exactly as `run`
-does), and counts what `run` would do. Reads the org, never writes to it; the names found
-are cached in the ledger.
+does), and counts what `run` would do. Reads the org, never writes to it.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from jobrunner.context import RunContext
 from jobrunner.ledger import Ledger
-from jobrunner.resolve import NOT_FOUND, Found, Resolver
-from jobrunner.scheduler import RetryPolicy, RunStats, Scheduler
-from jobrunner.steps import StopRun
+from jobrunner.resolve import NOT_FOUND, Found
+from jobrunner.steps import RUN_KINDS
+from jobrunner.steps.contract import StopRun
 
 
 @dataclass
@@ -35,25 +34,13 @@ class Plan:
 
 def plan(ledger: Ledger, client: Any, limiter: Any = None) -> Plan:
     from jobrunner.limiter import WindowLimiter
-    from jobrunner.resolve import Resolution
 
-    limiter = limiter or WindowLimiter()
-    stats = RunStats()
-    caller = Scheduler(
-        ledger,
-        client,
-        limiter,
-        owner="check",
-        concurrency=1,
-        policy=RetryPolicy(),
-        resolution=Resolution(),
-        stats=stats,
-    )
+    ctx = RunContext(ledger, client, limiter or WindowLimiter(), owner="check")
     result = Plan()
-    if ledger.work_left()[0]:
+    if ledger.work_left(RUN_KINDS)[0]:
         client.authenticate()
         try:
-            resolution = Resolver(ledger, client, caller.call_reading).resolve()
+            resolution = ctx.names.resolve()
         except StopRun as stop:
             raise stop.error from None
         blocked = set(resolution.problems_by_row())
@@ -65,7 +52,7 @@ def plan(ledger: Ledger, client: Any, limiter: Any = None) -> Plan:
             _unknown(found, resolution.uses[(found.kind, found.key)])
             for found in sorted(resolution.unknown(), key=lambda f: (f.kind, f.key))
         ]
-    result.calls = sum(stats.calls.values())
+    result.calls = sum(ctx.stats.calls.values())
     return result
 
 
@@ -76,20 +63,13 @@ def _unknown(found: Found, uses: list[tuple[int, str, int]]) -> tuple[str, str, 
 
 def _count(ledger: Ledger, result: Plan, blocked: set[int]) -> None:
     """What the remaining work is, leaving out the rows that name something unknown."""
-    creating = {
-        r
-        for (r,) in ledger.execute("SELECT id FROM rows WHERE status IN ('pending', 'in_progress')")
-    }
+    creating = ledger.rows_to_create()
     result.creates = len(creating - blocked)
     result.blocked = len(creating & blocked)
-    wants = Counter(ledger.execute("SELECT row_id, kind FROM wants").fetchall())
+    wants = ledger.wants_by_row()
     queues: set[str] = set()
     profiles: set[int] = set()
-    for row_id, kind, target in ledger.execute(
-        "SELECT s.row_id, s.kind, s.target FROM steps AS s JOIN rows AS r ON r.id = s.row_id "
-        "WHERE s.status IN ('pending', 'in_progress') OR (s.status = 'waiting' AND "
-        "r.status IN ('pending', 'in_progress'))"
-    ).fetchall():
+    for row_id, kind, target in ledger.open_steps():
         if row_id in blocked:
             continue
         if kind == "roles":
@@ -102,10 +82,7 @@ def _count(ledger: Ledger, result: Plan, blocked: set[int]) -> None:
         elif kind == "profile":
             profiles.add(row_id)
     result.queues = len(queues)
-    for row_id, manager, location in ledger.execute(
-        "SELECT id, email_manager IS NOT NULL, location_work IS NOT NULL FROM rows "
-        "WHERE email_manager IS NOT NULL OR location_work IS NOT NULL"
-    ).fetchall():
+    for row_id, manager, location in ledger.profile_fields():
         if row_id in profiles:
             result.managers += manager
             result.locations += location

@@ -486,7 +486,7 @@ def _execute_run(
         )
     click.echo(
         f"this run: {stats.done:,} people settled, {stats.steps['done']:,} steps done; "
-        f"API calls: {_calls_text(stats.calls)}; {runner.limiter.limited:,} answered 429"
+        f"API calls: {_calls_text(stats.calls)}; {result.limited:,} answered 429"
     )
     if counts["failed"] or stats.steps["failed"]:
         click.echo(
@@ -498,17 +498,15 @@ def _execute_run(
 
 def _calls_text(calls: Any) -> str:
     """API calls by what they were for (a step's reads count with its writes)."""
+    from jobrunner import steps
+
     names = {  # kind -> (one, many)
-        "create": ("create", "creates"),
+        steps.CREATE.kind: steps.CREATE.calls,
         "search": ("search", "searches"),
         "lookup": ("name look-up", "name look-ups"),
-        "roles": ("for roles", "for roles"),
-        "skills": ("for skills", "for skills"),
-        "queue": ("for queues", "for queues"),
-        "profile": ("for profiles", "for profiles"),
-        "division": ("for divisions", "for divisions"),
+        **{step.kind: step.calls for step in steps.RUN_STEPS},
         "restore": ("for restores", "for restores"),
-        "rollback": ("delete", "deletes"),
+        steps.ROLLBACK.kind: steps.ROLLBACK.calls,
         "token": ("token", "tokens"),
     }
     shown = [f"{calls[k]:,} {names[k][calls[k] != 1]}" for k in names if calls[k]]
@@ -715,7 +713,7 @@ def rollback(
             wanted |= {"lookup", None}
         chosen = [r for r in found if r["settled_by"] in wanted]
         left_out = Counter(r["settled_by"] for r in found if r["settled_by"] not in wanted)
-        resuming = ledger.pending_rollbacks()
+        resuming = sum(ledger.steps_left(("rollback",)).values())
         click.echo(
             f"{len(chosen):,} users this ledger created will be deleted"
             + (f" ({resuming:,} of an earlier rollback still to finish)" if resuming else "")

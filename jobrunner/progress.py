@@ -7,6 +7,8 @@ import threading
 import time
 from typing import Any, TextIO
 
+from jobrunner.steps import RUN_KINDS
+
 STEPS_EVERY_S = 2.0  # how often the line asks the ledger how many steps are left
 QUEUE_BATCH = 100
 
@@ -17,12 +19,13 @@ class Progress:
         self.interval_s = interval_s
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._scheduler: Any = None
+        self._ctx: Any = None
         self._steps_left: dict[str, int] = {}
         self._steps_at = 0.0
 
-    def start(self, scheduler: Any) -> None:
-        self._scheduler = scheduler
+    def start(self, ctx: Any) -> None:
+        """Draw the line of this run (a jobrunner.context.RunContext) until `stop`."""
+        self._ctx = ctx
         self._thread = threading.Thread(target=self._loop, name="progress", daemon=True)
         self._thread.start()
 
@@ -38,25 +41,25 @@ class Progress:
 
     def calls_left(self) -> int:
         """Every request still to send: creates, steps, queue batches (100 members each)."""
-        scheduler = self._scheduler
+        ctx = self._ctx
         if time.monotonic() - self._steps_at >= STEPS_EVERY_S:
-            self._steps_left = scheduler.ledger.steps_left()
+            self._steps_left = ctx.ledger.steps_left(RUN_KINDS)
             self._steps_at = time.monotonic()
-        stats = scheduler.stats
+        stats = ctx.stats
         creates = max(0, stats.total - stats.done)
         steps = {k: n for k, n in self._steps_left.items() if k != "queue"}
         queue = math.ceil(self._steps_left.get("queue", 0) / QUEUE_BATCH)
         return creates + sum(steps.values()) + queue
 
     def line(self) -> str:
-        scheduler = self._scheduler
-        stats = scheduler.stats
+        ctx = self._ctx
+        stats = ctx.stats
         elapsed = max(0.001, time.monotonic() - stats.started_at)
         done, total = stats.done, stats.total
         rate = done / elapsed
-        wait, why = scheduler.limiter.wait_remaining()
+        wait, why = ctx.limiter.wait_remaining()
         pause = wait if why == "held" else 0.0  # a full window is part of the pace below
-        per_s = scheduler.limiter.rate_per_s()
+        per_s = ctx.limiter.rate_per_s()
         calls = sum(stats.calls.values())
         per_s = per_s or (calls / elapsed if calls else None)
         eta = pause + self.calls_left() / per_s if per_s else None
@@ -67,13 +70,13 @@ class Progress:
         outcomes = {**stats.outcomes, **{f"steps {k}": v for k, v in stats.steps.items()}}
         parts.append(" ".join(f"{k} {v:,}" for k, v in sorted(outcomes.items()) if v) or "")
         if wait > 0:
-            parts.append(f"{scheduler.wait_reason(why).split(':')[0]}: waiting {wait:.0f}s")
-        if scheduler.stop.is_set():
+            parts.append(f"{ctx.caller.wait_reason(why).split(':')[0]}: waiting {wait:.0f}s")
+        if ctx.stop.is_set():
             parts.append("stopping")
         return " | ".join(p for p in parts if p)
 
     def _draw(self, final: bool = False) -> None:
-        if self._scheduler is None:
+        if self._ctx is None:
             return
         self.stream.write("\r\033[K" + self.line() + ("\n" if final else ""))
         self.stream.flush()

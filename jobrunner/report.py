@@ -6,6 +6,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from jobrunner.ledger import Ledger
+from jobrunner.steps import LABELS
 
 # The JSON/CSV contract: the first eight keys are promised to outside tools; later ones are
 # added at the end. The admin UI's columns are here too, so a report fed back to `ingest`
@@ -46,15 +47,6 @@ SETTLED = {
     "conflict": "there before the job (409)",
     "restore": "restored (was deleted)",
 }
-# The step kinds a report shows, in order; queue instances are shown together as "queues".
-STEP_NAMES = {
-    "division": "division",
-    "roles": "roles",
-    "skills": "skills",
-    "queue": "queues",
-    "profile": "profile",
-    "rollback": "rollback",
-}
 _SHOWN = {"waiting": "pending", "in_progress": "pending"}
 
 
@@ -81,7 +73,7 @@ def _changes(r: dict[str, Any]) -> str | None:
     made = []
     for kind, target, _status, _error, detail in steps:
         if detail and detail not in ("no change", "already a member"):
-            made.append(f"{STEP_NAMES.get(kind, kind)}{' ' + target if target else ''}: {detail}")
+            made.append(f"{LABELS.get(kind, kind)}{' ' + target if target else ''}: {detail}")
     if all(status == "skipped" for _k, _t, status, _e, _d in steps):
         return None
     return "; ".join(made) or "no change"
@@ -91,7 +83,7 @@ def _steps(found: list[tuple[Any, ...]]) -> dict[str, dict[str, Any]]:
     """(kind, target, status, error, detail) of one row -> {"roles": {"status", "error"}}."""
     grouped: dict[str, list[tuple[str, str, str | None]]] = {}
     for kind, target, status, error, _detail in found:
-        grouped.setdefault(STEP_NAMES.get(kind, kind), []).append(
+        grouped.setdefault(LABELS.get(kind, kind), []).append(
             (target, _SHOWN.get(status, status), error)
         )
     steps: dict[str, dict[str, Any]] = {}
@@ -116,7 +108,7 @@ def step_counts(ledger: Ledger) -> dict[str, dict[str, int]]:
     table: dict[str, dict[str, int]] = {}
     for kind, status, n in ledger.step_counts():
         shown = table.setdefault(
-            STEP_NAMES.get(kind, kind), dict.fromkeys(("done", "pending", "failed", "skipped"), 0)
+            LABELS.get(kind, kind), dict.fromkeys(("done", "pending", "failed", "skipped"), 0)
         )
         shown[_SHOWN.get(status, status)] += n
     return table

@@ -3,7 +3,7 @@
 Each distinct name is looked up once per run with the API's list calls (every page), and
 matched exactly, ignoring case and outer spaces; two objects whose names differ only in case
 are an ambiguity. A manager is a person of the same ledger (created in this job) or an
-existing user found by email. What was found is cached in the ledger with its time.
+existing user found by email.
 
 `jobrunner check` prints what this finds and what `run` would do; `run` does the same before
 its first create, and fails (before any create) each row that names something unknown.
@@ -11,6 +11,7 @@ its first create, and fails (before any create) each row that names something un
 
 from __future__ import annotations
 
+import threading
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from typing import Any
 from jobrunner.csv_input import is_uuid, key_of, name_key
 from jobrunner.genesys import Named
 from jobrunner.ledger import Ledger
+from jobrunner.ledger.model import Row
 
 KINDS = ("division", "role", "queue", "skill", "location", "manager")
 MANAGER_IN_LEDGER = "row"  # a manager's object id when the manager is a row of this ledger
@@ -82,7 +84,7 @@ class Resolver:
 
     def resolve_into(self, result: Resolution, uses: list[tuple[Any, ...]]) -> None:
         """Record these uses (kind, name as written, row id, source, line) in `result`, and
-        look up the names it does not know yet (the ledger's cache keeps what was found)."""
+        look up the names it does not know yet."""
         names: dict[str, dict[str, str]] = defaultdict(dict)  # kind -> key -> name as written
         for kind, name, row_id, source, line in uses:
             key = key_of(kind, name)
@@ -95,8 +97,6 @@ class Resolver:
                 found.extend(self._resolve_kind(kind, names[kind]))
         for f in found:
             result.found[(f.kind, f.key)] = f
-        if found:
-            self.ledger.save_names([(f.kind, f.key, f.name, f.id, f.problem) for f in found])
 
     def home_division(self) -> Named:
         return self.call("lookup", self.client.home_division)
@@ -163,3 +163,47 @@ def _match(kind: str, key: str, name: str, listed: list[Named]) -> Found:
         spelled = " and ".join(repr(n.name) for n in unique.values())
         return Found(kind, key, name, None, f"ambiguous {kind} {name!r}: the org has {spelled}")
     return Found(kind, key, name, None)
+
+
+class NameService:
+    """The names of a run, as its steps use them: resolved once before the first create,
+    and looked up on demand for a row ingested while the run works."""
+
+    def __init__(self, ledger: Ledger, client: Any, read: Callable[..., Any]) -> None:
+        self.resolver = Resolver(ledger, client, read)
+        self.ledger = ledger
+        self.client = client
+        self.read = read
+        self.resolution = Resolution()
+        self._lock = threading.Lock()
+
+    def resolve(self) -> Resolution:
+        """Every name the rows with work left use (replacing what was known)."""
+        self.resolution = self.resolver.resolve()
+        return self.resolution
+
+    def id_of(self, kind: str, name: str) -> str | None:
+        return self.resolution.id_of(kind, name)
+
+    def home_division_id(self) -> str:
+        with self._lock:
+            if self.resolution.home_division_id is None:
+                home = self.read("lookup", self.client.home_division)
+                self.resolution.home_division_id = home.id
+            return self.resolution.home_division_id
+
+    def problems(self, row: Row) -> list[str]:
+        """What this row names that the org does not have. Names this run has not looked up
+        yet (a row ingested while it runs) are looked up now."""
+        uses = self.ledger.names_in_use([row.id])
+        with self._lock:
+            if any(
+                (kind, key_of(kind, name)) not in self.resolution.found for kind, name, *_ in uses
+            ):
+                self.resolver.resolve_into(self.resolution, uses)
+        problems = []
+        for kind, name, *_rest in uses:
+            found = self.resolution.found.get((kind, key_of(kind, name)))
+            if found is not None and found.id is None:
+                problems.append(describe(found))
+        return sorted(set(problems))

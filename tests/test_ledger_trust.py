@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner, Result
 from structlog.testing import capture_logs
 
-import jobrunner.ledger as ledger_module
+import jobrunner.ledger.store as ledger_module
 from jobrunner import log
 from jobrunner.cli import cli
 from jobrunner.errors import LedgerBusy, LedgerError

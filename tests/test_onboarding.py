@@ -295,9 +295,9 @@ def test_a_grant_refused_in_one_division_fails_only_those_rows_roles(
 def test_fresh_ids_unknown_to_other_services_are_retried_until_known(
     emulator: Any, ledger_for: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import jobrunner.scheduler as scheduler_module
+    import jobrunner.context as context_module
 
-    monkeypatch.setattr(scheduler_module, "STEP_DELAY_S", 0.0)
+    monkeypatch.setattr(context_module, "STEP_DELAY_S", 0.0)
     people = team(8, leads=2)
     emu = emulator(fresh_user_404_s=1.0)
     ledger = ledger_for(people)

@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from fakes import FakeClient
 from structlog.testing import capture_logs
 
+import jobrunner.caller as caller_module
 import jobrunner.scheduler as scheduler_module
 from jobrunner import log
 from jobrunner.cli import cli
@@ -49,7 +50,7 @@ def row(ledger: Ledger, email: str) -> dict[str, Any]:
 
 
 def test_only_the_runner_holding_a_claim_may_write_it(ledger: Ledger) -> None:
-    claimed = ledger.claim_next("runner-a", now=1e12, lease_s=60)
+    claimed = ledger.claim_next("runner-a", now=1e12)
     assert claimed is not None
     before = row(ledger, claimed.email)
     assert not ledger.mark_attempt(claimed.id, "runner-b")
@@ -68,7 +69,7 @@ def test_only_the_runner_holding_a_step_may_write_it(tmp_path: Path) -> None:
         ingest_file(ledger, f)
         ledger.execute("UPDATE rows SET status = 'created', user_id = 'u'")
         ledger.execute("UPDATE steps SET status = 'pending'")
-        (claim,) = ledger.claim_steps("roles", "runner-a", now=1e12, lease_s=60)
+        (claim,) = ledger.claim_steps("roles", "runner-a", now=1e12)
         assert ledger.finish_steps([claim], "runner-b", "done") == 0
         assert ledger.release_steps([claim], "runner-b", next_attempt_at=0) == 0
         assert ledger.execute("SELECT status FROM steps").fetchone() == ("in_progress",)
@@ -136,8 +137,7 @@ def test_a_request_hanging_past_the_grace_period_gives_its_claim_back(
 
     def stop_when_sent() -> None:
         sent.wait(10)
-        assert runner.scheduler is not None
-        runner.scheduler.stop.set()
+        runner.ctx.stop.set()
 
     threading.Thread(target=stop_when_sent).start()
     runner.run()
@@ -178,7 +178,7 @@ def test_a_full_window_that_keeps_every_worker_waiting_is_said(
         assert Runner(ledger, FakeClient(), concurrency=1, limiter=limiter).run().exit_code == 0
     waits = [e for e in logs if e["event"] == "waiting"]
     assert len(waits) >= 2, [e["event"] for e in logs]
-    assert all(e["reason"] == scheduler_module.WINDOW_FULL for e in waits)
+    assert all(e["reason"] == caller_module.WINDOW_FULL for e in waits)
     assert waits[0]["seconds_left"] > waits[-1]["seconds_left"] > 0
     assert any(e["event"] == "waiting.over" for e in logs)
 

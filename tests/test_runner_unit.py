@@ -119,11 +119,11 @@ def test_in_doubt_row_with_stale_search_then_409_resolves_to_created(ledger: Led
 def test_crash_state_is_recovered_at_start(ledger: Ledger) -> None:
     """What kill -9 leaves: rows in_progress for a dead owner, one with its create sent."""
     ledger.execute(
-        "UPDATE rows SET status = 'in_progress', claim_owner = 'dead:1:x', lease_expires_at = 1, "
+        "UPDATE rows SET status = 'in_progress', claim_owner = 'dead:1:x', "
         "in_doubt = 1, attempts = 1 WHERE email = 'ada@example.com'"
     )
     ledger.execute(
-        "UPDATE rows SET status = 'in_progress', claim_owner = 'dead:1:x', lease_expires_at = 1 "
+        "UPDATE rows SET status = 'in_progress', claim_owner = 'dead:1:x' "
         "WHERE email = 'grace@example.com'"
     )
     client = FakeClient()
@@ -386,9 +386,9 @@ def test_a_network_blip_costs_no_attempts(ledger: Ledger) -> None:
 def test_an_unreachable_api_stops_the_run_with_rows_pending(
     ledger: Ledger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import jobrunner.scheduler as scheduler_module
+    import jobrunner.caller as caller_module
 
-    monkeypatch.setattr(scheduler_module, "UNREACHABLE_FOR_S", 0.0)
+    monkeypatch.setattr(caller_module, "UNREACHABLE_FOR_S", 0.0)
     ledger.execute("UPDATE rows SET in_doubt = 1, attempts = 2 WHERE email = 'ada@example.com'")
     client = FakeClient()
     for email in ("ada@example.com", "grace@example.com", "alan@example.com"):

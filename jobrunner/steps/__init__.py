@@ -1,87 +1,61 @@
-"""The work after a user exists, one module per step.
+"""The work of an import, one module per kind of step, each on the contract of
+jobrunner/steps/contract.py; this registry is the one list of them, in one order.
 
-Each step module says what it sends, what counts as done and what may be repeated; the
-scheduler (jobrunner/scheduler.py) claims due work from the ledger, paces every call and
-records each answer, and knows nothing of what a step does. A step is planned at ingest,
-waits in the ledger until the row's user exists, and is done, failed or skipped from then
-on. Adding a step (languages, stations, ...) means one module here and one migration.
+The scheduler claims due work in the order of `RUN_STEPS` (the steps of people who exist
+first, then the creates); ingest plans each row's steps from the same list; the report, the
+summaries and the permission messages read their names from it. Adding a step is its module,
+its line here, and a migration if the ledger needs one.
 
 Importing this package is cheap: `ingest` uses it to plan, without the SDK.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING
 
-from jobrunner.csv_input import InputRow, name_key
-from jobrunner.errors import JobrunnerError
+from jobrunner.steps import create, division, profile, queues, roles, rollback, skills
+from jobrunner.steps.contract import StepKind
 
+if TYPE_CHECKING:
+    from jobrunner.csv_input import InputRow
+    from jobrunner.ledger.model import Row
 
-class Planned(Protocol):
-    def __call__(self, row: InputRow) -> list[str]: ...
+# The steps after a create that `run` does, in the order they are claimed and shown.
+RUN_STEPS: tuple[StepKind, ...] = (
+    division.STEP,
+    roles.STEP,
+    skills.STEP,
+    queues.STEP,
+    profile.STEP,
+)
+CREATE: StepKind = create.STEP
+ROLLBACK: StepKind = rollback.STEP
+ALL: tuple[StepKind, ...] = (*RUN_STEPS, CREATE, ROLLBACK)
+BY_KIND: dict[str, StepKind] = {step.kind: step for step in ALL}
 
-
-def _one_if(wanted: bool) -> list[str]:
-    return [""] if wanted else []
-
-
-# kind -> which instances a row needs (targets: "" for one per row, a queue's key for queues).
-# The order is the order a person's steps are shown in.
-PLANS: dict[str, Planned] = {
-    "roles": lambda row: _one_if(bool(row.roles)),
-    "skills": lambda row: _one_if(bool(row.skill_levels)),
-    "queue": lambda row: [name_key(queue) for queue in row.queue_names],
-    "profile": lambda row: _one_if(bool(row.email_manager or row.location_work)),
-}
+RUN_KINDS: tuple[str, ...] = tuple(step.kind for step in RUN_STEPS)
+# The permission each kind's calls need (named when the API refuses a step for every row).
+PERMISSIONS: dict[str, str] = {s.kind: s.permission for s in ALL if s.permission}
+# What a report calls each kind (queue instances are shown together as "queues").
+LABELS: dict[str, str] = {s.kind: s.shown_as for s in ALL}
 
 
 def planned_steps(row: InputRow) -> list[tuple[str, str]]:
     """The (kind, target) steps a valid row needs after its create."""
-    return [(kind, target) for kind, plan in PLANS.items() for target in plan(row)]
+    return [(step.kind, target) for step in RUN_STEPS if step.plan for target in step.plan(row)]
 
 
-class StopRun(Exception):
-    """The run cannot go on (configuration, permission, unreachable API)."""
-
-    def __init__(self, error: JobrunnerError) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-
-class Stopping(Exception):
-    """The run is stopping: a call was not sent; give the work back as it was."""
+def brought_in_line_steps(row: Row) -> tuple[tuple[str, str], ...]:
+    """The (kind, target) steps a person brought in line with the file needs beyond its
+    plan: a division move, a profile of every field the file gives."""
+    return tuple(
+        (step.kind, target) for step in RUN_STEPS if step.in_line for target in step.in_line(row)
+    )
 
 
-class StepFailed(Exception):
-    """A step that cannot be done for this row (not worth retrying): it is failed with this."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-class RetryLater(Exception):
-    """Send it again after a backoff (an attempt counts), e.g. a fresh user id not known yet."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-def brings_in_line(row: object) -> bool:
-    """A person who was there before the job (or restored by it) is compared with the file:
-    each step reads what the user has and sends only what differs."""
-    return getattr(row, "status", None) == "exists" or getattr(row, "settled_by", None) == "restore"
-
-
-# The permission each step's calls need (named when the API refuses a step for every row).
-PERMISSIONS = {
-    "roles": "authorization:grant:add",
-    "skills": "routing:skill:assign",
-    "queue": "routing:queue:edit",
-    "profile": "directory:user:edit",
-    "division": "authorization:division:edit",
-    "rollback": "directory:user:delete",
-}
+def step_of_name(name_kind: str) -> str | None:
+    """The step kind a name of this kind (role, queue, manager, ...) is needed by."""
+    for step in RUN_STEPS:
+        if name_kind in step.names:
+            return step.kind
+    return None

@@ -16,44 +16,52 @@ from __future__ import annotations
 from typing import Any
 
 from jobrunner.genesys import ApiError, UserDetail, digits_of
-from jobrunner.ledger import Row, StepClaim
+from jobrunner.ledger.model import Row, StepClaim
 from jobrunner.resolve import MANAGER_IN_LEDGER
-from jobrunner.steps import StepFailed, brings_in_line
+from jobrunner.steps.contract import (
+    Context,
+    Outcome,
+    StepKind,
+    brings_in_line,
+    done,
+    failed,
+    one_if,
+)
 
 KIND = "profile"
 WORK_PHONE = ("PHONE", "WORK")
 
 
-def claim(ctx: Any) -> list[StepClaim]:
-    return ctx.ledger.claim_steps(KIND, ctx.owner, ctx.clock(), ctx.lease_s)
-
-
-def manager_id(ctx: Any, email: str) -> str:
-    found = ctx.resolution.id_of("manager", email)
+def manager_id(ctx: Context, email: str) -> str | Outcome:
+    found = ctx.names.id_of("manager", email)
     if found is None:
-        raise StepFailed("unknown_name", f"manager {email!r}: not found (see `jobrunner check`)")
+        return failed("unknown_name", f"manager {email!r}: not found (see `jobrunner check`)")
     if found != MANAGER_IN_LEDGER:
         return str(found)
-    row = ctx.ledger.manager_row(email)
+    row = ctx.manager_row(email)
     if row is None or not row["user_id"]:
         where = f"line {row['line']} of {row['source']}" if row else "no row"
         why = (row or {}).get("error_message") or (row or {}).get("status") or "gone"
         if row and row["status"] == "exists":
             why += " (each run looks the id up again; then `jobrunner run --retry-failed`)"
-        raise StepFailed("manager_missing", f"the manager {email} ({where}) has no user: {why}")
+        return failed("manager_missing", f"the manager {email} ({where}) has no user: {why}")
     return str(row["user_id"])
 
 
-def wanted(ctx: Any, row: Row) -> dict[str, Any]:
+def wanted(ctx: Context, row: Row) -> dict[str, Any] | Outcome:
     """The fields this step sets: manager and location; for people brought in line with
-    the file also title, department and the work phone."""
+    the file also title, department and the work phone. An outcome instead when one of
+    them cannot be set."""
     fields: dict[str, Any] = {}
     if row.email_manager:
-        fields["manager_id"] = manager_id(ctx, row.email_manager)
+        manager = manager_id(ctx, row.email_manager)
+        if isinstance(manager, Outcome):
+            return manager
+        fields["manager_id"] = manager
     if row.location_work:
-        location = ctx.resolution.id_of("location", row.location_work)
+        location = ctx.names.id_of("location", row.location_work)
         if location is None:
-            raise StepFailed("unknown_name", f"location {row.location_work!r}: not in the org")
+            return failed("unknown_name", f"location {row.location_work!r}: not in the org")
         fields["location_id"] = location
     if brings_in_line(row):
         for name in ("title", "department"):
@@ -100,27 +108,46 @@ def _names(changed: dict[str, Any]) -> str:
     return ", ".join(names.get(k, k) for k in changed)
 
 
-def perform(ctx: Any, claims: list[StepClaim]) -> None:
+def perform(ctx: Context, claims: list[StepClaim]) -> Outcome:
     (claim,) = claims
     row = claim.row
     fields = wanted(ctx, row)
+    if isinstance(fields, Outcome):
+        return fields
     if brings_in_line(row):
-        user = ctx.call_reading(KIND, ctx.client.get_user, row.user_id)
+        user = ctx.read(KIND, ctx.client.get_user, row.user_id)
         fields = differences(row, fields, user)
         if not fields:
-            ctx.done(claims, "no change")
-            return
+            return done("no change")
         version = user.version
     else:
         version = row.user_version
         if version is None:
-            version = ctx.call_reading(KIND, ctx.client.get_user, row.user_id).version
+            version = ctx.read(KIND, ctx.client.get_user, row.user_id).version
     try:
         version = ctx.call(KIND, ctx.client.update_user, row.user_id, version, **fields)
     except ApiError as err:
         if err.status != 409:
             raise
-        current = ctx.call_reading(KIND, ctx.client.get_user, row.user_id)
+        current = ctx.read(KIND, ctx.client.get_user, row.user_id)
         version = ctx.call(KIND, ctx.client.update_user, row.user_id, current.version, **fields)
-    ctx.ledger.set_user_version(row.id, version)
-    ctx.done(claims, ("set " if brings_in_line(row) else "") + _names(fields))
+    detail = ("set " if brings_in_line(row) else "") + _names(fields)
+    return done(detail, user_version=version)
+
+
+def _in_line(row: Row) -> list[str]:
+    """A person brought in line gets a profile for every field the file gives."""
+    given = (row.email_manager, row.location_work, row.title, row.department)
+    return one_if(any(v is not None for v in (*given, row.phone_number, row.extension)))
+
+
+STEP = StepKind(
+    KIND,
+    perform,
+    calls=("for profiles", "for profiles"),
+    permission="directory:user:edit",
+    after_manager=True,
+    names=("manager", "location"),
+    plan=lambda row: one_if(bool(row.email_manager or row.location_work)),
+    in_line=_in_line,
+)

@@ -14,54 +14,98 @@ found, and only that member's step fails.
 
 from __future__ import annotations
 
-from typing import Any
+import threading
 
+from jobrunner.csv_input import name_key
 from jobrunner.genesys import ApiError
-from jobrunner.ledger import StepClaim
-from jobrunner.steps import RetryLater, StepFailed, brings_in_line
+from jobrunner.ledger.model import StepClaim
+from jobrunner.steps.contract import (
+    Context,
+    Outcome,
+    StepKind,
+    brings_in_line,
+    done,
+    failed,
+    is_fresh,
+    retry_later,
+    unknown,
+)
 
 KIND = "queue"
 PER_CALL = 100
+_members_lock = threading.Lock()
 
 
-def claim(ctx: Any) -> list[StepClaim]:
-    return ctx.ledger.claim_queue_batch(ctx.owner, ctx.clock(), ctx.lease_s, PER_CALL)
-
-
-def perform(ctx: Any, claims: list[StepClaim]) -> None:
+def perform(ctx: Context, claims: list[StepClaim]) -> list[Outcome]:
     target = claims[0].target
-    queue_id = ctx.resolution.id_of(KIND, target)
+    queue_id = ctx.names.id_of(KIND, target)
     if queue_id is None:
-        raise StepFailed(
-            "unknown_name", f"queue {target!r}: not in the org (see `jobrunner check`)"
-        )
+        return [unknown(KIND, target)]
+    outcomes = []
     if any(brings_in_line(c.row) for c in claims):
-        members = ctx.queue_members(queue_id)
+        members = queue_members(ctx, queue_id)
         held = [c for c in claims if brings_in_line(c.row) and c.row.user_id in members]
         if held:
-            ctx.done(held, "already a member")
+            outcomes.append(done("already a member", claims=held))
             claims = [c for c in claims if c not in held]
-        if not claims:
-            return
-    _send(ctx, queue_id, claims)
+    if claims:
+        outcomes += _send(ctx, queue_id, claims)
+    return outcomes
 
 
-def _send(ctx: Any, queue_id: str, claims: list[StepClaim]) -> None:
+def _send(ctx: Context, queue_id: str, claims: list[StepClaim]) -> list[Outcome]:
     try:
         ctx.call(KIND, ctx.client.add_queue_members, queue_id, [c.row.user_id for c in claims])
     except ApiError as err:
         if err.status != 404:
             raise
-        if any(ctx.fresh(c.row) for c in claims):
-            raise RetryLater(
-                err.code, f"a new member is not known to the queue yet ({err})"
-            ) from None
+        if any(is_fresh(c.row, ctx.now()) for c in claims):
+            return [
+                retry_later(
+                    err.code,
+                    f"a new member is not known to the queue yet ({err})",
+                    fresh=True,
+                    claims=claims,
+                )
+            ]
         if len(claims) == 1:
-            ctx.failed(claims, err.code, f"the queue does not know this user: {err}")
-            return
+            return [failed(err.code, f"the queue does not know this user: {err}", claims=claims)]
         half = len(claims) // 2
-        _send(ctx, queue_id, claims[:half])
-        _send(ctx, queue_id, claims[half:])
-        return
-    ctx.added_to_queue(queue_id, [c.row.user_id for c in claims])
-    ctx.done(claims, "added")
+        return _send(ctx, queue_id, claims[:half]) + _send(ctx, queue_id, claims[half:])
+    members = ctx.memo(KIND).get(queue_id)
+    if members is not None:
+        with _members_lock:
+            members.update(c.row.user_id for c in claims)
+    return [done("added", claims=claims)]
+
+
+def queue_members(ctx: Context, queue_id: str) -> set[str]:
+    """A queue's members, read once per run (every page) and kept up to date with what
+    this run adds: people already in it need no write."""
+    memo = ctx.memo(KIND)
+    with _members_lock:
+        known = memo.get(queue_id)
+    if known is None:
+        known, page = set(), 1
+        while True:
+            ids, more = ctx.read(KIND, ctx.client.queue_members_page, queue_id, page)
+            known |= ids
+            if not more:
+                break
+            page += 1
+        with _members_lock:
+            known = memo.setdefault(queue_id, known)
+    return known
+
+
+STEP = StepKind(
+    KIND,
+    perform,
+    label="queues",
+    calls=("for queues", "for queues"),
+    permission="routing:queue:edit",
+    claim="batch",
+    batch_size=PER_CALL,
+    names=("queue",),
+    plan=lambda row: [name_key(queue) for queue in row.queue_names],
+)

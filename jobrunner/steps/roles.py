@@ -9,53 +9,68 @@ missing). Safe to repeat: a grant the user holds already is success.
 
 from __future__ import annotations
 
-from typing import Any
-
-from jobrunner.ledger import StepClaim
-from jobrunner.steps import StepFailed, brings_in_line
+from jobrunner.ledger.model import StepClaim
+from jobrunner.steps.contract import (
+    Context,
+    Outcome,
+    StepKind,
+    brings_in_line,
+    done,
+    one_if,
+    unknown,
+)
 
 KIND = "roles"
 
 
-def claim(ctx: Any) -> list[StepClaim]:
-    return ctx.ledger.claim_steps(KIND, ctx.owner, ctx.clock(), ctx.lease_s)
-
-
 def grants_of(
-    ctx: Any, claim: StepClaim, own_division: str | None = None
-) -> dict[tuple[str, str], str]:
+    ctx: Context, claim: StepClaim, own_division: str | None = None
+) -> dict[tuple[str, str], str] | Outcome:
     """(role id, division id) -> "Role in Division", for every role the row asks for. A role
     without [division] goes in the row's division: the file's, else `own_division` (where a
-    person who was there before is), else Home (where a new user without one is created)."""
+    person who was there before is), else Home (where a new user without one is created).
+    An outcome instead when a name is not in the org."""
     grants: dict[tuple[str, str], str] = {}
-    for name, _key, division, _level in ctx.ledger.wants_of(claim.row.id, "role"):
-        role_id = ctx.resolution.id_of("role", name)
+    for name, _key, division, _level in ctx.wants(claim.row, "role"):
+        role_id = ctx.names.id_of("role", name)
+        if role_id is None:
+            return unknown("role", name)
         if division:
-            division_id = ctx.resolution.id_of("division", division)
+            division_id = ctx.names.id_of("division", division)
+            if division_id is None:
+                return unknown("division", division)
         else:
-            division_id = claim.row.division_id or own_division or ctx.home_division_id()
-        if role_id is None or division_id is None:
-            missing = f"role {name!r}" if role_id is None else f"division {division!r}"
-            raise StepFailed("unknown_name", f"{missing}: not in the org (see `jobrunner check`)")
+            division_id = claim.row.division_id or own_division or ctx.names.home_division_id()
         where = division or claim.row.division or "the user's division"
         grants.setdefault((role_id, division_id), f"{name} in {where}")
     return grants
 
 
-def perform(ctx: Any, claims: list[StepClaim]) -> None:
+def perform(ctx: Context, claims: list[StepClaim]) -> Outcome:
     (claim,) = claims
     user_id = claim.row.user_id
     own_division = None
     if brings_in_line(claim.row) and not claim.row.division_id:
-        own_division = ctx.call_reading(KIND, ctx.client.get_user, user_id).division_id
+        own_division = ctx.read(KIND, ctx.client.get_user, user_id).division_id
     grants = grants_of(ctx, claim, own_division)
+    if isinstance(grants, Outcome):
+        return grants
     detail = f"{len(grants)} grants"
     if brings_in_line(claim.row):
-        held = ctx.call_reading(KIND, ctx.client.user_grants, user_id)
+        held = ctx.read(KIND, ctx.client.user_grants, user_id)
         grants = {g: label for g, label in grants.items() if g not in held}
         if not grants:
-            ctx.done(claims, "no change")
-            return
+            return done("no change")
         detail = "added " + ", ".join(grants.values())
     ctx.call(KIND, ctx.client.grant_roles, user_id, list(grants))
-    ctx.done(claims, detail)
+    return done(detail)
+
+
+STEP = StepKind(
+    KIND,
+    perform,
+    calls=("for roles", "for roles"),
+    permission="authorization:grant:add",
+    names=("role", "division"),
+    plan=lambda row: one_if(bool(row.roles)),
+)

@@ -6,19 +6,14 @@ the row becomes `rolled_back` and its other steps stop. Safe to repeat.
 
 from __future__ import annotations
 
-from typing import Any
-
 from jobrunner.genesys import ApiError
-from jobrunner.ledger import StepClaim
+from jobrunner.ledger.model import StepClaim
+from jobrunner.steps.contract import Context, Outcome, StepKind, done
 
 KIND = "rollback"
 
 
-def claim(ctx: Any) -> list[StepClaim]:
-    return ctx.ledger.claim_steps(KIND, ctx.owner, ctx.clock(), ctx.lease_s)
-
-
-def perform(ctx: Any, claims: list[StepClaim]) -> None:
+def perform(ctx: Context, claims: list[StepClaim]) -> Outcome:
     (claim,) = claims
     try:
         ctx.call(KIND, ctx.client.delete_user, claim.row.user_id)
@@ -27,5 +22,13 @@ def perform(ctx: Any, claims: list[StepClaim]) -> None:
         if err.status != 404:
             raise
         detail = "already gone"
-    done = ctx.ledger.finish_rollback(claims, ctx.owner, detail)
-    ctx.said(claims, "done", done, detail=detail)
+    return done(detail, row_status="rolled_back")
+
+
+STEP = StepKind(
+    KIND,
+    perform,
+    calls=("delete", "deletes"),
+    permission="directory:user:delete",
+    run_step=False,
+)

@@ -8,45 +8,56 @@ adds or updates, never removes.
 
 from __future__ import annotations
 
-from typing import Any
-
-from jobrunner.ledger import StepClaim
-from jobrunner.steps import StepFailed, brings_in_line
+from jobrunner.ledger.model import StepClaim
+from jobrunner.steps.contract import (
+    Context,
+    Outcome,
+    StepKind,
+    brings_in_line,
+    done,
+    one_if,
+    unknown,
+)
 
 KIND = "skills"
 PER_CALL = 50
 
 
-def claim(ctx: Any) -> list[StepClaim]:
-    return ctx.ledger.claim_steps(KIND, ctx.owner, ctx.clock(), ctx.lease_s)
-
-
-def skills_of(ctx: Any, claim: StepClaim) -> dict[str, tuple[str, float]]:
-    """skill id -> (name, proficiency)."""
+def skills_of(ctx: Context, claim: StepClaim) -> dict[str, tuple[str, float]] | Outcome:
+    """skill id -> (name, proficiency); an outcome instead when a skill is not in the org."""
     skills = {}
-    for name, _key, _division, level in ctx.ledger.wants_of(claim.row.id, "skill"):
-        skill_id = ctx.resolution.id_of("skill", name)
+    for name, _key, _division, level in ctx.wants(claim.row, "skill"):
+        skill_id = ctx.names.id_of("skill", name)
         if skill_id is None:
-            raise StepFailed(
-                "unknown_name", f"skill {name!r}: not in the org (see `jobrunner check`)"
-            )
+            return unknown("skill", name)
         skills[skill_id] = (name, float(level or 0))
     return skills
 
 
-def perform(ctx: Any, claims: list[StepClaim]) -> None:
+def perform(ctx: Context, claims: list[StepClaim]) -> Outcome:
     (claim,) = claims
     skills = skills_of(ctx, claim)
+    if isinstance(skills, Outcome):
+        return skills
     user_id = claim.row.user_id
     detail = f"{len(skills)} skills"
     if brings_in_line(claim.row):
-        held = ctx.call_reading(KIND, ctx.client.user_skills, user_id)
+        held = ctx.read(KIND, ctx.client.user_skills, user_id)
         skills = {i: s for i, s in skills.items() if held.get(i) != s[1]}
         if not skills:
-            ctx.done(claims, "no change")
-            return
+            return done("no change")
         detail = "set " + ", ".join(f"{name} {level:g}" for name, level in skills.values())
     wanted = [(skill_id, level) for skill_id, (_name, level) in skills.items()]
     for start in range(0, len(wanted), PER_CALL):
         ctx.call(KIND, ctx.client.add_skills, user_id, wanted[start : start + PER_CALL])
-    ctx.done(claims, detail)
+    return done(detail)
+
+
+STEP = StepKind(
+    KIND,
+    perform,
+    calls=("for skills", "for skills"),
+    permission="routing:skill:assign",
+    names=("skill",),
+    plan=lambda row: one_if(bool(row.skill_levels)),
+)

@@ -1,0 +1,132 @@
+"""What `report`, `check` and the run's summary read: counts, rows with their steps, the
+work a plan counts. Reads only."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from jobrunner.ledger.model import OPEN_STEP, PLANNED_STEP, STATUSES, TO_CREATE, marks
+from jobrunner.ledger.store import Store
+
+_FAILED_STEP = "rows.id IN (SELECT row_id FROM steps WHERE status = 'failed')"
+
+
+class Reports(Store):
+    def counts(self) -> dict[str, int]:
+        """Rows by status (every status, 0 where none)."""
+        counts = dict.fromkeys(STATUSES, 0)
+        for status, n in self.execute("SELECT status, count(*) FROM rows GROUP BY status"):
+            counts[status] = n
+        return counts
+
+    def settled_counts(self) -> dict[tuple[str, str], int]:
+        """(status, settled_by) -> rows: how created and exists rows were settled."""
+        return {
+            (status, by): n
+            for status, by, n in self.execute(
+                "SELECT status, settled_by, count(*) FROM rows WHERE settled_by IS NOT NULL "
+                "GROUP BY status, settled_by"
+            )
+        }
+
+    def step_counts(self) -> list[tuple[str, str, int]]:
+        """(kind, status, steps) of the steps a report shows."""
+        return self.execute(
+            "SELECT s.kind, s.status, count(*) FROM steps AS s JOIN rows AS r "
+            f"ON r.id = s.row_id WHERE {PLANNED_STEP} GROUP BY s.kind, s.status ORDER BY s.kind"
+        ).fetchall()
+
+    def sources(self) -> list[dict[str, Any]]:
+        with self._lock:
+            cur = self.conn.cursor()
+            cur.row_factory = sqlite3.Row
+            return [dict(r) for r in cur.execute("SELECT * FROM sources ORDER BY id")]
+
+    # -- the rows ------------------------------------------------------------------------------
+
+    def iter_report_rows(
+        self, statuses: Sequence[str] | None = None, failed_steps: bool = False
+    ) -> Iterator[dict[str, Any]]:
+        """Every row (or those with these statuses, and with `failed_steps` those with a
+        failed step too) with its source's name and its steps as (kind, target, status,
+        error, detail) tuples, streamed a thousand at a time."""
+        sql = (
+            "SELECT sources.name AS source, rows.* FROM rows "
+            "JOIN sources ON sources.id = rows.source_id"
+        )
+        params: list[Any] = []
+        if statuses:
+            sql += f" WHERE (rows.status IN ({marks(statuses)})"
+            params.extend(statuses)
+            if failed_steps:
+                sql += f" OR {_FAILED_STEP}"
+            sql += ")"
+        sql += " ORDER BY rows.source_id, rows.line, rows.id"
+        with self._lock:
+            cur = self.conn.cursor()
+            cur.row_factory = sqlite3.Row
+            cur.execute(sql, params)
+            rows = cur.fetchmany(1000)
+        while rows:
+            steps = self._steps_of([r["id"] for r in rows])
+            for r in rows:
+                yield {**dict(r), "steps": steps.get(r["id"], [])}
+            with self._lock:
+                rows = cur.fetchmany(1000)
+
+    def _steps_of(self, row_ids: Sequence[int]) -> dict[int, list[tuple[Any, ...]]]:
+        found: dict[int, list[tuple[Any, ...]]] = {}
+        for row_id, *step in self.execute(
+            "SELECT s.row_id, s.kind, s.target, s.status, s.error_message, s.detail "
+            f"FROM steps AS s JOIN rows AS r ON r.id = s.row_id WHERE s.row_id IN "
+            f"({marks(row_ids)}) AND {PLANNED_STEP} ORDER BY s.row_id, s.rowid",
+            row_ids,
+        ).fetchall():
+            found.setdefault(row_id, []).append(tuple(step))
+        return found
+
+    def widest_email(self, statuses: Sequence[str], failed_steps: bool = False) -> int:
+        """The longest email among the rows a table will show (it shows them whole)."""
+        extra = f" OR {_FAILED_STEP}" if failed_steps else ""
+        (width,) = self.execute(
+            "SELECT coalesce(max(length(email)), 0) FROM rows WHERE status IN "
+            f"({marks(statuses)}){extra}",
+            list(statuses),
+        ).fetchone()
+        return int(width)
+
+    # -- what a plan counts ------------------------------------------------------------------
+
+    def rows_to_create(self) -> set[int]:
+        return {r for (r,) in self.execute(f"SELECT id FROM rows WHERE {TO_CREATE}")}
+
+    def wants_by_row(self) -> Counter[tuple[int, str]]:
+        """(row id, kind) -> how many assignments of that kind the row asks for."""
+        return Counter(
+            {
+                (row_id, kind): n
+                for row_id, kind, n in self.execute(
+                    "SELECT row_id, kind, count(*) FROM wants GROUP BY row_id, kind"
+                )
+            }
+        )
+
+    def open_steps(self) -> list[tuple[int, str, str]]:
+        """(row id, kind, target) of every step still to do."""
+        return self.execute(
+            "SELECT s.row_id, s.kind, s.target FROM steps AS s JOIN rows AS r "
+            f"ON r.id = s.row_id WHERE {OPEN_STEP}"
+        ).fetchall()
+
+    def profile_fields(self) -> list[tuple[int, bool, bool]]:
+        """(row id, names a manager, names a location) of the rows that name either."""
+        return [
+            (row_id, bool(manager), bool(location))
+            for row_id, manager, location in self.execute(
+                "SELECT id, email_manager IS NOT NULL, location_work IS NOT NULL FROM rows "
+                "WHERE email_manager IS NOT NULL OR location_work IS NOT NULL"
+            )
+        ]
