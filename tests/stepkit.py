@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from jobrunner.ledger.model import Row, StepClaim
@@ -185,7 +185,3 @@ def perform(step: StepKind, ctx: FakeContext, work: Any) -> list[Outcome]:
     """The step's outcomes for `work` (claims, or a FakeRowWork for the create), as a list."""
     result = step.perform(ctx, work)
     return [result] if isinstance(result, Outcome) else list(result)
-
-
-def moved(r: Row, **fields: Any) -> Row:
-    return replace(r, **fields)

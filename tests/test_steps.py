@@ -1,0 +1,417 @@
+"""Each step module alone, against a stand-in context (tests/stepkit.py): what it sends, and
+the outcome it answers with. No ledger, no scheduler, no network."""
+
+from __future__ import annotations
+
+import pytest
+from stepkit import (
+    FakeContext,
+    FakeNames,
+    FakeRowWork,
+    ScriptedClient,
+    claim,
+    perform,
+    row,
+)
+
+from jobrunner.genesys import ApiError, Created, FoundUser, TransportError, UserDetail
+from jobrunner.steps import create, division, profile, queues, roles, rollback, skills
+from jobrunner.steps.contract import Stopping, StopRun
+
+
+def user(**fields: object) -> UserDetail:
+    values: dict[str, object] = {
+        "id": "user-ada@example.com",
+        "version": 7,
+        "state": "active",
+        "division_id": "div-home",
+        "manager_id": None,
+        "location_ids": (),
+        "title": None,
+        "department": None,
+        "phones": (),
+        "extensions": (),
+    }
+    values.update(fields)
+    return UserDetail(**values)  # type: ignore[arg-type]
+
+
+# -- roles ---------------------------------------------------------------------------------
+
+
+def test_roles_grants_every_role_in_one_call_each_in_its_division() -> None:
+    r = row(division="Sales", division_id="div-sales")
+    names = FakeNames({("role", "agent"): "role-a", ("role", "lead"): "role-l"})
+    names.ids[("division", "support")] = "div-support"
+    ctx = FakeContext(ScriptedClient(), names)
+    ctx.wanted[(r.id, "role")] = [("Agent", "agent", None, None), ("Lead", "lead", "Support", None)]
+    (outcome,) = perform(roles.STEP, ctx, [claim(r, "roles")])
+    assert (outcome.what, outcome.detail) == ("done", "2 grants")
+    assert ctx.client.sent("grant_roles") == [
+        ("user-ada@example.com", [("role-a", "div-sales"), ("role-l", "div-support")])
+    ]
+
+
+def test_roles_without_a_division_go_to_home_for_a_row_without_one() -> None:
+    r = row()
+    ctx = FakeContext(ScriptedClient(), FakeNames({("role", "agent"): "role-a"}, home="div-h"))
+    ctx.wanted[(r.id, "role")] = [("Agent", "agent", None, None)]
+    perform(roles.STEP, ctx, [claim(r, "roles")])
+    assert ctx.client.sent("grant_roles") == [("user-ada@example.com", [("role-a", "div-h")])]
+
+
+def test_roles_naming_an_unknown_role_fail_without_a_call() -> None:
+    r = row()
+    ctx = FakeContext(ScriptedClient())
+    ctx.wanted[(r.id, "role")] = [("Ghost", "ghost", None, None)]
+    (outcome,) = perform(roles.STEP, ctx, [claim(r, "roles")])
+    assert (outcome.what, outcome.code) == ("failed", "unknown_name")
+    assert "role 'Ghost'" in (outcome.message or "")
+    assert ctx.client.calls == []
+
+
+def test_roles_of_a_person_brought_in_line_send_only_what_is_missing() -> None:
+    r = row(status="exists", settled_by="conflict", division_id="div-s")
+    names = FakeNames({("role", "agent"): "role-a", ("role", "lead"): "role-l"})
+    client = ScriptedClient(user_grants={("role-a", "div-s")})
+    ctx = FakeContext(client, names)
+    ctx.wanted[(r.id, "role")] = [("Agent", "agent", None, None), ("Lead", "lead", None, None)]
+    (outcome,) = perform(roles.STEP, ctx, [claim(r, "roles")])
+    assert client.sent("grant_roles") == [("user-ada@example.com", [("role-l", "div-s")])]
+    assert outcome.detail == "added Lead in the user's division"
+    client.answers["user_grants"] = {("role-a", "div-s"), ("role-l", "div-s")}
+    (again,) = perform(roles.STEP, ctx, [claim(r, "roles")])
+    assert again.detail == "no change" and len(client.sent("grant_roles")) == 1
+
+
+# -- skills --------------------------------------------------------------------------------
+
+
+def test_skills_go_fifty_a_call() -> None:
+    r = row()
+    many = [(f"S{i}", f"s{i}", None, float(i % 6)) for i in range(120)]
+    names = FakeNames({("skill", f"s{i}"): f"id-{i}" for i in range(120)})
+    ctx = FakeContext(ScriptedClient(), names)
+    ctx.wanted[(r.id, "skill")] = many
+    (outcome,) = perform(skills.STEP, ctx, [claim(r, "skills")])
+    sizes = [len(args[1]) for args in ctx.client.sent("add_skills")]
+    assert sizes == [50, 50, 20] and outcome.detail == "120 skills"
+
+
+def test_skills_of_a_person_brought_in_line_send_a_new_proficiency() -> None:
+    """A skill the person has at another proficiency is sent with the file's."""
+    r = row(status="exists", settled_by="conflict")
+    names = FakeNames({("skill", "english"): "sk-en", ("skill", "french"): "sk-fr"})
+    client = ScriptedClient(user_skills={"sk-en": 2.0, "sk-fr": 3.0})
+    ctx = FakeContext(client, names)
+    ctx.wanted[(r.id, "skill")] = [("English", "english", None, 5.0), ("French", "french", None, 3)]
+    (outcome,) = perform(skills.STEP, ctx, [claim(r, "skills")])
+    assert client.sent("add_skills") == [("user-ada@example.com", [("sk-en", 5.0)])]
+    assert outcome.detail == "set English 5"
+
+
+# -- queues --------------------------------------------------------------------------------
+
+
+def _queue_ctx(client: ScriptedClient) -> FakeContext:
+    return FakeContext(client, FakeNames({("queue", "support"): "q-1"}), clock=10_000.0)
+
+
+def test_a_queue_batch_goes_out_in_one_call() -> None:
+    people = [row(f"p{i}@example.com") for i in range(3)]
+    ctx = _queue_ctx(ScriptedClient())
+    outcomes = perform(queues.STEP, ctx, [claim(p, "queue", "support") for p in people])
+    assert ctx.client.sent("add_queue_members") == [
+        ("q-1", [f"user-p{i}@example.com" for i in range(3)])
+    ]
+    assert [(o.what, o.detail, len(o.claims or ())) for o in outcomes] == [("done", "added", 3)]
+
+
+def test_a_queue_batch_refused_with_404_is_split_to_find_the_member_at_fault() -> None:
+    people = [row(f"p{i}@example.com") for i in range(5)]
+
+    def add(queue_id: str, ids: list[str]) -> None:
+        if "user-p3@example.com" in ids:
+            raise ApiError(404, "not.found", "user not found")
+
+    client = ScriptedClient(add_queue_members=add)
+    outcomes = perform(
+        queues.STEP, _queue_ctx(client), [claim(p, "queue", "support") for p in people]
+    )
+    failed = [c.row.email for o in outcomes if o.what == "failed" for c in o.claims or ()]
+    added = sorted(c.row.email for o in outcomes if o.what == "done" for c in o.claims or ())
+    assert failed == ["p3@example.com"]
+    assert added == ["p0@example.com", "p1@example.com", "p2@example.com", "p4@example.com"]
+
+
+def test_a_queue_batch_with_a_fresh_member_is_retried_whole() -> None:
+    people = [row("old@example.com"), row("new@example.com", settled_at=9_990.0)]
+    client = ScriptedClient(add_queue_members=ApiError(404, "not.found", "unknown user"))
+    (outcome,) = perform(
+        queues.STEP, _queue_ctx(client), [claim(p, "queue", "support") for p in people]
+    )
+    assert (outcome.what, outcome.fresh, len(outcome.claims or ())) == ("retry", True, 2)
+    assert len(client.sent("add_queue_members")) == 1
+
+
+def test_members_already_in_the_queue_need_no_write() -> None:
+    there = row("there@example.com", status="exists", settled_by="conflict")
+    new = row("new@example.com")
+    client = ScriptedClient(queue_members_page=({"user-there@example.com"}, False))
+    outcomes = perform(
+        queues.STEP,
+        _queue_ctx(client),
+        [claim(there, "queue", "support"), claim(new, "queue", "support")],
+    )
+    assert client.sent("add_queue_members") == [("q-1", ["user-new@example.com"])]
+    assert sorted((o.detail, len(o.claims or ())) for o in outcomes) == [
+        ("added", 1),
+        ("already a member", 1),
+    ]
+
+
+# -- profile -------------------------------------------------------------------------------
+
+
+def test_a_profile_sets_the_manager_made_by_this_job_and_the_location() -> None:
+    r = row(email_manager="boss@example.com", location_work="Dublin")
+    names = FakeNames({("manager", "boss@example.com"): "row", ("location", "dublin"): "loc-1"})
+    client = ScriptedClient(update_user=8)
+    ctx = FakeContext(client, names)
+    ctx.managers["boss@example.com"] = {
+        "line": 3,
+        "source": "f.csv",
+        "status": "created",
+        "user_id": "user-boss",
+        "error_message": None,
+    }
+    (outcome,) = perform(profile.STEP, ctx, [claim(r, "profile")])
+    assert client.calls == [
+        (
+            "update_user",
+            ("user-ada@example.com", 1),
+            {"manager_id": "user-boss", "location_id": "loc-1"},
+        )
+    ]
+    assert (outcome.detail, outcome.user_version) == ("manager, location", 8)
+
+
+def test_a_profile_whose_manager_has_no_user_fails_naming_the_managers_row() -> None:
+    r = row(email_manager="boss@example.com")
+    ctx = FakeContext(ScriptedClient(), FakeNames({("manager", "boss@example.com"): "row"}))
+    ctx.managers["boss@example.com"] = {
+        "line": 9,
+        "source": "f.csv",
+        "status": "failed",
+        "user_id": None,
+        "error_message": "HTTP 400 bad phone",
+    }
+    (outcome,) = perform(profile.STEP, ctx, [claim(r, "profile")])
+    assert (outcome.what, outcome.code) == ("failed", "manager_missing")
+    assert "line 9 of f.csv" in (outcome.message or "") and "bad phone" in (outcome.message or "")
+
+
+def test_a_profile_refused_for_a_stale_version_reads_the_user_and_sends_again() -> None:
+    r = row(location_work="Dublin")
+    conflict = ApiError(409, "general.conflict", "The version supplied (1) does not match")
+    client = ScriptedClient(update_user=[conflict, 12], get_user=user(version=11))
+    ctx = FakeContext(client, FakeNames({("location", "dublin"): "loc-1"}))
+    (outcome,) = perform(profile.STEP, ctx, [claim(r, "profile")])
+    assert [args[1] for args in client.sent("update_user")] == [1, 11]
+    assert outcome.user_version == 12
+
+
+def test_an_extension_alone_keeps_the_persons_work_number() -> None:
+    """An empty phone cell changes nothing: the number stays, the extension is set."""
+    r = row(status="exists", settled_by="conflict", extension="204")
+    number = {"address": "+13175550101", "mediaType": "PHONE", "type": "WORK"}
+    client = ScriptedClient(get_user=user(contacts=(number,)), update_user=8)
+    (outcome,) = perform(profile.STEP, FakeContext(client), [claim(r, "profile")])
+    (sent,) = client.calls[1:]
+    assert sent[2]["contacts"] == [{**number, "extension": "204"}]
+    assert outcome.detail == "set phone"
+
+
+# -- division and rollback -----------------------------------------------------------------
+
+
+def test_a_division_move_only_when_the_user_is_elsewhere() -> None:
+    r = row(status="exists", settled_by="conflict", division="Sales", division_id="div-s")
+    client = ScriptedClient(get_user=user(division_id="div-s"))
+    (same,) = perform(division.STEP, FakeContext(client), [claim(r, "division")])
+    assert same.detail == "no change" and client.sent("move_to_division") == []
+    client.answers["get_user"] = user(division_id="div-home")
+    (moved_out,) = perform(division.STEP, FakeContext(client), [claim(r, "division")])
+    assert client.sent("move_to_division") == [("div-s", ["user-ada@example.com"])]
+    assert moved_out.detail == "moved to Sales"
+
+
+def test_a_rollback_of_a_user_already_gone_is_done() -> None:
+    client = ScriptedClient(delete_user=ApiError(404, "not.found", "no such user"))
+    (outcome,) = perform(rollback.STEP, FakeContext(client), [claim(row(), "rollback")])
+    assert (outcome.what, outcome.detail, outcome.row_status) == (
+        "done",
+        "already gone",
+        "rolled_back",
+    )
+
+
+def test_a_rollback_refused_otherwise_is_left_to_the_shared_rules() -> None:
+    client = ScriptedClient(delete_user=ApiError(503, "service.unavailable", "later"))
+    with pytest.raises(ApiError):
+        perform(rollback.STEP, FakeContext(client), [claim(row(), "rollback")])
+
+
+# -- create --------------------------------------------------------------------------------
+
+
+def _pending(email: str = "ada@example.com", **fields: object) -> FakeRowWork:
+    values = {
+        "status": "in_progress",
+        "user_id": None,
+        "user_version": None,
+        "settled_by": None,
+        "settled_at": None,
+    }
+    values.update(fields)
+    return FakeRowWork(row(email, **values))
+
+
+def found(**fields: object) -> FoundUser:
+    values: dict[str, object] = {
+        "id": "there",
+        "name": "Ada Lovelace",
+        "email": "ada@example.com",
+        "state": "active",
+        "division_id": None,
+        "title": None,
+        "department": None,
+        "phones": (),
+    }
+    values.update(fields)
+    return FoundUser(**values)  # type: ignore[arg-type]
+
+
+def test_a_create_is_marked_sent_before_it_goes_and_settles_created() -> None:
+    work = _pending()
+    marked_when_sent: list[list[str | None]] = []
+
+    def create_user(new: object) -> Created:
+        marked_when_sent.append(list(work.sent))
+        return Created("new-id", 1)
+
+    ctx = FakeContext(ScriptedClient(create_user=create_user))
+    (outcome,) = perform(create.STEP, ctx, work)
+    assert marked_when_sent == [[None]]
+    settled = outcome.settled
+    assert settled is not None
+    assert (settled.status, settled.user_id, settled.settled_by, settled.steps) == (
+        "created",
+        "new-id",
+        "create",
+        "pending",
+    )
+
+
+def test_a_409_on_a_clean_row_is_someone_who_was_there() -> None:
+    work = _pending()
+    client = ScriptedClient(
+        create_user=ApiError(409, "general.conflict", "email in use"),
+        find_user_by_email=found(id="someone"),
+    )
+    (outcome,) = perform(create.STEP, FakeContext(client), work)
+    assert outcome.what == "recorded"
+    assert [s.status for s in work.settled_now] == ["exists"]
+    assert work.found == [("someone", None, "active")]
+
+
+def test_a_row_in_doubt_is_looked_up_and_its_own_user_is_never_created_again() -> None:
+    work = _pending(in_doubt=1, first_sent_at=None)
+    client = ScriptedClient(find_user_by_email=found(id="ours"))
+    (outcome,) = perform(create.STEP, FakeContext(client), work)
+    assert outcome.settled is not None
+    assert (outcome.settled.status, outcome.settled.settled_by) == ("created", "lookup")
+    assert client.sent("create_user") == [] and work.sent == []
+
+
+def test_a_row_in_doubt_whose_user_differs_is_exists() -> None:
+    work = _pending(in_doubt=1)
+    client = ScriptedClient(find_user_by_email=found(id="other", name="Somebody Else"))
+    (outcome,) = perform(create.STEP, FakeContext(client), work)
+    assert outcome.settled is not None and outcome.settled.status == "exists"
+    assert client.sent("create_user") == []
+
+
+def test_a_conflict_seen_is_only_ever_looked_up_again() -> None:
+    """A 409 after an unanswered create, the search still empty: never create, look again;
+    when the attempts run out the row says why it is not failed as if nobody were there."""
+    work = _pending(in_doubt=create.CONFLICT_SEEN)
+    client = ScriptedClient(find_user_by_email=None)
+    (outcome,) = perform(create.STEP, FakeContext(client), work)
+    assert outcome.what == "retry" and client.sent("create_user") == []
+    assert outcome.exhausted is not None and outcome.exhausted[0] == "conflict.unresolved"
+
+
+def test_a_5xx_on_the_create_leaves_the_row_in_doubt() -> None:
+    work = _pending()
+    client = ScriptedClient(create_user=ApiError(503, "service.unavailable", "later"))
+    with pytest.raises(ApiError):
+        perform(create.STEP, FakeContext(client), work)
+    assert work.doubt == create.MAYBE_SENT and work.sent == [None]
+
+
+def test_a_refused_connection_leaves_the_row_clean() -> None:
+    work = _pending()
+    client = ScriptedClient(create_user=TransportError("connect", "refused", maybe_acted=False))
+    with pytest.raises(TransportError):
+        perform(create.STEP, FakeContext(client), work)
+    assert work.doubt == 0
+
+
+def test_a_damaged_ledger_row_is_never_sent() -> None:
+    work = _pending(email="ADA@example.com ")  # ingest stores it trimmed
+    client = ScriptedClient()
+    (outcome,) = perform(create.STEP, FakeContext(client), work)
+    assert (outcome.what, outcome.code) == ("failed", "ledger_row_invalid")
+    assert client.calls == [] and work.sent == []
+
+
+def test_a_403_without_a_division_stops_the_run() -> None:
+    work = _pending()
+    client = ScriptedClient(create_user=ApiError(403, "missing.permissions", "no"))
+    with pytest.raises(StopRun, match="directory:user:add"):
+        perform(create.STEP, FakeContext(client), work)
+
+
+def test_a_stopping_run_sends_nothing() -> None:
+    work = _pending()
+    ctx = FakeContext(ScriptedClient(), stopping=True)
+    with pytest.raises(Stopping):
+        perform(create.STEP, ctx, work)
+    assert ctx.client.sent("create_user") == [] and work.sent == []
+
+
+def test_a_restore_is_committed_before_it_is_sent() -> None:
+    work = _pending(in_doubt=0)
+    ctx = FakeContext(
+        ScriptedClient(
+            create_user=ApiError(409, "general.conflict", "email in use"),
+            find_user_by_email=found(id="gone", state="deleted", version=4),
+            restore_user=lambda user_id, version: (work.restoring == ["gone"] and 5) or 0,
+        ),
+        restore_deleted=True,
+    )
+    (outcome,) = perform(create.STEP, ctx, work)
+    assert outcome.settled is not None
+    assert (outcome.settled.settled_by, outcome.settled.user_version) == ("restore", 5)
+
+
+def test_every_step_module_is_on_the_contract() -> None:
+    """The registry lists each step with its kind, a perform and a way to be claimed."""
+    from jobrunner import steps
+
+    kinds = [s.kind for s in steps.ALL]
+    assert len(kinds) == len(set(kinds))
+    for step in steps.ALL:
+        assert callable(step.perform) and step.claim in ("row", "one", "batch")
+        assert step.calls[0] and step.permission
