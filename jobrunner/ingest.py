@@ -22,7 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from jobrunner.csv_input import CsvFile, InputRow, name_key, read_csv
-from jobrunner.ledger import INPUT_FIELDS, PLAN_FIELDS, Ledger
+from jobrunner.ledger import (
+    INPUT_FIELDS,
+    PLAN_FIELDS,
+    Ledger,
+    missing_folders,
+    remove_ledger_files,
+)
 from jobrunner.log import get_logger
 from jobrunner.steps import planned_steps
 
@@ -144,6 +150,25 @@ def ingest_file(
 ) -> IngestSummary:
     """Validate `path` and add its new rows to the ledger. Raises InputFileError, LedgerError."""
     return ingest_csv(ledger, read_csv(path, default_country), display_name)
+
+
+def ingest_into(db: Path, path: Path, default_country: str | None = None) -> IngestSummary:
+    """`jobrunner ingest`: the file into the ledger at `db` (made there if nothing is there),
+    all or nothing. A file refused as a whole is refused before any ledger is made, and a
+    ledger this ingest began is removed again, whatever stopped it."""
+    csv_file = read_csv(path, default_country)  # most refusals come here, before a ledger
+    new_ledger = not db.exists() and not db.is_symlink()
+    new_folders = missing_folders(db.parent)
+    finished = False
+    try:
+        with Ledger.open(db, create=True) as ledger:
+            summary = ingest_csv(ledger, csv_file)
+        finished = True
+        return summary
+    finally:
+        csv_file.close()
+        if new_ledger and not finished:
+            remove_ledger_files(db, new_folders)
 
 
 def ingest_csv(ledger: Ledger, csv_file: CsvFile, display_name: str | None = None) -> IngestSummary:

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +42,41 @@ DEFAULT_CONCURRENCY = 8
 # ledger's disk has less free (the WAL grew to ~4 MB on a 2,000-row run).
 DISK_PER_ROW = 8_000
 DISK_BASE = 32_000_000
+
+
+@dataclass
+class RollbackChoice:
+    """The people a rollback would delete, and those it leaves out (by how they were
+    settled: `lookup`, `restore`, None for an earlier jobrunner's rows)."""
+
+    chosen: list[dict[str, Any]]
+    left_out: Counter[str | None]
+    resuming: int  # rollback steps of an earlier rollback still to finish
+
+
+def choose_for_rollback(
+    ledger: Ledger,
+    sources: Sequence[str],
+    emails: Sequence[str],
+    *,
+    failed_steps_only: bool = False,
+    include_restored: bool = False,
+    include_looked_up: bool = False,
+) -> RollbackChoice:
+    """Only the users this ledger created: never people who were there before (`exists`);
+    those settled by a look-up (a person who was there before may look the same) and those
+    restored only when asked for."""
+    found = ledger.rollback_candidates(sources, emails, failed_steps_only)
+    wanted: set[str | None] = {"create"}
+    if include_restored:
+        wanted.add("restore")
+    if include_looked_up:
+        wanted |= {"lookup", None}
+    return RollbackChoice(
+        [r for r in found if r["settled_by"] in wanted],
+        Counter(r["settled_by"] for r in found if r["settled_by"] not in wanted),
+        sum(ledger.steps_left((steps.ROLLBACK.kind,)).values()),
+    )
 
 
 @dataclass

@@ -381,7 +381,7 @@ def test_forget_by_email_asks_on_a_terminal_and_needs_a_filter(
     f = write(tmp_path, "a.csv", HEADER + "Ada,L,ada@example.com,,,,\nBo,B,bo@example.com,,,,\n")
     assert run(db, "ingest", str(f)).exit_code == 0
     assert run(db, "forget").exit_code == 2
-    monkeypatch.setattr("jobrunner.cli._stdin_is_terminal", lambda: True)
+    monkeypatch.setattr("jobrunner.cli.common.stdin_is_terminal", lambda: True)
     result = run(db, "forget", "--email", "ADA@example.com", input="n\n")
     assert result.exit_code == 1 and len(rows(db)) == 2
     result = run(db, "forget", "--email", "ADA@example.com", input="y\n")

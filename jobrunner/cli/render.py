@@ -1,10 +1,12 @@
-"""Rendering shared by every command: data to stdout as a table, JSON or CSV."""
+"""Everything the commands print: the report as a table, JSON or CSV; the plan of `check`;
+the summaries of `ingest`, `run` and `rollback`. Data to stdout; logs go to stderr."""
 
 from __future__ import annotations
 
 import csv
 import json
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any, TextIO
 
 from jobrunner.ledger import STATUSES
@@ -158,3 +160,139 @@ def _lines(uses: Iterable[tuple[str, int]]) -> str:
         more = f" and {len(lines) - 12:,} more" if len(lines) > 12 else ""
         parts.append(f"{source} line{'s' if len(lines) > 1 else ''} {shown}{more}")
     return "; ".join(parts)
+
+
+# -- summaries ----------------------------------------------------------------------------
+
+
+def write_ingest_summary(stream: TextIO, summary: Any, db: Path) -> None:
+    """`jobrunner ingest`: what the file brought, what was refused, what was left alone."""
+
+    def out(line: str = "") -> None:
+        stream.write(line + "\n")
+
+    out(f"{summary.file}: {summary.rows_read:,} rows read")
+    if not summary.rows_read:
+        out("  (the file has a header and no rows)")
+    out(f"  added:            {summary.added_pending:,} to create")
+    if summary.updated:
+        again = f"; {summary.requeued:,} failed rows are pending again" if summary.requeued else ""
+        out(f"  updated:          {summary.updated:,} (never sent: new values taken{again})")
+    if summary.corrected:
+        out(
+            f"  corrected:        {summary.corrected:,} (replace invalid rows of an earlier ingest)"
+        )
+    again = (
+        f" ({summary.invalid_again:,} invalid in an earlier ingest too: the ledger now holds "
+        "this file's values and reasons)"
+        if summary.invalid_again
+        else ""
+    )
+    out(f"  invalid:          {summary.added_invalid + summary.invalid_again:,}{again}")
+    for reason, n in summary.invalid_by_reason.most_common():
+        out(f"    {reason:<20} {n:>7,}   e.g. {summary.invalid_examples[reason]}")
+    already = ", ".join(f"{n:,} from {src}" for src, n in summary.already_from.most_common())
+    out(f"  already present:  {summary.already_present:,}" + (f" ({already})" if already else ""))
+    if summary.kept:
+        out(f"  not updated:      {sum(summary.kept.values()):,} (the file gives other values)")
+        for reason, n in summary.kept.most_common():
+            named = ", ".join(summary.kept_named[reason])
+            more = n - len(summary.kept_named[reason])
+            out(f"    {n:,}: {reason}: {named}" + (f" and {more:,} more" if more else ""))
+    if summary.unknown_columns:
+        shown = [
+            f"{c} (did you mean {summary.suggestions[c]}?)" if c in summary.suggestions else c
+            for c in summary.unknown_columns[:12]
+        ]
+        more = len(summary.unknown_columns) - len(shown)
+        out(f"  ignored columns:  {', '.join(shown)}" + (f" and {more:,} more" if more else ""))
+    for ignored, used in summary.shadowed.items():
+        out(f"  ignored column:   {ignored} (the file's {used} column is used instead)")
+    if summary.delimiter != ",":
+        names = {";": "semicolon", "\t": "tab", "|": "pipe"}
+        out(f"  delimiter:        {names.get(summary.delimiter, summary.delimiter)}")
+    out(f"ledger: {db}")
+
+
+def write_run_summary(stream: TextIO, result: Any) -> None:
+    """`jobrunner run`: the ledger's totals, then this run's work and calls."""
+    counts, stats = result.counts, result.stats
+
+    def out(line: str) -> None:
+        stream.write(line + "\n")
+
+    if result.recovered:
+        out(
+            f"recovered {result.recovered:,} rows a stopped run left in progress "
+            f"({result.recovered_in_doubt:,} looked up before any new create)"
+        )
+    rolled_back = f" | rolled back {counts['rolled_back']:,}" if counts["rolled_back"] else ""
+    out(
+        f"created {counts['created']:,} | exists {counts['exists']:,} | "
+        f"failed {counts['failed']:,} | pending {counts['pending']:,} | "
+        f"invalid {counts['invalid']:,} (from ingest){rolled_back}"
+    )
+    if stats.steps_total or stats.steps:
+        out(
+            f"steps: done {stats.steps['done']:,} | failed {stats.steps['failed']:,} | "
+            f"still open {result.steps_open:,}"
+        )
+    out(
+        f"this run: {stats.done:,} people settled, {stats.steps['done']:,} steps done; "
+        f"API calls: {calls_text(stats.calls)}; {result.limited:,} answered 429"
+    )
+    if counts["failed"] or stats.steps["failed"]:
+        out(
+            "failed rows and steps: `jobrunner report`; "
+            "retry them with `jobrunner run --retry-failed`"
+        )
+
+
+def write_rollback_choice(stream: TextIO, choice: Any) -> None:
+    """What a rollback would delete, and who it leaves out (and how to include them)."""
+    resuming = choice.resuming
+    stream.write(
+        f"{len(choice.chosen):,} users this ledger created will be deleted"
+        + (f" ({resuming:,} of an earlier rollback still to finish)" if resuming else "")
+        + "\n"
+    )
+    left_out = choice.left_out
+    if left_out["lookup"]:
+        stream.write(
+            f"  left out: {left_out['lookup']:,} created by look-up after an unanswered "
+            "create (a person who was there before looks the same): --include-looked-up\n"
+        )
+    if left_out[None]:
+        stream.write(
+            f"  left out: {left_out[None]:,} created by an earlier jobrunner, which did not "
+            "record whether a look-up settled them: --include-looked-up\n"
+        )
+    if left_out["restore"]:
+        stream.write(f"  left out: {left_out['restore']:,} restored: --include-restored\n")
+
+
+def write_rollback_summary(stream: TextIO, result: Any) -> None:
+    stats = result.stats
+    stream.write(
+        f"rolled back {result.counts['rolled_back']:,} rows in all; this run: "
+        f"{stats.steps['done']:,} deleted or already gone, "
+        f"{stats.steps['failed']:,} failed; API calls: {calls_text(stats.calls)}\n"
+    )
+
+
+def calls_text(calls: Mapping[str, int]) -> str:
+    """API calls by what they were for (a step's reads count with its writes)."""
+    from jobrunner import steps
+
+    names = {  # kind -> (one, many)
+        steps.CREATE.kind: steps.CREATE.calls,
+        "search": ("search", "searches"),
+        "lookup": ("name look-up", "name look-ups"),
+        **{step.kind: step.calls for step in steps.RUN_STEPS},
+        "restore": ("for restores", "for restores"),
+        steps.ROLLBACK.kind: steps.ROLLBACK.calls,
+        "token": ("token", "tokens"),
+    }
+    shown = [f"{calls[k]:,} {names[k][calls[k] != 1]}" for k in names if calls.get(k)]
+    shown += [f"{n:,} {k}" for k, n in calls.items() if k not in names and n]
+    return ", ".join(shown) or "none"
