@@ -2,7 +2,7 @@
 
     errors.py     CallError, ApiError, TransportError; the SDK's and urllib3's errors as ours
     models.py     what is sent and read back: NewUser, Created, FoundUser, UserDetail, Named
-    contacts.py   a user's contacts: their fields, phone numbers
+    contacts.py   a user's contacts: their fields, the phones in them as Genesys reads them
     transport.py  our urllib3 transport under the SDK: no retries, timeouts, http.request logs
     token.py      the token's life: fetch, renew before expiry, the refusal rules
     client.py     GenesysClient: the calls
@@ -11,7 +11,7 @@ Importing this package does not import the SDK; the first call does.
 """
 
 from jobrunner.genesys.client import LISTINGS, PAGE_SIZE, GenesysClient, _found, _Sdk, _timestamp
-from jobrunner.genesys.contacts import _CONTACT_FIELDS, digits_of
+from jobrunner.genesys.contacts import _CONTACT_FIELDS, digits_of, read_phone, work_phone
 from jobrunner.genesys.errors import (
     ApiError,
     CallError,
@@ -66,6 +66,8 @@ __all__ = [
     "TransportError",
     "UserDetail",
     "digits_of",
+    "read_phone",
+    "work_phone",
     # Private, re-exported for the code and tests that import them from here.
     "_CONTACT_FIELDS",
     "_LoginUnavailable",

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from jobrunner.config import Settings
-from jobrunner.genesys.contacts import _CONTACT_FIELDS
+from jobrunner.genesys.contacts import _CONTACT_FIELDS, read_phone, work_phone
 from jobrunner.genesys.errors import ApiError, _api_error
 from jobrunner.genesys.models import Created, FoundUser, Named, NewUser, UserDetail
 from jobrunner.genesys.token import TokenKeeper
@@ -311,7 +311,8 @@ class GenesysClient:
             }
             for loc in (getattr(user, "locations", None) or [])
         )
-        phones = [a for a in (user.addresses or []) if getattr(a, "media_type", None) == "PHONE"]
+        phones = [read_phone(a) for a in _phone_contacts(user.addresses)]
+        phone, extension = work_phone(user.addresses)
         division = getattr(user, "division", None)
         contacts = tuple(
             {key: getattr(a, attribute, None) for key, attribute in _CONTACT_FIELDS.items()}
@@ -328,8 +329,10 @@ class GenesysClient:
             location_ids=tuple(str(loc["id"]) for loc in locations),
             title=getattr(user, "title", None),
             department=getattr(user, "department", None),
-            phones=tuple(a.address for a in phones if a.address),
-            extensions=tuple(a.extension for a in phones if a.extension),
+            phones=tuple(number for number, _ in phones if number),
+            extensions=tuple(ext for _, ext in phones if ext),
+            phone=phone,
+            extension=extension,
         )
 
     def user_grants(self, user_id: str) -> set[tuple[str, str]]:
@@ -406,15 +409,11 @@ class GenesysClient:
 
 
 def _found(user: Any) -> FoundUser:
-    phones = None
+    phones: tuple[str, ...] | None = None
+    phone = extension = None
     if user.addresses is not None:
-        # Numbers only: a contact with just an extension has no number (its display may
-        # read "ext 204", which is not a phone to compare).
-        phones = tuple(
-            a.address
-            for a in user.addresses
-            if getattr(a, "media_type", None) == "PHONE" and a.address
-        )
+        phones = tuple(n for n, _ in map(read_phone, _phone_contacts(user.addresses)) if n)
+        phone, extension = work_phone(user.addresses)
     division = getattr(user, "division", None)
     return FoundUser(
         id=str(user.id),
@@ -427,7 +426,13 @@ def _found(user: Any) -> FoundUser:
         phones=phones,
         version=getattr(user, "version", None),
         modified=_timestamp(getattr(user, "date_modified", None)),
+        phone=phone,
+        extension=extension,
     )
+
+
+def _phone_contacts(addresses: Any) -> list[Any]:
+    return [a for a in (addresses or []) if getattr(a, "media_type", None) == "PHONE"]
 
 
 def _timestamp(value: Any) -> float | None:

@@ -36,16 +36,21 @@ class UserDetail:
     location_ids: tuple[str, ...]
     title: str | None
     department: str | None
-    phones: tuple[str, ...]
-    extensions: tuple[str, ...]
+    phones: tuple[str, ...]  # every PHONE contact's number, read as `read_phone` does
+    extensions: tuple[str, ...]  # ... and every extension
     # Every contact, every field as the API gave it (a PATCH of `addresses` replaces them all,
     # so the others are sent back exactly as they were), and every location with its notes.
     contacts: tuple[dict[str, Any], ...] = ()
     locations: tuple[dict[str, Any], ...] = ()
+    # The work phone as Genesys reads it back (`work_phone`): number in E.164, extension.
+    phone: str | None = None
+    extension: str | None = None
 
 
 @dataclass(frozen=True)
 class FoundUser:
+    """A user the search found, with what it read of the user's phones."""
+
     id: str
     name: str | None
     email: str | None
@@ -53,9 +58,14 @@ class FoundUser:
     division_id: str | None
     title: str | None
     department: str | None
-    phones: tuple[str, ...] | None  # None: the search result did not list addresses
+    # Every PHONE contact's number, read as `read_phone` does (a number given only in the
+    # display is there, a pooled extension is not). None: the search did not list addresses.
+    phones: tuple[str, ...] | None
     version: int | None = None
     modified: float | None = None  # unix time of dateModified, when the API gives it
+    # The work phone as Genesys reads it back (`work_phone`): number in E.164, extension.
+    phone: str | None = None
+    extension: str | None = None
 
 
 @dataclass(frozen=True)
