@@ -41,6 +41,25 @@ class ApiError(CallError):
         self.retryable = status >= 500 or status in (408, 429)
         super().__init__(f"HTTP {status} {self.code}: {message}")
 
+    @property
+    def version_conflict(self) -> bool:
+        """Did a PATCH or DELETE fail because the version it sent is not the user's current
+        one? Then reading the user again and sending its new version may pass.
+
+        Genesys answers a stale version with a 409 (`general.conflict`) or with a 400 whose
+        message contains "does not match the current version". As in the Terraform
+        provider's IsVersionMismatch (genesyscloud/util/util_retries.go), any 409 counts,
+        whatever its code. Only a call that sends a version can fail so: a create's 409
+        means that its email is taken, not this.
+        """
+        if self.status == 409:
+            return True
+        return self.status == 400 and _STALE_VERSION in self.message.lower()
+
+
+# What a 400 for a stale version says (lower case; the message is matched ignoring case).
+_STALE_VERSION = "does not match the current version"
+
 
 class TransportError(CallError):
     """No HTTP answer: refused, timed out, or the connection dropped."""
