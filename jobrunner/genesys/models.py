@@ -85,8 +85,14 @@ class NewUser:
 
         Name, email, title and department must be equal (the API leaves empty fields out of
         its JSON, so a missing title is an empty one). A division or an address list the
-        search result does not show at all does not count against it. Phones are compared
-        by their digits, since the API may format them.
+        search result does not show at all does not count against it.
+
+        Phones are compared as the client reads them back (`read_phone`, `work_phone`: the
+        four shapes Genesys answers in), so a number sent with an extension and given back
+        only in the display still agrees. The number sent must be among the user's phone
+        numbers, compared by their digits since the API may format them, and the user has
+        none if we sent none; the extension must be the work phone's, and the user has none
+        if we sent none.
         """
 
         def agrees(sent: str | None, found: str | None) -> bool:
@@ -107,5 +113,7 @@ class NewUser:
             if self.phone and digits_of(self.phone) not in digits:
                 return False
             if not self.phone and digits:
+                return False
+            if not agrees(self.extension, user.extension):
                 return False
         return True
