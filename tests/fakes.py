@@ -33,6 +33,8 @@ class FakeClient:
             new.title,
             new.department,
             (new.phone,) if new.phone else (),
+            phone=new.phone,
+            extension=new.extension,
         )
         self.users[new.email.lower()] = user
         return user

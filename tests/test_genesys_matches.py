@@ -1,4 +1,4 @@
-"""NewUser.matches, the create's "is this user ours?" after an unanswered create, with the
+"""steps.create.is_ours, the create's "is this user ours?" after an unanswered create, with the
 user as the client reads it back from a search: its work phone in each of the shapes Genesys
 gives it back in."""
 
@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from jobrunner.genesys import FoundUser, NewUser, _found
+from jobrunner.steps.create import is_ours
 
 WORK = {"media_type": "PHONE", "type": "WORK"}
 MOBILE = {
@@ -128,9 +129,9 @@ CASES: dict[str, tuple[NewUser, list[dict[str, str]], bool]] = {
 def test_is_the_user_read_back_ours(sdk: Any, case: str) -> None:
     sent, contacts, ours = CASES[case]
     user = found(sdk, *[c if c is MOBILE else {**WORK, **c} for c in contacts])
-    assert sent.matches(user) is ours
+    assert is_ours(sent, user) is ours
 
 
 def test_a_search_that_lists_no_addresses_does_not_count_against_phones() -> None:
     user = FoundUser("u", "Pat Doe", "pat@example.com", "active", None, "Engineer", None, None)
-    assert BOTH.matches(user) and EXTENSION_ONLY.matches(user)
+    assert is_ours(BOTH, user) and is_ours(EXTENSION_ONLY, user)

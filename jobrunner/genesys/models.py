@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from jobrunner.genesys.contacts import digits_of
-
 
 @dataclass(frozen=True)
 class Created:
@@ -79,41 +77,3 @@ class NewUser:
     title: str | None = None
     department: str | None = None
     extension: str | None = None
-
-    def matches(self, user: FoundUser) -> bool:
-        """Is `user` the one we (may have) created? Every field we sent must agree.
-
-        Name, email, title and department must be equal (the API leaves empty fields out of
-        its JSON, so a missing title is an empty one). A division or an address list the
-        search result does not show at all does not count against it.
-
-        Phones are compared as the client reads them back (`read_phone`, `work_phone`: the
-        four shapes Genesys answers in), so a number sent with an extension and given back
-        only in the display still agrees. The number sent must be among the user's phone
-        numbers, compared by their digits since the API may format them, and the user has
-        none if we sent none; the extension must be the work phone's, and the user has none
-        if we sent none.
-        """
-
-        def agrees(sent: str | None, found: str | None) -> bool:
-            return (sent or "").strip() == (found or "").strip()
-
-        if user.state == "deleted":  # a deleted user is never the one we just created
-            return False
-        if (user.email or "").lower() != self.email.lower():
-            return False
-        if not user.name or user.name.strip() != self.name.strip():
-            return False
-        if self.division_id and user.division_id not in (None, self.division_id):
-            return False
-        if not (agrees(self.title, user.title) and agrees(self.department, user.department)):
-            return False
-        if user.phones is not None:
-            digits = {digits_of(p) for p in user.phones}
-            if self.phone and digits_of(self.phone) not in digits:
-                return False
-            if not self.phone and digits:
-                return False
-            if not agrees(self.extension, user.extension):
-                return False
-        return True

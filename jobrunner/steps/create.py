@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from jobrunner.csv_input import recheck
 from jobrunner.errors import ConfigError, JobrunnerError
-from jobrunner.genesys import ApiError, CallError, FoundUser, NewUser
+from jobrunner.genesys import ApiError, CallError, FoundUser, NewUser, digits_of
 from jobrunner.ledger.model import Row
 from jobrunner.log import get_logger
 from jobrunner.steps.contract import (
@@ -309,8 +309,42 @@ def _not_older_than_our_create(row: Row, found: FoundUser) -> bool:
 
 
 def is_ours(new: NewUser, user: FoundUser) -> bool:
-    """Is `user` the one we (may have) created? Every field we sent must agree."""
-    return new.matches(user)
+    """Is `user` the one we (may have) created? Every field we sent must agree.
+
+    Name, email, title and department must be equal (the API leaves empty fields out of
+    its JSON, so a missing title is an empty one). A division or an address list the
+    search result does not show at all does not count against it.
+
+    Phones are compared as the client reads them back (`read_phone`, `work_phone`: the
+    four shapes Genesys answers in), so a number sent with an extension and given back
+    only in the display still agrees. The number sent must be among the user's phone
+    numbers, compared by their digits since the API may format them, and the user has
+    none if we sent none; the extension must be the work phone's, and the user has none
+    if we sent none.
+    """
+
+    def agrees(sent: str | None, found: str | None) -> bool:
+        return (sent or "").strip() == (found or "").strip()
+
+    if user.state == "deleted":  # a deleted user is never the one we just created
+        return False
+    if (user.email or "").lower() != new.email.lower():
+        return False
+    if not user.name or user.name.strip() != new.name.strip():
+        return False
+    if new.division_id and user.division_id not in (None, new.division_id):
+        return False
+    if not (agrees(new.title, user.title) and agrees(new.department, user.department)):
+        return False
+    if user.phones is not None:
+        digits = {digits_of(p) for p in user.phones}
+        if new.phone and digits_of(new.phone) not in digits:
+            return False
+        if not new.phone and digits:
+            return False
+        if not agrees(new.extension, user.extension):
+            return False
+    return True
 
 
 # -- restoring a deleted user -------------------------------------------------------------------
