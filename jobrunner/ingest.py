@@ -30,7 +30,7 @@ from jobrunner.ledger import (
     remove_ledger_files,
 )
 from jobrunner.log import get_logger
-from jobrunner.steps import planned_steps
+from jobrunner.steps import planned_steps, steps_for_change
 
 _BATCH = 500
 NAMED_AT_MOST = 10  # rows named one by one in the summary, per reason
@@ -57,6 +57,9 @@ class IngestSummary:
     shadowed: dict[str, str] = field(default_factory=dict)  # ignored column -> the one used
     # Rows whose file values differ but which ingest will not change: reason -> count, and
     # up to NAMED_AT_MOST "line N (email)" each.
+    follow: int = 0  # people the job created whose row changed: the next run updates them
+    follow_existing: int = 0  # people there before whose row changed: --update-existing
+    follow_rolled_back: int = 0  # rolled back: --recreate-rolled-back onboards them so
     kept: Counter[str] = field(default_factory=Counter)
     kept_named: dict[str, list[str]] = field(default_factory=dict)
 
@@ -83,15 +86,17 @@ KEPT_IN_DOUBT = (
     "compares them); manager, location, roles, queues and skills follow the file"
 )
 KEPT_RUNNING = "a run is working on it right now: ingest again when it is done"
-KEPT_PERSON = (
-    "the person was already created or found in the org: ingest never changes people "
-    "(`jobrunner run --update-existing` brings existing people in line with the file)"
+KEPT_PERSON = "the person has a user whose row a run is settling: ingest again when it is done"
+KEPT_NAME = (
+    "the name differs: people keep the name they were created or found with (rename them in "
+    "the admin UI)"
 )
 KEPT_INVALID = "invalid in this file: the ledger keeps the earlier values"
 
 
 # An email is the person's identity, compared ignoring case like Genesys does.
 _COMPARED = tuple(c for c in INPUT_FIELDS if c != "email")
+_NAME_FIELDS = ("name", "first_name", "last_name")
 
 
 def _values(row: InputRow, source_id: int, norm: str) -> dict[str, Any]:
@@ -255,6 +260,36 @@ def _add_chunk(
         ledger.insert_rows(batch)
 
 
+def _follow(
+    ledger: Ledger,
+    row: InputRow,
+    values: dict[str, Any],
+    known: dict[str, Any],
+    summary: IngestSummary,
+) -> None:
+    """A person with a user (the job created them, or found them there before) for whom the
+    file says something else: the row follows the file. The next `run` brings a person the
+    job created in line with it (read first, only the differences sent, nothing removed);
+    people who were there before wait for `run --update-existing`, as ever."""
+    changed = {c for c in _COMPARED if known[c] != values[c]}
+    if changed & set(_NAME_FIELDS):
+        summary.keep(KEPT_NAME, row)
+    changed -= set(_NAME_FIELDS)
+    if not changed:
+        return
+    status = known["status"]
+    step_status = "pending" if status == "created" else "skipped"
+    if ledger.follow_file(known["id"], values, steps_for_change(row, changed), step_status):
+        if status == "created":
+            summary.follow += 1
+        elif status == "exists":
+            summary.follow_existing += 1
+        else:
+            summary.follow_rolled_back += 1
+    else:  # it changed under us (a run claimed it): say so rather than guess
+        summary.keep(KEPT_RUNNING, row)
+
+
 def _compare(
     ledger: Ledger,
     row: InputRow,
@@ -286,7 +321,9 @@ def _compare(
     elif "name" in known and any(known[c] != values[c] for c in _COMPARED):
         if not row.valid:
             summary.keep(KEPT_INVALID, row)
-        elif known["user_id"] or status in ("created", "exists", "rolled_back"):
+        elif known["user_id"] and status in ("created", "exists", "rolled_back"):
+            _follow(ledger, row, values, known, summary)
+        elif known["user_id"]:
             summary.keep(KEPT_PERSON, row)
         elif status == "in_progress":
             summary.keep(KEPT_RUNNING, row)

@@ -60,6 +60,7 @@ class ClaimedRow:
     row: Row
     stats: RunStats
     step_delay_s: float = 0.0  # its steps are due this long after it is settled
+    wake: tuple[str, ...] = ()  # kinds of step of its reports that wait for its user
     doubt: int = 0
     sent: bool = False  # mark_sent committed an attempt in this round
     answered: bool = False  # ... and the API answered it (the attempt stands)
@@ -96,6 +97,7 @@ class ClaimedRow:
             steps=settled.steps,
             steps_due_at=(settled.settled_at or 0.0) + self.step_delay_s,
             extra_steps=settled.extra_steps,
+            wake=self.wake,
         ):
             return False
         self.stats.outcome(settled.status)
@@ -284,6 +286,16 @@ class Recorder:
             self._said(claims, "done", n, detail=outcome.detail)
         elif outcome.what == "failed":
             self._fail_steps(claims, outcome.code, outcome.message)
+        elif outcome.what == "wait":
+            n = ledger.finish_steps(
+                claims,
+                owner,
+                "waiting",
+                error_code=outcome.code,
+                error_message=outcome.message,
+                count_attempt=False,
+            )
+            self._said(claims, "held", n, error_code=outcome.code, error=outcome.message)
         elif outcome.what == "give_back":
             ledger.release_steps(claims, owner, next_attempt_at=0)
         else:  # retry
@@ -319,7 +331,7 @@ class Recorder:
     def _said(self, claims: Sequence[StepClaim], status: str, n: int, **fields: Any) -> None:
         """Count `n` recorded steps and log one event per step."""
         self.stats.step(status, n)
-        emit = log.warning if status == "failed" else log.info
+        emit = log.warning if status in ("failed", "held") else log.info
         for c in claims:
             emit(
                 f"step.{status}",

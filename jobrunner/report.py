@@ -63,17 +63,18 @@ def report_rows(
 
 
 def _changes(r: dict[str, Any]) -> str | None:
-    """For a person who was there before (or restored): what this job changed, or "no
-    change" once every step is done; None for others and while steps are open."""
-    if r["status"] != "exists" and r["settled_by"] != "restore":
+    """For a person brought in line with the file (there before, restored, or created by the
+    job before the file changed): what this job changed, or "no change" once every step is
+    done; None for others and while steps are open."""
+    if r["status"] != "exists" and r["settled_by"] != "restore" and not r["follows_file"]:
         return None
     steps = [s for s in r["steps"] if s[0] != "rollback"]
     if not steps or any(status not in ("done", "skipped") for _k, _t, status, _e, _d in steps):
         return None
     made = []
-    for kind, target, _status, _error, detail in steps:
-        if detail and detail not in ("no change", "already a member"):
-            made.append(f"{LABELS.get(kind, kind)}{' ' + target if target else ''}: {detail}")
+    for kind, _target, _status, _error, detail in steps:
+        if detail and detail != "no change" and not detail.startswith("already"):
+            made.append(f"{LABELS.get(kind, kind)}: {detail}")
     if all(status == "skipped" for _k, _t, status, _e, _d in steps):
         return None
     return "; ".join(made) or "no change"
@@ -83,18 +84,19 @@ def _steps(found: list[tuple[Any, ...]]) -> dict[str, dict[str, Any]]:
     """(kind, target, status, error, detail) of one row -> {"roles": {"status", "error"}}."""
     grouped: dict[str, list[tuple[str, str, str | None]]] = {}
     for kind, target, status, error, _detail in found:
-        grouped.setdefault(LABELS.get(kind, kind), []).append(
-            (target, _SHOWN.get(status, status), error)
-        )
+        # A waiting step with a reason is held back (its manager's own row is invalid or
+        # failed): shown as waiting, with why; one without waits for its person's create.
+        shown = "waiting" if status == "waiting" and error else _SHOWN.get(status, status)
+        grouped.setdefault(LABELS.get(kind, kind), []).append((target, shown, error))
     steps: dict[str, dict[str, Any]] = {}
     for name, parts in grouped.items():
         statuses = {status for _t, status, _e in parts}
-        for status in ("failed", "pending", "done", "skipped"):
+        for status in ("failed", "waiting", "pending", "done", "skipped"):
             if status in statuses:
                 break
         if statuses == {"done", "skipped"}:
             status = "done"
-        errors = [f"{t}: {e}" if t else e for t, s, e in parts if s == "failed" and e]
+        errors = [f"{t}: {e}" if t else e for t, s, e in parts if s in ("failed", "waiting") and e]
         steps[name] = {"status": status, "error": "; ".join(errors) or None}
     return steps
 

@@ -33,6 +33,7 @@ class Found:
     name: str  # as the org spells it, or as written when it was not found
     id: str | None  # None: unknown or ambiguous
     problem: str | None = None
+    held: str | None = None  # a manager whose own row is invalid or failed: why reports wait
 
 
 @dataclass
@@ -66,6 +67,12 @@ def describe(found: Found) -> str:
 
 
 NOT_FOUND = "not in the org"
+
+
+def held_reason(row: dict[str, Any]) -> str:
+    """Why a manager's reports wait: `their own row, line 156 of users.csv, is invalid: ...`"""
+    reason = row.get("error_message") or row.get("error_code") or "no reason recorded"
+    return f"their own row, line {row['line']} of {row['source']}, is {row['status']}: {reason}"
 
 
 class Resolver:
@@ -132,11 +139,15 @@ class Resolver:
 
     def _manager(self, key: str, email: str) -> Found:
         row = self.ledger.manager_row(key)
-        if row is not None and row["status"] not in ("failed", "rolled_back"):
+        if row is not None and row["status"] not in ("failed", "rolled_back", "invalid"):
             return Found("manager", key, email, MANAGER_IN_LEDGER)
         user = self.call("search", self.client.find_user_by_email, email)
         if user is not None and user.state == "active":
             return Found("manager", key, user.email or email, user.id)
+        if row is not None and row["status"] in ("invalid", "failed"):
+            # The manager is a person of this file whose own row can be fixed: the reports
+            # are created, and their profile waits for the manager (named with the reason).
+            return Found("manager", key, email, MANAGER_IN_LEDGER, held=held_reason(row))
         if row is not None:
             return Found(
                 "manager",
@@ -184,6 +195,10 @@ class NameService:
 
     def id_of(self, kind: str, name: str) -> str | None:
         return self.resolution.id_of(kind, name)
+
+    def name_of(self, kind: str, name: str) -> str:
+        found = self.resolution.found.get((kind, key_of(kind, name)))
+        return found.name if found else name
 
     def home_division_id(self) -> str:
         with self._lock:

@@ -28,7 +28,7 @@ from jobrunner.ledger.model import Row
 from jobrunner.limiter import WindowLimiter
 from jobrunner.lock import RunLock
 from jobrunner.log import get_logger
-from jobrunner.resolve import Resolution, describe
+from jobrunner.resolve import MANAGER_IN_LEDGER, Resolution, describe
 from jobrunner.scheduler import Scheduler
 from jobrunner.steps.contract import Stopping, StopRun
 from jobrunner.steps.create import existing_user, lookup_failed
@@ -77,6 +77,40 @@ def choose_for_rollback(
         Counter(r["settled_by"] for r in found if r["settled_by"] not in wanted),
         sum(ledger.steps_left((steps.ROLLBACK.kind,)).values()),
     )
+
+
+def revive_healed(ledger: Ledger, resolution: Resolution) -> tuple[int, int]:
+    """Failures the org has fixed since (every name a failed row uses resolves now; the
+    name a failed step needed, or its manager's user, is there now) go back to the queue:
+    no --retry-failed needed. Failures the API gave for the person (a 400) still wait for
+    --retry-failed or a corrected file. Returns (rows, steps) revived."""
+    rows, failed_steps = ledger.healable()
+    if not rows and not failed_steps:
+        return 0, 0
+    blocked = resolution.problems_by_row()
+    revive_rows = [r for r in rows if r not in blocked]
+    revive_steps = []
+    for row_id, kind, target, code, manager in failed_steps:
+        if code == "manager_missing":
+            if manager and _manager_has_user(ledger, resolution, manager):
+                revive_steps.append((row_id, kind, target))
+            continue
+        if not any(
+            steps.step_of_name(f.kind) == kind and (not target or f.key == target)
+            for f in blocked.get(row_id, [])
+        ):
+            revive_steps.append((row_id, kind, target))
+    return ledger.revive(revive_rows, revive_steps)
+
+
+def _manager_has_user(ledger: Ledger, resolution: Resolution, email: str) -> bool:
+    found = resolution.id_of("manager", email)
+    if found is None:
+        return False
+    if found != MANAGER_IN_LEDGER:
+        return True
+    row = ledger.manager_row(email)
+    return bool(row and row["user_id"])
 
 
 @dataclass
@@ -166,7 +200,8 @@ class Runner:
             steps=ctx.stats.steps_total,
             concurrency=ctx.concurrency,
         )
-        if left or ledger.exists_without_id(limit=1):
+        healable = any(ledger.healable())
+        if left or healable or ledger.exists_without_id(limit=1):
             ctx.authenticate()  # ConfigError here: nothing sent, nothing marked
             try:
                 # People found there before whose id a stopped run (or a lagging search)
@@ -174,9 +209,21 @@ class Runner:
                 self._name_existing(ledger.exists_without_id())
                 if ctx.modes.update_existing and self._bring_in_line():
                     left, _due = ledger.work_left(steps.RUN_KINDS)
-                if left and ctx.fatal is None:
-                    self._fail_unknown_names(ctx.names.resolve())
+                if (left or healable) and ctx.fatal is None:
+                    resolution = ctx.names.resolve()
+                    revived = revive_healed(ledger, resolution)
+                    if any(revived):
+                        log.info(
+                            "revived",
+                            rows=revived[0],
+                            steps=revived[1],
+                            detail="failures for names the org has now are due again",
+                        )
+                    self._fail_unknown_names(resolution)
+                    ledger.wake_all_reports(steps.AFTER_MANAGER)
                     ledger.set_ranks()
+                    ctx.stats.total = ledger.counts()["pending"]
+                    ctx.stats.steps_total = sum(ledger.steps_left(steps.RUN_KINDS).values())
                     Scheduler(ctx, (*steps.RUN_STEPS, steps.CREATE)).work(progress)
             except StopRun as stop:
                 ctx.set_fatal(stop.error)

@@ -53,6 +53,7 @@ class Scheduler:
             rand=ctx.rand,
             succeeded=ctx.caller.succeeded,
         )
+        self.after_manager = tuple(s.kind for s in self.steps if s.after_manager)
         self._abandoned = False
         self._said_wait_at: float | None = None
         self._said_reason = ""
@@ -68,7 +69,12 @@ class Scheduler:
                 row = ledger.claim_next(ctx.owner, now)
                 if row is not None:
                     return step, ClaimedRow(
-                        ledger, ctx.owner, row, ctx.stats, step_delay_s=ctx.step_delay_s
+                        ledger,
+                        ctx.owner,
+                        row,
+                        ctx.stats,
+                        step_delay_s=ctx.step_delay_s,
+                        wake=self.after_manager,
                     )
                 continue
             if step.claim == "batch":

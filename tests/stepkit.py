@@ -93,6 +93,9 @@ class FakeNames:
     def id_of(self, kind: str, name: str) -> str | None:
         return self.ids.get((kind, name.strip().lower()))
 
+    def name_of(self, kind: str, name: str) -> str:
+        return name.strip().title()
+
     def home_division_id(self) -> str:
         return self.home
 

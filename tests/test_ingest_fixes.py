@@ -265,7 +265,9 @@ def test_report_csv_fed_back_to_ingest_fixes_failed_rows(tmp_path: Path, db: Pat
     assert ada["source"] == "fixed.csv"
 
 
-def test_reingest_updates_only_rows_no_user_was_made_for(tmp_path: Path, db: Path) -> None:
+def test_reingest_updates_rows_never_sent_and_people_with_a_user_follow_the_file(
+    tmp_path: Path, db: Path
+) -> None:
     people = [f"p{i}@example.com" for i in range(6)]
     first = write(
         tmp_path, "a.csv", HEADER + "".join(f"P,{i},{e},,,Old,\n" for i, e in enumerate(people))
@@ -289,13 +291,18 @@ def test_reingest_updates_only_rows_no_user_was_made_for(tmp_path: Path, db: Pat
     assert result.exit_code == 0, result.output
     out = result.output
     assert "updated:          2" in out and "1 failed rows are pending again" in out
-    assert "not updated:      4" in out
+    assert "not updated:      2" in out
     assert "2: a create may have been sent: the row keeps the values a create sends" in out
     assert "line 4 (p2@example.com)" in out
     assert "line 5 (p3@example.com)" in out
-    assert "--update-existing" in out and "line 6 (p4@example.com), line 7 (p5@" in out
+    # Issue 16: a person with a user follows the file: the job's own at the next run, people
+    # who were there before with --update-existing.
+    assert "to update:        1 person this job created: the next `jobrunner run`" in out
+    assert (
+        "to update:        1 person there before the job: `jobrunner run --update-existing`" in out
+    )
     got = rows(db)
-    assert [got[e]["title"] for e in people] == ["New", "New", "Old", "Old", "Old", "Old"]
+    assert [got[e]["title"] for e in people] == ["New", "New", "Old", "Old", "New", "New"]
     assert (got["p1@example.com"]["status"], got["p1@example.com"]["attempts"]) == ("pending", 0)
     assert (got["p2@example.com"]["status"], got["p2@example.com"]["attempts"]) == ("failed", 2)
     assert got["p4@example.com"]["status"] == "created"

@@ -124,7 +124,9 @@ def test_a_queue_batch_goes_out_in_one_call() -> None:
     assert ctx.client.sent("add_queue_members") == [
         ("q-1", [f"user-p{i}@example.com" for i in range(3)])
     ]
-    assert [(o.what, o.detail, len(o.claims or ())) for o in outcomes] == [("done", "added", 3)]
+    assert [(o.what, o.detail, len(o.claims or ())) for o in outcomes] == [
+        ("done", "added to Support", 3)
+    ]
 
 
 def test_a_queue_batch_refused_with_404_is_split_to_find_the_member_at_fault() -> None:
@@ -165,8 +167,8 @@ def test_members_already_in_the_queue_need_no_write() -> None:
     )
     assert client.sent("add_queue_members") == [("q-1", ["user-new@example.com"])]
     assert sorted((o.detail, len(o.claims or ())) for o in outcomes) == [
-        ("added", 1),
-        ("already a member", 1),
+        ("added to Support", 1),
+        ("already in Support", 1),
     ]
 
 
@@ -196,7 +198,7 @@ def test_a_profile_sets_the_manager_made_by_this_job_and_the_location() -> None:
     assert (outcome.detail, outcome.user_version) == ("manager, location", 8)
 
 
-def test_a_profile_whose_manager_has_no_user_fails_naming_the_managers_row() -> None:
+def test_a_profile_whose_managers_own_row_failed_waits_naming_that_row() -> None:
     r = row(email_manager="boss@example.com")
     ctx = FakeContext(ScriptedClient(), FakeNames({("manager", "boss@example.com"): "row"}))
     ctx.managers["boss@example.com"] = {
@@ -207,8 +209,26 @@ def test_a_profile_whose_manager_has_no_user_fails_naming_the_managers_row() -> 
         "error_message": "HTTP 400 bad phone",
     }
     (outcome,) = perform(profile.STEP, ctx, [claim(r, "profile")])
+    assert (outcome.what, outcome.code) == ("wait", "manager_held")
+    assert "their own row, line 9 of f.csv, is failed: HTTP 400 bad phone" in (
+        outcome.message or ""
+    )
+    assert ctx.client.calls == []
+
+
+def test_a_profile_whose_manager_was_rolled_back_fails() -> None:
+    r = row(email_manager="boss@example.com")
+    ctx = FakeContext(ScriptedClient(), FakeNames({("manager", "boss@example.com"): "row"}))
+    ctx.managers["boss@example.com"] = {
+        "line": 9,
+        "source": "f.csv",
+        "status": "rolled_back",
+        "user_id": None,
+        "error_message": None,
+    }
+    (outcome,) = perform(profile.STEP, ctx, [claim(r, "profile")])
     assert (outcome.what, outcome.code) == ("failed", "manager_missing")
-    assert "line 9 of f.csv" in (outcome.message or "") and "bad phone" in (outcome.message or "")
+    assert "line 9 of f.csv" in (outcome.message or "")
 
 
 def test_a_profile_refused_for_a_stale_version_reads_the_user_and_sends_again() -> None:

@@ -121,7 +121,9 @@ def _detail(row: Mapping[str, Any]) -> str:
 
 
 def write_plan(out: TextIO, plan: Any, where: str) -> None:
-    """`jobrunner check`: what `run` would do, then every name that does not resolve."""
+    """`jobrunner check`: what `run` would do, who is in the org already, what the next run
+    changes for people the job created, who waits for a manager, and every name that does
+    not resolve."""
     out.write(f"checked against {where} (reads only, {plan.calls:,} API calls)\n")
     queues = f" in {plan.queues:,} queues" if plan.queues else ""
     for label, n, extra in (
@@ -136,6 +138,38 @@ def write_plan(out: TextIO, plan: Any, where: str) -> None:
     if plan.resolved:
         kinds = ", ".join(f"{k} {n:,}" for k, n in sorted(plan.resolved.items()))
         out.write(f"  {'names resolved:':<22}{sum(plan.resolved.values()):>8,} ({kinds})\n")
+    if plan.revived_rows or plan.revived_steps:
+        out.write(
+            f"  {'revived:':<22}{plan.revived_rows:>8,} rows, {plan.revived_steps:,} steps "
+            "(failed for a name the org has now: due again, no --retry-failed needed)\n"
+        )
+    if plan.there:
+        out.write(
+            f"\n{_people(len(plan.there))} of the file {_are(len(plan.there))} in the org "
+            "already (there before the job): left as they are; `jobrunner run "
+            "--update-existing` would:\n"
+        )
+        _write_people(out, plan.there)
+    if plan.deleted:
+        out.write(
+            f"\n{_people(len(plan.deleted))} of the file {_are(len(plan.deleted))} deleted "
+            "users: left as they are; `jobrunner run --restore-deleted` restores them:\n"
+        )
+        _write_people(out, plan.deleted)
+    if plan.changed:
+        out.write(
+            f"\n{_people(len(plan.changed))} this job created {_have(len(plan.changed))} "
+            "other values in the file now: the next `jobrunner run` will:\n"
+        )
+        _write_people(out, plan.changed)
+    if plan.not_shown:
+        out.write(f"  ({plan.not_shown:,} more whose changes are worked out when they are sent)\n")
+    for manager, why, uses in plan.held:
+        reports = "1 report waits" if len(uses) == 1 else f"{len(uses):,} reports wait"
+        out.write(
+            f"\n{reports} for their manager {manager} ({why}): they are created, their "
+            f"manager is set once that row is fixed and ingested again; {_lines(uses)}\n"
+        )
     if not plan.unknown:
         out.write("every name resolves\n")
         return
@@ -147,6 +181,23 @@ def write_plan(out: TextIO, plan: Any, where: str) -> None:
     )
     for kind, name, problem, uses in plan.unknown:
         out.write(f"  {kind:<9} {name!r}: {problem}; {_lines(uses)}\n")
+
+
+def _write_people(out: TextIO, people: Iterable[Any]) -> None:
+    for person in people:
+        where = f"{person.source}:{person.line}"
+        changes = "; ".join(person.changes) if person.changes else ""
+        if person.state not in (None, "active", "deleted"):
+            changes = f"[{person.state}] {changes}".strip()
+        out.write(f"  {where:<24} {person.email}" + (f": {changes}" if changes else "") + "\n")
+
+
+def _are(n: int) -> str:
+    return "is" if n == 1 else "are"
+
+
+def _have(n: int) -> str:
+    return "has" if n == 1 else "have"
 
 
 def _lines(uses: Iterable[tuple[str, int]]) -> str:
@@ -182,6 +233,21 @@ def write_ingest_summary(stream: TextIO, summary: Any, db: Path) -> None:
         out(
             f"  corrected:        {summary.corrected:,} (replace invalid rows of an earlier ingest)"
         )
+    if summary.follow:
+        out(
+            f"  to update:        {_people(summary.follow)} this job created: the next `jobrunner "
+            "run` brings them in line with the file (adds and sets what differs, never removes)"
+        )
+    if summary.follow_existing:
+        out(
+            f"  to update:        {_people(summary.follow_existing)} there before the job: "
+            "`jobrunner run --update-existing` brings them in line with the file"
+        )
+    if summary.follow_rolled_back:
+        out(
+            f"  updated:          {_people(summary.follow_rolled_back)} rolled back: "
+            "`jobrunner run --recreate-rolled-back` onboards them as the file now says"
+        )
     again = (
         f" ({summary.invalid_again:,} invalid in an earlier ingest too: the ledger now holds "
         "this file's values and reasons)"
@@ -212,6 +278,10 @@ def write_ingest_summary(stream: TextIO, summary: Any, db: Path) -> None:
         names = {";": "semicolon", "\t": "tab", "|": "pipe"}
         out(f"  delimiter:        {names.get(summary.delimiter, summary.delimiter)}")
     out(f"ledger: {db}")
+
+
+def _people(n: int) -> str:
+    return "1 person" if n == 1 else f"{n:,} people"
 
 
 def write_run_summary(stream: TextIO, result: Any) -> None:

@@ -14,6 +14,9 @@ from typing import Any
 from jobrunner.ledger.model import INPUT_FIELDS, NEVER_SENT, PLAN_FIELDS, marks
 from jobrunner.ledger.store import Store, utc_now_iso
 
+# The name a person was created or found with stays theirs: a file does not rename people.
+_NAMES = ("name", "first_name", "last_name", "email")
+
 
 class Intake(Store):
     def add_source(self, name: str) -> int:
@@ -191,6 +194,55 @@ class Intake(Store):
             if cur.rowcount != 1:
                 return False
             self._replace_plan(row_id, values, now)
+        return True
+
+    def follow_file(
+        self,
+        row_id: int,
+        values: dict[str, Any],
+        steps: Sequence[tuple[str, str]],
+        step_status: str,
+    ) -> bool:
+        """A file gives other values for a person who has a user (created by the job, found
+        there before, or rolled back): the row takes them (not the name: the person keeps
+        the one they were created or found with) and its assignments, and the steps that
+        bring the person in line with them are due again, as `step_status` (pending; skipped
+        for people who were there before, until --update-existing). A step with a target (a
+        queue) is added when new; one without is due again. A person the job created
+        follows the file from now on: each step compares first."""
+        now = utc_now_iso()
+        columns = [c for c in INPUT_FIELDS if c not in _NAMES]
+        sets = ", ".join(f"{c} = :{c}" for c in columns)
+        with self.transaction():
+            cur = self.conn.execute(
+                "UPDATE rows SET source_id = :source_id, line = :line, "
+                # The id the create used stays while the division does (a name's id is
+                # resolved again when it changes).
+                "division_id = CASE WHEN division IS :division THEN division_id "
+                f"ELSE :division_id END, {sets}, "
+                "follows_file = CASE WHEN status = 'created' THEN 1 ELSE follows_file END, "
+                "updated_at = :now WHERE id = :row_id AND user_id IS NOT NULL "
+                "AND status IN ('created', 'exists', 'rolled_back')",
+                {**values, "row_id": row_id, "now": now},
+            )
+            if cur.rowcount != 1:
+                return False
+            self.conn.execute("DELETE FROM wants WHERE row_id = ?", (row_id,))
+            self._add_plans([(row_id, {**values, "steps": []})], now)
+            # What the steps did before the file changed is no change of the file's: from
+            # now on a step's detail is what bringing the person in line changed.
+            self.conn.execute(
+                "UPDATE steps SET detail = NULL WHERE row_id = ? AND status IN ('done', 'skipped')",
+                (row_id,),
+            )
+            self.conn.executemany(
+                "INSERT INTO steps (row_id, kind, target, status, updated_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (row_id, kind, target) DO UPDATE SET "
+                "status = excluded.status, attempts = 0, next_attempt_at = 0, "
+                "error_code = NULL, error_message = NULL, updated_at = excluded.updated_at "
+                "WHERE excluded.target = '' AND status != 'in_progress'",
+                [(row_id, kind, target, step_status, now) for kind, target in steps],
+            )
         return True
 
     # -- forget ------------------------------------------------------------------------------

@@ -62,10 +62,19 @@ OPEN_STEP = (
     "(s.status IN ('pending', 'in_progress') OR "
     "(s.status = 'waiting' AND r.status IN ('pending', 'in_progress')))"
 )
+# What a failure for a name looks like: the org can fix it (the name made there, the manager
+# created), and the next `check` or `run` that finds it revives the row or step.
+HEALABLE = "('unknown_name', 'manager_missing')"
+# A step held back (waiting, with the reason in error_message) though its person exists: a
+# report whose manager's own row is invalid or failed waits for that row to be fixed.
+HELD_STEP = "(s.status = 'waiting' AND r.user_id IS NOT NULL AND r.status IN ('created', 'exists'))"
 # A step a report shows: a waiting step of a row that will not be created (failed or invalid
 # before its create, rolled back) is no work to do and is left out; it stays in the ledger,
-# so the row has its plan again when `run --retry-failed` or an ingest revives it.
-PLANNED_STEP = "NOT (s.status = 'waiting' AND r.status NOT IN ('pending', 'in_progress'))"
+# so the row has its plan again when `run --retry-failed` or an ingest revives it. (A waiting
+# step of a person who exists is held back: shown.)
+PLANNED_STEP = (
+    "NOT (s.status = 'waiting' AND r.status NOT IN ('pending', 'in_progress', 'created', 'exists'))"
+)
 
 
 @dataclass
@@ -95,6 +104,7 @@ class Row:
     settled_at: float | None
     user_state: str | None
     first_sent_at: float | None
+    follows_file: int = 0  # 1: the file changed after the job created the person
 
 
 ROW_COLUMNS = ", ".join(f.name for f in fields(Row))

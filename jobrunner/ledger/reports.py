@@ -8,7 +8,16 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from jobrunner.ledger.model import OPEN_STEP, PLANNED_STEP, STATUSES, TO_CREATE, marks
+from jobrunner.ledger.model import (
+    OPEN_STEP,
+    PLANNED_STEP,
+    ROW_COLUMNS,
+    STATUSES,
+    TO_CREATE,
+    Row,
+    marks,
+    row_of,
+)
 from jobrunner.ledger.store import Store
 
 _FAILED_STEP = "rows.id IN (SELECT row_id FROM steps WHERE status = 'failed')"
@@ -99,6 +108,62 @@ class Reports(Store):
         return int(width)
 
     # -- what a plan counts ------------------------------------------------------------------
+
+    def rows_to_create_list(self) -> list[Row]:
+        return [
+            row_of(r)
+            for r in self.execute(f"SELECT {ROW_COLUMNS} FROM rows WHERE {TO_CREATE} ORDER BY id")
+        ]
+
+    def has_exists_rows(self) -> bool:
+        (found,) = self.execute(
+            "SELECT EXISTS (SELECT 1 FROM rows WHERE status = 'exists' AND user_id IS NOT NULL)"
+        ).fetchone()
+        return bool(found)
+
+    def exists_deleted(self) -> list[Row]:
+        """People found deleted (a create answered 409; their user is deleted)."""
+        return [
+            row_of(r)
+            for r in self.execute(
+                f"SELECT {ROW_COLUMNS} FROM rows WHERE status = 'exists' "
+                "AND user_state = 'deleted' ORDER BY id"
+            )
+        ]
+
+    def following_file(self) -> list[Row]:
+        """People the job created whose row changed since, with steps still to do."""
+        return [
+            row_of(r)
+            for r in self.execute(
+                f"SELECT {ROW_COLUMNS} FROM rows AS r WHERE r.status = 'created' "
+                "AND r.follows_file = 1 AND EXISTS (SELECT 1 FROM steps AS s "
+                f"WHERE s.row_id = r.id AND {OPEN_STEP}) ORDER BY r.id"
+            )
+        ]
+
+    def steps_of_row(self, row_id: int, open_only: bool = False) -> list[tuple[str, str]]:
+        """(kind, target) of a row's steps (still to do only, with `open_only`)."""
+        where = f" AND {OPEN_STEP}" if open_only else " AND s.kind != 'rollback'"
+        return [
+            (kind, target)
+            for kind, target in self.execute(
+                "SELECT s.kind, s.target FROM steps AS s JOIN rows AS r ON r.id = s.row_id "
+                f"WHERE s.row_id = ?{where} ORDER BY s.rowid",
+                (row_id,),
+            )
+        ]
+
+    def sources_of_rows(self, row_ids: Sequence[int]) -> dict[int, str]:
+        if not row_ids:
+            return {}
+        return dict(
+            self.execute(
+                "SELECT rows.id, sources.name FROM rows JOIN sources "
+                f"ON sources.id = rows.source_id WHERE rows.id IN ({marks(row_ids)})",
+                list(row_ids),
+            ).fetchall()
+        )
 
     def rows_to_create(self) -> set[int]:
         return {r for (r,) in self.execute(f"SELECT id FROM rows WHERE {TO_CREATE}")}

@@ -83,11 +83,13 @@ class RowLife(Store):
         steps_due_at: float = 0.0,
         settled_at: float | None = None,
         extra_steps: Sequence[Extra] | None = None,
+        wake: Sequence[str] = (),
     ) -> bool:
         """Record a final outcome (created, exists, failed) the moment it is known; in the
         same transaction the row's waiting steps become `steps` (pending, due at
         `steps_due_at`, or skipped). `extra_steps`: a person brought in line with the file
-        (already there, or restored): every step of the row is due, and these too."""
+        (already there, or restored): every step of the row is due, and these too. `wake`:
+        the kinds of step of this person's reports held back for want of their user."""
         now = utc_now_iso()
         with self.transaction():
             cur = self.execute(
@@ -115,6 +117,11 @@ class RowLife(Store):
             )
             if cur.rowcount != 1:
                 return False
+            if user_id and wake:
+                (norm,) = self.execute(
+                    "SELECT email_norm FROM rows WHERE id = ?", (row_id,)
+                ).fetchone()
+                self.wake_reports(norm, wake, steps_due_at)
             if steps == "pending" and extra_steps is not None:
                 self.activate_steps(row_id, extra_steps, steps_due_at)
             elif steps is not None:
@@ -276,6 +283,61 @@ class RowLife(Store):
                 ).rowcount
                 for row_id, (code, message) in problems.items()
             )
+
+    def revive(
+        self, row_ids: Sequence[int], steps: Sequence[tuple[int, str, str]]
+    ) -> tuple[int, int]:
+        """Failures the org has fixed since (a name made there, a manager created) go back
+        to the queue with fresh attempts: no --retry-failed needed. (rows, steps) revived."""
+        now = utc_now_iso()
+        with self.transaction():
+            rows = sum(
+                self.execute(
+                    "UPDATE rows SET status = 'pending', attempts = 0, next_attempt_at = 0, "
+                    "error_code = NULL, error_message = NULL, updated_at = ? "
+                    "WHERE id = ? AND status = 'failed'",
+                    (now, row_id),
+                ).rowcount
+                for row_id in row_ids
+            )
+            revived = sum(
+                self.execute(
+                    "UPDATE steps SET status = 'pending', attempts = 0, next_attempt_at = 0, "
+                    "error_code = NULL, error_message = NULL, updated_at = ? "
+                    "WHERE row_id = ? AND kind = ? AND target = ? AND status = 'failed'",
+                    (now, *key),
+                ).rowcount
+                for key in steps
+            )
+        return rows, revived
+
+    def wake_all_reports(self, kinds: Sequence[str]) -> int:
+        """Every report's step held back for a manager who has a user by now (a run that
+        stopped before it could say so): due."""
+        if not kinds:
+            return 0
+        return self.execute(
+            "UPDATE steps SET status = 'pending', next_attempt_at = 0, error_code = NULL, "
+            f"error_message = NULL, updated_at = ? WHERE status = 'waiting' AND kind IN "
+            f"({', '.join('?' * len(kinds))}) AND row_id IN (SELECT r.id FROM rows AS r "
+            "JOIN rows AS m ON m.email_norm = r.email_manager WHERE r.user_id IS NOT NULL "
+            "AND r.status IN ('created', 'exists') AND m.user_id IS NOT NULL "
+            "AND m.status IN ('created', 'exists'))",
+            (utc_now_iso(), *kinds),
+        ).rowcount
+
+    def wake_reports(self, email_norm: str, kinds: Sequence[str], due: float = 0.0) -> int:
+        """A manager has a user now: the steps of their reports held back waiting for it
+        (their manager's own row was invalid or failed) are due."""
+        if not kinds:
+            return 0
+        return self.execute(
+            "UPDATE steps SET status = 'pending', next_attempt_at = ?, error_code = NULL, "
+            f"error_message = NULL, updated_at = ? WHERE status = 'waiting' AND kind IN "
+            f"({', '.join('?' * len(kinds))}) AND row_id IN (SELECT id FROM rows WHERE "
+            "email_manager = ? AND user_id IS NOT NULL AND status IN ('created', 'exists'))",
+            (due, utc_now_iso(), *kinds, email_norm),
+        ).rowcount
 
     # -- what the run's flags ask of rows an earlier run settled ---------------------------
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from jobrunner.ledger.model import OPEN_STEP, ROW_COLUMNS, StepClaim, marks, row_of
+from jobrunner.ledger.model import HELD_STEP, OPEN_STEP, ROW_COLUMNS, StepClaim, marks, row_of
 from jobrunner.ledger.store import Store, utc_now_iso
 
 # A report's profile waits while its manager is still to be created, or was found there
@@ -221,10 +221,12 @@ class StepWork(Store):
         )
 
     def steps_not_done(self, kinds: Sequence[str]) -> int:
-        """Steps of these kinds open or failed: what keeps a run's exit code from 0."""
+        """Steps of these kinds open, failed or held back: what keeps a run's exit code
+        from 0."""
         (n,) = self.execute(
             "SELECT count(*) FROM steps AS s JOIN rows AS r ON r.id = s.row_id "
-            f"WHERE s.kind IN ({marks(kinds)}) AND ({OPEN_STEP} OR s.status = 'failed')",
+            f"WHERE s.kind IN ({marks(kinds)}) AND ({OPEN_STEP} OR s.status = 'failed' "
+            f"OR {HELD_STEP})",
             list(kinds),
         ).fetchone()
         return int(n)

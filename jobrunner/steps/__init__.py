@@ -11,7 +11,7 @@ Importing this package is cheap: `ingest` uses it to plan, without the SDK.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from jobrunner.steps import create, division, profile, queues, roles, rollback, skills
 from jobrunner.steps.contract import StepKind
@@ -34,6 +34,8 @@ ALL: tuple[StepKind, ...] = (*RUN_STEPS, CREATE, ROLLBACK)
 BY_KIND: dict[str, StepKind] = {step.kind: step for step in ALL}
 
 RUN_KINDS: tuple[str, ...] = tuple(step.kind for step in RUN_STEPS)
+# The kinds of step that wait for the row's manager to have a user (the profile).
+AFTER_MANAGER: tuple[str, ...] = tuple(step.kind for step in RUN_STEPS if step.after_manager)
 # The permission each kind's calls need (named when the API refuses a step for every row).
 PERMISSIONS: dict[str, str] = {s.kind: s.permission for s in ALL if s.permission}
 # What a report calls each kind (queue instances are shown together as "queues").
@@ -51,6 +53,20 @@ def brought_in_line_steps(row: Row) -> tuple[tuple[str, str], ...]:
     return tuple(
         (step.kind, target) for step in RUN_STEPS if step.in_line for target in step.in_line(row)
     )
+
+
+def steps_for_change(row: Any, changed: set[str]) -> list[tuple[str, str]]:
+    """The (kind, target) steps that bring a person in line with a file that changed these
+    row columns: each step whose columns changed, with every target its plan or the rules
+    for people brought in line give it. `row` is the row as the file now has it."""
+    found: list[tuple[str, str]] = []
+    for step in RUN_STEPS:
+        if not changed & set(step.fields):
+            continue
+        targets = list(step.plan(row)) if step.plan else []
+        targets += [t for t in (step.in_line(row) if step.in_line else []) if t not in targets]
+        found += [(step.kind, target) for target in targets]
+    return found
 
 
 def step_of_name(name_kind: str) -> str | None:

@@ -56,7 +56,7 @@ class Settled:
 class Outcome:
     """What became of a piece of work. Build one with the functions below."""
 
-    what: Literal["done", "failed", "retry", "give_back", "recorded"]
+    what: Literal["done", "failed", "retry", "wait", "give_back", "recorded"]
     code: str | None = None
     message: str | None = None
     detail: str | None = None  # done: what the step changed, in words
@@ -112,6 +112,17 @@ def retry_later(
     )
 
 
+def wait_for(
+    code: str, message: str, detail: str, *, claims: Sequence[StepClaim] | None = None
+) -> Outcome:
+    """Held back until something else happens (the manager's own row is fixed and made):
+    the step waits, no attempt counts, and the run does not wait for it. `detail`: the
+    short form ("waits for its manager x@example.com")."""
+    return Outcome(
+        "wait", code, message, detail=detail, claims=None if claims is None else tuple(claims)
+    )
+
+
 def give_back(code: str | None = None, message: str | None = None) -> Outcome:
     """Nothing was done (the run is stopping, nothing reached the API): the work goes back
     as it was, and no attempt counts."""
@@ -142,6 +153,10 @@ class Names(Protocol):
     """The names of the file, resolved against the org (jobrunner/resolve.py)."""
 
     def id_of(self, kind: str, name: str) -> str | None: ...
+
+    def name_of(self, kind: str, name: str) -> str:
+        """The name as the org spells it (as written, when it was not found)."""
+        ...
 
     def home_division_id(self) -> str: ...
 
@@ -246,6 +261,9 @@ class StepKind:
     # The targets a person brought in line with the file needs beyond the plan.
     in_line: Callable[[Row], list[str]] | None = None
     run_step: bool = True  # done by `run` (a rollback has its own command)
+    # The row's columns this step sends: a file that changes one of them for a person the
+    # job created (or found) makes the step due again.
+    fields: tuple[str, ...] = ()
 
     @property
     def shown_as(self) -> str:
@@ -256,9 +274,14 @@ class StepKind:
 
 
 def brings_in_line(row: object) -> bool:
-    """A person who was there before the job (or restored by it) is compared with the file:
-    each step reads what the user has and sends only what differs."""
-    return getattr(row, "status", None) == "exists" or getattr(row, "settled_by", None) == "restore"
+    """A person who was there before the job (or restored by it, or created by it before the
+    file changed) is compared with the file: each step reads what the user has and sends
+    only what differs."""
+    return (
+        getattr(row, "status", None) == "exists"
+        or getattr(row, "settled_by", None) == "restore"
+        or bool(getattr(row, "follows_file", 0))
+    )
 
 
 def is_fresh(row: Row, now: float) -> bool:

@@ -33,4 +33,5 @@ STEP = StepKind(
     calls=("for divisions", "for divisions"),
     permission="authorization:division:edit",
     in_line=lambda row: one_if(row.division is not None),
+    fields=("division",),
 )

@@ -17,7 +17,7 @@ from typing import Any
 
 from jobrunner.genesys import ApiError, UserDetail, digits_of
 from jobrunner.ledger.model import Row, StepClaim
-from jobrunner.resolve import MANAGER_IN_LEDGER
+from jobrunner.resolve import MANAGER_IN_LEDGER, held_reason
 from jobrunner.steps.contract import (
     Context,
     Outcome,
@@ -26,6 +26,7 @@ from jobrunner.steps.contract import (
     done,
     failed,
     one_if,
+    wait_for,
 )
 
 KIND = "profile"
@@ -39,6 +40,14 @@ def manager_id(ctx: Context, email: str) -> str | Outcome:
     if found != MANAGER_IN_LEDGER:
         return str(found)
     row = ctx.manager_row(email)
+    if row is not None and not row["user_id"] and row["status"] in ("invalid", "failed"):
+        # The manager's own row can be fixed (a corrected file): the report waits for it.
+        return wait_for(
+            "manager_held",
+            f"waits for its manager {email}: {held_reason(row)}; fix that row and ingest "
+            "the file again",
+            f"waits for its manager {email}",
+        )
     if row is None or not row["user_id"]:
         where = f"line {row['line']} of {row['source']}" if row else "no row"
         why = (row or {}).get("error_message") or (row or {}).get("status") or "gone"
@@ -148,6 +157,14 @@ STEP = StepKind(
     permission="directory:user:edit",
     after_manager=True,
     names=("manager", "location"),
+    fields=(
+        "email_manager",
+        "location_work",
+        "title",
+        "department",
+        "phone_number",
+        "extension",
+    ),
     plan=lambda row: one_if(bool(row.email_manager or row.location_work)),
     in_line=_in_line,
 )

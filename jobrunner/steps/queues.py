@@ -46,7 +46,7 @@ def perform(ctx: Context, claims: list[StepClaim]) -> list[Outcome]:
         members = queue_members(ctx, queue_id)
         held = [c for c in claims if brings_in_line(c.row) and c.row.user_id in members]
         if held:
-            outcomes.append(done("already a member", claims=held))
+            outcomes.append(done(f"already in {ctx.names.name_of(KIND, target)}", claims=held))
             claims = [c for c in claims if c not in held]
     if claims:
         outcomes += _send(ctx, queue_id, claims)
@@ -76,7 +76,7 @@ def _send(ctx: Context, queue_id: str, claims: list[StepClaim]) -> list[Outcome]
     if members is not None:
         with _members_lock:
             members.update(c.row.user_id for c in claims)
-    return [done("added", claims=claims)]
+    return [done(f"added to {ctx.names.name_of(KIND, claims[0].target)}", claims=claims)]
 
 
 def queue_members(ctx: Context, queue_id: str) -> set[str]:
@@ -107,5 +107,6 @@ STEP = StepKind(
     claim="batch",
     batch_size=PER_CALL,
     names=("queue",),
+    fields=("queues",),
     plan=lambda row: [name_key(queue) for queue in row.queue_names],
 )

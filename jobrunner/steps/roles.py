@@ -72,5 +72,6 @@ STEP = StepKind(
     calls=("for roles", "for roles"),
     permission="authorization:grant:add",
     names=("role", "division"),
+    fields=("roles_divisions", "division"),
     plan=lambda row: one_if(bool(row.roles)),
 )

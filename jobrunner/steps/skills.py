@@ -59,5 +59,6 @@ STEP = StepKind(
     calls=("for skills", "for skills"),
     permission="routing:skill:assign",
     names=("skill",),
+    fields=("skills",),
     plan=lambda row: one_if(bool(row.skill_levels)),
 )
