@@ -19,7 +19,6 @@ from click.testing import CliRunner, Result
 from emulated import spawn, wait_for_event
 from test_existing_people import WRITES
 from test_onboarding import (  # the same fixtures and helpers
-    ORG,
     SKILLS,
     admin_file,
     emulator,
