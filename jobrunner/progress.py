@@ -52,20 +52,26 @@ class Progress:
         return creates + sum(steps.values()) + queue
 
     def line(self) -> str:
+        """This run's work against this run's plan: people settled of those to create, steps
+        done of those done plus those left now (a person found or restored adds steps)."""
         ctx = self._ctx
         stats = ctx.stats
         elapsed = max(0.001, time.monotonic() - stats.started_at)
         done, total = stats.done, stats.total
-        rate = done / elapsed
         wait, why = ctx.limiter.wait_remaining()
         pause = wait if why == "held" else 0.0  # a full window is part of the pace below
         per_s = ctx.limiter.rate_per_s()
         calls = sum(stats.calls.values())
         per_s = per_s or (calls / elapsed if calls else None)
-        eta = pause + self.calls_left() / per_s if per_s else None
-        parts = [f"{done:,}/{total:,} people", f"{rate * 60:,.0f}/min"]
-        if stats.steps_total:
-            parts.append(f"steps {stats.steps['done']:,}/{stats.steps_total:,}")
+        left = self.calls_left()
+        eta = pause + left / per_s if per_s else None
+        parts = []
+        if total:
+            parts += [f"{done:,}/{total:,} people", f"{done / elapsed * 60:,.0f}/min"]
+        steps_done = stats.steps["done"] + stats.steps["failed"]
+        steps_left = sum(self._steps_left.values())
+        if steps_done or steps_left:
+            parts.append(f"steps {stats.steps['done']:,}/{steps_done + steps_left:,}")
         parts.append(f"ETA {_duration(eta)}" if eta is not None else "ETA --")
         outcomes = {**stats.outcomes, **{f"steps {k}": v for k, v in stats.steps.items()}}
         parts.append(" ".join(f"{k} {v:,}" for k, v in sorted(outcomes.items()) if v) or "")

@@ -15,7 +15,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from jobrunner import steps
@@ -52,6 +52,8 @@ class RollbackChoice:
     chosen: list[dict[str, Any]]
     left_out: Counter[str | None]
     resuming: int  # rollback steps of an earlier rollback still to finish
+    # People outside the rollback who report to someone it deletes.
+    orphans: list[dict[str, Any]] = field(default_factory=list)
 
 
 def choose_for_rollback(
@@ -72,10 +74,12 @@ def choose_for_rollback(
         wanted.add("restore")
     if include_looked_up:
         wanted |= {"lookup", None}
+    chosen = [r for r in found if r["settled_by"] in wanted]
     return RollbackChoice(
-        [r for r in found if r["settled_by"] in wanted],
+        chosen,
         Counter(r["settled_by"] for r in found if r["settled_by"] not in wanted),
         sum(ledger.steps_left((steps.ROLLBACK.kind,)).values()),
+        ledger.reports_outside([r["id"] for r in chosen]),
     )
 
 
@@ -122,6 +126,10 @@ class RunResult:
     recovered_in_doubt: int = 0
     requeued: int = 0
     limited: int = 0  # requests answered 429
+    # the ledger's steps: done, failed, open (still to do), waiting (for a manager)
+    step_totals: dict[str, int] = field(default_factory=dict)
+    # exists rows: there (before the job), in_line (brought in line), deleted, unknown
+    exists_kinds: dict[str, int] = field(default_factory=dict)
 
     @property
     def exit_code(self) -> int:
@@ -242,6 +250,8 @@ class Runner:
             in_doubt,
             requeued,
             limited=ctx.limiter.limited,
+            step_totals=ledger.step_totals(steps.RUN_KINDS),
+            exists_kinds=ledger.exists_kinds(),
         )
         if ctx.fatal is not None:
             raise ctx.fatal
@@ -343,20 +353,24 @@ class Runner:
 
     # -- rollback ------------------------------------------------------------------------------
 
-    def rollback(self, row_ids: list[int], progress: Any = None) -> RunResult:
+    def rollback(
+        self, row_ids: list[int], progress: Any = None, clear_managers: Sequence[int] = ()
+    ) -> RunResult:
         """Delete the users of these rows (and finish a rollback a stop cut short), each
-        recorded the moment it is done; same lock as `run`."""
+        recorded the moment it is done; same lock as `run`. `clear_managers`: rows of people
+        who report to someone deleted, whose manager is cleared."""
         ctx, ledger = self.ctx, self.ctx.ledger
-        kinds = (steps.ROLLBACK.kind,)
+        kinds = (steps.ROLLBACK.kind, steps.CLEAR_MANAGER.kind)
         with RunLock(ledger.path).held(ctx.owner, command="rollback"):
             ledger.quick_check()
             ledger.recover_abandoned()
             ledger.plan_rollback(row_ids)
+            ledger.plan_rollback(clear_managers, steps.CLEAR_MANAGER.kind)
             ctx.stats.steps_total = sum(ledger.steps_left(kinds).values())
             log.info("rollback.start", users=ctx.stats.steps_total)
             if ctx.stats.steps_total:
                 ctx.authenticate()
-                Scheduler(ctx, (steps.ROLLBACK,)).work(progress)
+                Scheduler(ctx, (steps.ROLLBACK, steps.CLEAR_MANAGER)).work(progress)
             ctx.stats.calls["token"] = ctx.tokens_fetched(0)
             result = RunResult(
                 ledger.counts(),

@@ -152,6 +152,12 @@ def _runner(
     help="Also delete users settled by a look-up after an unanswered create (a person who "
     "was there before and looks the same cannot be told apart).",
 )
+@click.option(
+    "--clear-managers",
+    is_flag=True,
+    help="Clear the manager of people outside the rollback who report to someone it deletes "
+    "(without it, they keep a deleted user as their manager).",
+)
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation (for scripts).")
 @run_options
 @click.pass_context
@@ -162,6 +168,7 @@ def rollback(
     status: str,
     include_restored: bool,
     include_looked_up: bool,
+    clear_managers: bool,
     yes: bool,
     concurrency: int,
     max_attempts: int,
@@ -193,10 +200,21 @@ def rollback(
         render.write_rollback_choice(sys.stdout, choice)
         if not choice.chosen and not choice.resuming:
             return
-        confirm_or_refuse("delete them in Genesys Cloud?", "nothing deleted", yes)
+        question = "delete them in Genesys Cloud?"
+        if choice.orphans:
+            question = (
+                "delete them in Genesys Cloud, and clear the manager of the people who report "
+                "to them?"
+                if clear_managers
+                else "delete them in Genesys Cloud, leaving the people who report to them with "
+                "a deleted manager?"
+            )
+        confirm_or_refuse(question, "nothing deleted", yes)
         runner = _runner(ledger, settings, concurrency, max_attempts, rate_per_minute)
         result = runner.rollback(
-            [r["id"] for r in choice.chosen], progress=progress_line(ctx, progress)
+            [r["id"] for r in choice.chosen],
+            progress=progress_line(ctx, progress),
+            clear_managers=[r["id"] for r in choice.orphans] if clear_managers else (),
         )
     render.write_rollback_summary(sys.stdout, result)
     ctx.exit(1 if result.steps_open else 0)

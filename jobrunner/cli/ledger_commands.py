@@ -82,9 +82,10 @@ def report(ctx: click.Context, fmt: str, statuses: tuple[str, ...]) -> None:
     elif fmt == "csv":
         render.write_csv_report(out, report_rows(ledger, statuses or None))
     else:
-        shown = statuses or ("failed", "invalid")
+        shown = statuses or ("exists", "failed", "invalid")
         with_steps = not statuses
-        heading = " and ".join(shown) + " rows" + (", and rows with a failed step" * with_steps)
+        heading = ", ".join(shown[:-1]) + (" and " if len(shown) > 1 else "") + shown[-1]
+        heading += " rows" + (", and rows with a failed or waiting step" * with_steps)
         render.write_table_report(
             out,
             ledger.counts(),
@@ -145,15 +146,20 @@ def forget(
         if plan.removable:
             by_status = Counter(r["status"] for r in plan.removable)
             shown = ", ".join(f"{n:,} {s}" for s, n in sorted(by_status.items()))
-            click.echo(f"{len(plan.removable):,} rows to forget ({shown})")
+            click.echo(f"{_rows(len(plan.removable))} to forget ({shown})")
             confirm_or_refuse("remove them from the ledger?", "nothing removed", yes)
             removed = ledger.forget_rows([r["id"] for r in plan.removable])
-            click.echo(f"forgot {removed:,} rows")
-    if plan.kept:
+            click.echo(f"forgot {_rows(removed)}")
+    if plan.kept and not plan.removable:
+        # Nothing that was asked for could go: say so with the exit code too.
         raise click.ClickException(
-            f"{len(plan.kept):,} rows were kept: a user was created or found for them, or their "
-            "create may have been sent"
+            f"nothing forgotten: {_rows(len(plan.kept))} kept (a user was created or found "
+            "for them, or their create may have been sent)"
         )
+
+
+def _rows(n: int) -> str:
+    return "1 row" if n == 1 else f"{n:,} rows"
 
 
 @click.command()

@@ -112,9 +112,17 @@ def _detail(row: Mapping[str, Any]) -> str:
         detail = ""
     if row["status"] == "exists" and row.get("user_state") not in (None, "active"):
         detail = f"[{row['user_state']}] {detail}"
+    if row["status"] == "exists" and row.get("user_state") != "deleted" and not row["changes"]:
+        steps = row.get("steps") or {}
+        if not steps or all(s["status"] == "skipped" for s in steps.values()):
+            detail += (
+                "; there before the job: left as it is (`run --update-existing` brings it in line)"
+            )
     if row.get("changes"):
         detail = (detail + "; " if detail else "") + f"changes: {row['changes']}"
-    failed = {n: s for n, s in (row.get("steps") or {}).items() if s["status"] == "failed"}
+    failed = {
+        n: s for n, s in (row.get("steps") or {}).items() if s["status"] in ("failed", "waiting")
+    }
     if failed:
         detail = (detail + "; " if detail else "") + steps_text(failed)
     return detail
@@ -285,7 +293,7 @@ def _people(n: int) -> str:
 
 
 def write_run_summary(stream: TextIO, result: Any) -> None:
-    """`jobrunner run`: the ledger's totals, then this run's work and calls."""
+    """`jobrunner run`: the ledger's totals (rows, then steps), then what this run did."""
     counts, stats = result.counts, result.stats
 
     def out(line: str) -> None:
@@ -302,16 +310,40 @@ def write_run_summary(stream: TextIO, result: Any) -> None:
         f"failed {counts['failed']:,} | pending {counts['pending']:,} | "
         f"invalid {counts['invalid']:,} (from ingest){rolled_back}"
     )
-    if stats.steps_total or stats.steps:
+    kinds = result.exists_kinds
+    if counts["exists"]:
+        parts = []
+        if kinds.get("there"):
+            parts.append(
+                f"{kinds['there']:,} there before the job"
+                + ("" if kinds.get("in_line") else " (`run --update-existing` brings them in line)")
+            )
+        if kinds.get("deleted"):
+            parts.append(f"{kinds['deleted']:,} deleted (`run --restore-deleted` restores them)")
+        if kinds.get("unknown"):
+            parts.append(f"{kinds['unknown']:,} whose user is still being looked up")
+        out("  exists: " + "; ".join(parts))
+    steps = result.step_totals
+    if steps:
+        waiting = f" | waiting for a manager {steps['waiting']:,}" if steps.get("waiting") else ""
         out(
-            f"steps: done {stats.steps['done']:,} | failed {stats.steps['failed']:,} | "
-            f"still open {result.steps_open:,}"
+            f"steps: done {steps.get('done', 0):,} | failed {steps.get('failed', 0):,} | "
+            f"still open {steps.get('open', 0):,}{waiting}"
         )
-    out(
-        f"this run: {stats.done:,} people settled, {stats.steps['done']:,} steps done; "
-        f"API calls: {calls_text(stats.calls)}; {result.limited:,} answered 429"
+    settled = stats.outcomes
+    made = ", ".join(
+        f"{settled[k]:,} {w}"
+        for k, w in (("created", "created"), ("exists", "found there before"), ("failed", "failed"))
+        if settled[k]
     )
-    if counts["failed"] or stats.steps["failed"]:
+    out(
+        f"this run: {stats.done:,} people settled"
+        + (f" ({made})" if made else "")
+        + f", {stats.steps['done']:,} steps done"
+        + (f", {stats.steps['failed']:,} failed" if stats.steps["failed"] else "")
+        + f"; API calls: {calls_text(stats.calls)}; {result.limited:,} answered 429"
+    )
+    if counts["failed"] or steps.get("failed"):
         out(
             "failed rows and steps: `jobrunner report`; "
             "retry them with `jobrunner run --retry-failed`"
@@ -339,13 +371,26 @@ def write_rollback_choice(stream: TextIO, choice: Any) -> None:
         )
     if left_out["restore"]:
         stream.write(f"  left out: {left_out['restore']:,} restored: --include-restored\n")
+    if choice.orphans:
+        n = len(choice.orphans)
+        who = "1 person" if n == 1 else f"{n:,} people"
+        stream.write(
+            f"  {who} outside the rollback report to someone it deletes (their manager would "
+            "be a deleted user; --clear-managers clears it):\n"
+        )
+        for r in choice.orphans[:20]:
+            stream.write(
+                f"    {r['source']}:{r['line']} {r['email']} (manager {r['email_manager']})\n"
+            )
+        if n > 20:
+            stream.write(f"    ... and {n - 20:,} more\n")
 
 
 def write_rollback_summary(stream: TextIO, result: Any) -> None:
     stats = result.stats
     stream.write(
         f"rolled back {result.counts['rolled_back']:,} rows in all; this run: "
-        f"{stats.steps['done']:,} deleted or already gone, "
+        f"{stats.steps['done']:,} done (deleted or already gone; managers cleared), "
         f"{stats.steps['failed']:,} failed; API calls: {calls_text(stats.calls)}\n"
     )
 

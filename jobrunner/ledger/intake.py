@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from jobrunner.ledger.model import INPUT_FIELDS, NEVER_SENT, PLAN_FIELDS, marks
@@ -288,7 +289,9 @@ def filters(
     for column, values in (
         ("rows.email_norm", [e.strip().lower() for e in emails]),
         ("rows.status", list(statuses)),
-        ("sources.name", list(sources)),
+        # A source is known by its file's name: `./users.csv`, `/data/users.csv` and
+        # `users.csv` are the one ingested as users.csv.
+        ("sources.name", [Path(s).name for s in sources]),
     ):
         if values:
             clauses.append(f"{column} IN ({marks(values)})")

@@ -9,6 +9,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from jobrunner.ledger.model import (
+    HELD_STEP,
     OPEN_STEP,
     PLANNED_STEP,
     ROW_COLUMNS,
@@ -30,6 +31,31 @@ class Reports(Store):
         for status, n in self.execute("SELECT status, count(*) FROM rows GROUP BY status"):
             counts[status] = n
         return counts
+
+    def step_totals(self, kinds: Sequence[str]) -> dict[str, int]:
+        """Steps of these kinds in the whole ledger: done, failed, open (still to do), waiting
+        (held back for a manager)."""
+        done, failed, open_, waiting = self.execute(
+            "SELECT count(*) FILTER (WHERE s.status = 'done'), "
+            "count(*) FILTER (WHERE s.status = 'failed'), "
+            f"count(*) FILTER (WHERE {OPEN_STEP}), count(*) FILTER (WHERE {HELD_STEP}) "
+            f"FROM steps AS s JOIN rows AS r ON r.id = s.row_id WHERE s.kind IN ({marks(kinds)})",
+            list(kinds),
+        ).fetchone()
+        return {"done": done, "failed": failed, "open": open_, "waiting": waiting}
+
+    def exists_kinds(self) -> dict[str, int]:
+        """The `exists` rows by kind: there (before the job), of which in_line (steps due or
+        done: --update-existing), deleted, unknown (the user's id not found yet)."""
+        there, in_line, deleted, unknown = self.execute(
+            "SELECT count(*) FILTER (WHERE user_id IS NOT NULL AND coalesce(user_state, '') "
+            "!= 'deleted'), count(*) FILTER (WHERE user_id IS NOT NULL AND coalesce("
+            "user_state, '') != 'deleted' AND EXISTS (SELECT 1 FROM steps WHERE row_id = "
+            "rows.id AND status != 'skipped')), count(*) FILTER (WHERE user_state = "
+            "'deleted'), count(*) FILTER (WHERE user_id IS NULL AND coalesce(user_state, '') "
+            "!= 'deleted') FROM rows WHERE status = 'exists'"
+        ).fetchone()
+        return {"there": there, "in_line": in_line, "deleted": deleted, "unknown": unknown}
 
     def settled_counts(self) -> dict[tuple[str, str], int]:
         """(status, settled_by) -> rows: how created and exists rows were settled."""

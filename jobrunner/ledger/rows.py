@@ -426,20 +426,40 @@ class RowLife(Store):
             )
             return [dict(r) for r in cur.fetchall()]
 
-    def plan_rollback(self, row_ids: Sequence[int]) -> int:
-        """A `rollback` step for each of these rows (a crash mid-rollback resumes them)."""
+    def plan_rollback(self, row_ids: Sequence[int], kind: str = "rollback") -> int:
+        """A `rollback` step (or another of the rollback's kinds) for each of these rows (a
+        crash mid-rollback resumes them); one that failed before is due again."""
         now = utc_now_iso()
         with self.transaction():
             return sum(
                 self.execute(
                     "INSERT INTO steps (row_id, kind, target, status, updated_at) "
-                    "VALUES (?, 'rollback', '', 'pending', ?) ON CONFLICT DO UPDATE SET "
+                    "VALUES (?, ?, '', 'pending', ?) ON CONFLICT DO UPDATE SET "
                     "status = 'pending', attempts = 0, next_attempt_at = 0 "
                     "WHERE status = 'failed'",
-                    (row_id, now),
+                    (row_id, kind, now),
                 ).rowcount
                 for row_id in row_ids
             )
+
+    def reports_outside(self, row_ids: Sequence[int]) -> list[dict[str, Any]]:
+        """People with a user, outside these rows, whose manager (in the file) is one of
+        these rows' people: a rollback of these leaves them reporting to a deleted user."""
+        if not row_ids:
+            return []
+        with self._lock:
+            cur = self.conn.cursor()
+            cur.row_factory = sqlite3.Row
+            cur.execute(
+                "SELECT r.id, r.line, r.email, r.email_manager, s.name AS source FROM rows AS r "
+                "JOIN sources AS s ON s.id = r.source_id JOIN rows AS m "
+                "ON m.email_norm = r.email_manager WHERE m.id IN "
+                f"({', '.join('?' * len(row_ids))}) AND r.id NOT IN "
+                f"({', '.join('?' * len(row_ids))}) AND r.user_id IS NOT NULL "
+                "AND r.status IN ('created', 'exists') ORDER BY r.id",
+                [*row_ids, *row_ids],
+            )
+            return [dict(r) for r in cur.fetchall()]
 
     def rolled_back(self, claims: Sequence[StepClaim]) -> None:
         """The users of these claimed rollback steps are gone: the rows become rolled_back

@@ -13,7 +13,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from jobrunner.steps import create, division, profile, queues, roles, rollback, skills
+from jobrunner.steps import (
+    create,
+    division,
+    profile,
+    queues,
+    roles,
+    rollback,
+    skills,
+    unmanage,
+)
 from jobrunner.steps.contract import StepKind
 
 if TYPE_CHECKING:
@@ -30,7 +39,8 @@ RUN_STEPS: tuple[StepKind, ...] = (
 )
 CREATE: StepKind = create.STEP
 ROLLBACK: StepKind = rollback.STEP
-ALL: tuple[StepKind, ...] = (*RUN_STEPS, CREATE, ROLLBACK)
+CLEAR_MANAGER: StepKind = unmanage.STEP  # rollback --clear-managers
+ALL: tuple[StepKind, ...] = (*RUN_STEPS, CREATE, ROLLBACK, CLEAR_MANAGER)
 BY_KIND: dict[str, StepKind] = {step.kind: step for step in ALL}
 
 RUN_KINDS: tuple[str, ...] = tuple(step.kind for step in RUN_STEPS)
