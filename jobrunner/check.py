@@ -233,6 +233,9 @@ class DryRun:
     def read(self, kind: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return self.ctx.read(kind, fn, *args, **kwargs)
 
+    def wait(self, seconds: float) -> None:
+        self.ctx.wait(seconds)
+
     def wants(self, row: Row, kind: str) -> list[tuple[str, str, str | None, float | None]]:
         return self.ctx.wants(row, kind)
 

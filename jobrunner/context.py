@@ -93,6 +93,12 @@ class RunContext:
     def read(self, kind: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return self.caller.read(kind, fn, *args, **kwargs)
 
+    def wait(self, seconds: float) -> None:
+        if self.stop.wait(seconds):
+            from jobrunner.steps.contract import Stopping
+
+            raise Stopping
+
     def wants(self, row: Row, kind: str) -> list[tuple[str, str, str | None, float | None]]:
         return self.ledger.wants_of(row.id, kind)
 

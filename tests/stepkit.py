@@ -120,6 +120,7 @@ class FakeContext:
     stopping: bool = False
     memos: dict[str, dict[str, Any]] = field(default_factory=dict)
     kinds: list[str] = field(default_factory=list)  # the kind of every call, in order
+    waited: list[float] = field(default_factory=list)
 
     def now(self) -> float:
         return self.clock
@@ -139,6 +140,10 @@ class FakeContext:
 
     def read(self, kind: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return self.call(kind, fn, *args, **kwargs)
+
+    def wait(self, seconds: float) -> None:
+        self.waited.append(seconds)
+        self.clock += seconds
 
     def wants(self, row: Row, kind: str) -> list[tuple[str, str, str | None, float | None]]:
         return self.wanted.get((row.id, kind), [])

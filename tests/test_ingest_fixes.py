@@ -370,7 +370,8 @@ def test_forget_removes_rows_never_sent_and_names_what_it_keeps(tmp_path: Path, 
     assert result.exit_code == 1 and "confirm with --yes" in result.output
     assert len(rows(db)) == 6
     result = run(db, "forget", "--source", "a.csv", "--yes")
-    assert result.exit_code == 1
+    # Issue 16: it forgot what could go, and says what it kept and why: not a failure.
+    assert result.exit_code == 0, result.output
     assert "4 rows to forget (1 failed, 1 invalid, 2 pending)" in result.output
     assert "kept: a.csv:4 p2@example.com: created" in result.output
     assert "kept: a.csv:5 p3@example.com: a create may have been sent" in result.output
@@ -393,4 +394,9 @@ def test_forget_by_email_asks_on_a_terminal_and_needs_a_filter(
     assert result.exit_code == 1 and len(rows(db)) == 2
     result = run(db, "forget", "--email", "ADA@example.com", input="y\n")
     assert result.exit_code == 0, result.output
-    assert "forgot 1 rows" in result.output and list(rows(db)) == ["bo@example.com"]
+    assert "forgot 1 row\n" in result.output and list(rows(db)) == ["bo@example.com"]
+    # Asked for only rows that must stay: nothing forgotten, and the exit code says so.
+    sql(db, "UPDATE rows SET status = 'created', user_id = 'u' WHERE email = 'bo@example.com'")
+    kept = run(db, "forget", "--email", "bo@example.com", "--yes")
+    assert kept.exit_code == 1 and "nothing forgotten: 1 row kept" in kept.output
+    assert "kept: a.csv:3 bo@example.com: created" in kept.output

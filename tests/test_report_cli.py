@@ -110,7 +110,8 @@ def test_table_shows_counts_then_failed_and_invalid_rows(db: Path) -> None:
     assert result.exit_code == 0
     out = result.output
     assert "created             1" in out and "total               4" in out
-    assert "failed and invalid rows, and rows with a failed step:" in out
+    # Issue 16: the table lists exists rows too, and steps held back (waiting).
+    assert "exists, failed and invalid rows, and rows with a failed or waiting step:" in out
     assert "users.csv:2" in out and "[invalid.value] HTTP 400 invalid.value: bad title" in out
     assert "users.csv:4" in out and "not-an-email" in out
     assert "grace@example.com" not in out

@@ -242,3 +242,28 @@ def test_check_tells_the_whole_plan_and_sends_no_write(emulator: Any, tmp_path: 
     assert emu.stats()["requests_total"] > calls  # it read the org
     searches = emu.stats()["requests_by_route"].get("POST /api/v2/users/search", 0)
     assert searches < 8  # one search for many people, not one each
+
+
+def test_rollback_names_the_people_left_with_a_deleted_manager_and_clears_it_on_request(
+    emulator: Any, tmp_path: Path
+) -> None:
+    people = team(6, leads=1, seed=26)
+    lead = people[-1]
+    emu = emulator()
+    db = tmp_path / "l.db"
+    ingest(tmp_path, db, "first.csv", people)
+    assert jobrunner(db, emu, *RUN).exit_code == 0
+    assert all(held(emu, p["email"])["manager"] == lead["email"] for p in people[:-1])
+    # The path the file was ingested with, as the admin typed it.
+    asked = jobrunner(db, emu, "rollback", "--source", "./first.csv", "--email", lead["email"])
+    assert asked.exit_code == 1 and "nothing deleted" in asked.output
+    assert "1 users this ledger created will be deleted" in asked.output
+    assert "5 people outside the rollback report to someone it deletes" in asked.output
+    assert f"first.csv:2 {people[0]['email']} (manager {lead['email']})" in asked.output
+    done = jobrunner(
+        db, emu, "rollback", "--email", lead["email"], "--clear-managers", "--yes", "--no-progress"
+    )
+    assert done.exit_code == 0, done.output
+    for person in people[:-1]:
+        assert held(emu, person["email"])["manager"] is None, person["email"]
+    assert emu.stats()["onboarding"][lead["email"]]["state"] == "deleted"

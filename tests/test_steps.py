@@ -14,7 +14,14 @@ from stepkit import (
     row,
 )
 
-from jobrunner.genesys import ApiError, Created, FoundUser, TransportError, UserDetail
+from jobrunner.genesys import (
+    ApiError,
+    Created,
+    FoundUser,
+    TransportError,
+    UserDetail,
+    work_phone,
+)
 from jobrunner.steps import create, division, profile, queues, roles, rollback, skills
 from jobrunner.steps.contract import Stopping, StopRun
 
@@ -33,6 +40,8 @@ def user(**fields: object) -> UserDetail:
         "extensions": (),
     }
     values.update(fields)
+    if "phone" not in fields and "extension" not in fields:  # as the client reads them
+        values["phone"], values["extension"] = work_phone(values.get("contacts", ()))  # type: ignore[arg-type]
     return UserDetail(**values)  # type: ignore[arg-type]
 
 
@@ -435,3 +444,98 @@ def test_every_step_module_is_on_the_contract() -> None:
     for step in steps.ALL:
         assert callable(step.perform) and step.claim in ("row", "one", "batch")
         assert step.calls[0] and step.permission
+
+
+# -- the real API's dialect ------------------------------------------------------------------
+
+
+def _stale(status: int) -> ApiError:
+    if status == 409:
+        return ApiError(409, "general.conflict", "The version supplied (1) does not match")
+    return ApiError(400, "bad.request", "The version 1 does not match the current version (2)")
+
+
+@pytest.mark.parametrize("status", [409, 400])
+def test_five_stale_versions_in_a_row_end_with_the_profile_done(status: int) -> None:
+    r = row(location_work="Dublin")
+    client = ScriptedClient(
+        update_user=[_stale(status)] * 5 + [13],
+        get_user=[user(version=v) for v in range(2, 7)],
+    )
+    ctx = FakeContext(client, FakeNames({("location", "dublin"): "loc-1"}))
+    (outcome,) = perform(profile.STEP, ctx, [claim(r, "profile")])
+    assert (outcome.what, outcome.user_version) == ("done", 13)
+    assert [args[1] for args in client.sent("update_user")] == [1, 2, 3, 4, 5, 6]
+    assert len(ctx.waited) == 5
+
+
+def test_a_version_that_never_settles_is_retried_later_not_failed() -> None:
+    r = row(location_work="Dublin")
+    client = ScriptedClient(
+        update_user=lambda *a, **k: (_ for _ in ()).throw(_stale(400)),
+        get_user=lambda *a, **k: user(version=2),
+    )
+    ctx = FakeContext(client, FakeNames({("location", "dublin"): "loc-1"}))
+    (outcome,) = perform(profile.STEP, ctx, [claim(r, "profile")])
+    assert outcome.what == "retry" and "version kept changing" in (outcome.message or "")
+
+
+def test_a_400_that_is_not_about_the_version_is_not_retried() -> None:
+    r = row(location_work="Dublin")
+    client = ScriptedClient(update_user=ApiError(400, "bad.request", "locations: no such id"))
+    ctx = FakeContext(client, FakeNames({("location", "dublin"): "loc-1"}))
+    with pytest.raises(ApiError):
+        perform(profile.STEP, ctx, [claim(r, "profile")])
+    assert len(client.sent("update_user")) == 1
+
+
+def test_a_number_read_back_only_in_the_display_is_not_sent_again() -> None:
+    """Shape 3: a number with an extension comes back with the number in `display`."""
+    r = row(status="exists", settled_by="conflict", phone_number="+13175550101", extension="204")
+    shape3 = {
+        "display": "+1 317-555-0101",
+        "extension": "204",
+        "mediaType": "PHONE",
+        "type": "WORK",
+    }
+    client = ScriptedClient(
+        get_user=user(contacts=(shape3,), phone="+13175550101", extension="204")
+    )
+    (outcome,) = perform(profile.STEP, FakeContext(client), [claim(r, "profile")])
+    assert outcome.detail == "no change" and client.sent("update_user") == []
+
+
+def test_an_extension_alone_keeps_a_number_read_back_only_in_the_display() -> None:
+    r = row(status="exists", settled_by="conflict", extension="205")
+    shape3 = {"display": "+13175550101", "extension": "204", "mediaType": "PHONE", "type": "WORK"}
+    client = ScriptedClient(
+        get_user=user(contacts=(shape3,), phone="+13175550101", extension="204"), update_user=3
+    )
+    perform(profile.STEP, FakeContext(client), [claim(r, "profile")])
+    ((_, _version), kwargs) = [(a, k) for n, a, k in client.calls if n == "update_user"][0]
+    assert kwargs["contacts"] == [
+        {"mediaType": "PHONE", "type": "WORK", "address": "+13175550101", "extension": "205"}
+    ]
+
+
+def test_a_user_read_without_its_locations_is_read_again_before_anything_is_sent() -> None:
+    """`expand` is best effort: a left-out expansion is unknown, not 'no location'."""
+    r = row(status="exists", settled_by="conflict", location_work="Dublin")
+    noted = {"id": "loc-1", "notes": "desk 4"}
+    client = ScriptedClient(
+        get_user=[
+            user(locations_known=False),
+            user(location_ids=("loc-1",), locations=(noted,)),
+        ]
+    )
+    ctx = FakeContext(client, FakeNames({("location", "dublin"): "loc-1"}))
+    (outcome,) = perform(profile.STEP, ctx, [claim(r, "profile")])
+    assert outcome.detail == "no change" and client.sent("update_user") == []
+
+
+def test_a_delete_refused_for_a_version_is_sent_again() -> None:
+    client = ScriptedClient(delete_user=[_stale(400), _stale(409), None])
+    ctx = FakeContext(client)
+    (outcome,) = perform(rollback.STEP, ctx, [claim(row(), "rollback")])
+    assert (outcome.what, outcome.detail) == ("done", "deleted")
+    assert len(client.sent("delete_user")) == 3

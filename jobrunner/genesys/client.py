@@ -306,6 +306,7 @@ class GenesysClient:
             kwargs["state"] = state
         user = self._call(self.users.get_user, user_id, **kwargs)
         manager = getattr(user, "manager", None)
+        locations_known = getattr(user, "locations", None) is not None
         locations = tuple(
             {
                 "id": str(getattr(getattr(loc, "location_definition", None), "id", None) or loc.id),
@@ -335,6 +336,7 @@ class GenesysClient:
             extensions=tuple(ext for _, ext in phones if ext),
             phone=phone,
             extension=extension,
+            locations_known=locations_known,
         )
 
     def user_grants(self, user_id: str) -> set[tuple[str, str]]:

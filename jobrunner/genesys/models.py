@@ -43,6 +43,9 @@ class UserDetail:
     # The work phone as Genesys reads it back (`work_phone`): number in E.164, extension.
     phone: str | None = None
     extension: str | None = None
+    # Did the answer carry the locations expansion at all? (`expand` is best effort: one
+    # left out says nothing about the user's locations.)
+    locations_known: bool = True
 
 
 @dataclass(frozen=True)

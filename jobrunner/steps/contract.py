@@ -193,6 +193,10 @@ class Context(Protocol):
         """A read (safe to repeat): 429s and passing failures are tried again here."""
         ...
 
+    def wait(self, seconds: float) -> None:
+        """Wait (another service catching up); raises Stopping when the run stops first."""
+        ...
+
     def wants(self, row: Row, kind: str) -> list[tuple[str, str, str | None, float | None]]:
         """(name, name key, division, proficiency) of what a row asks for, in file order."""
         ...
@@ -287,6 +291,63 @@ def brings_in_line(row: object) -> bool:
 def is_fresh(row: Row, now: float) -> bool:
     """Is the row's user new enough that other services may not know its id yet?"""
     return row.settled_at is not None and now - row.settled_at < FRESH_WINDOW_S
+
+
+# How long a write refused for a stale version keeps reading the user again and resending: a
+# new user's version moves several times in its first seconds as other services attach to
+# it (the Terraform provider retries these for as long as its timeout allows).
+VERSION_WINDOW_S = 30.0
+VERSION_WAIT_S = (0.2, 0.5, 1.0, 2.0, 4.0)  # the waits between tries (the last one repeats)
+
+
+def with_current_version(
+    ctx: Context,
+    kind: str,
+    user_id: str,
+    version: int | None,
+    write: Callable[[int], Any],
+    read: Callable[[], int] | None = None,
+) -> Any:
+    """`write(version)`, and while the API answers that the version is stale (a 409, or a
+    400 "does not match the current version"): wait a little, read the user's version again
+    and write again, for up to VERSION_WINDOW_S. Then it is the step's to retry later (an
+    outcome, never a failure: the race resolves itself). `read`: how to read the version
+    (a deleted user is read with state=deleted)."""
+    from jobrunner.genesys import ApiError
+    from jobrunner.log import get_logger
+
+    def current() -> int:
+        if read is not None:
+            return read()
+        return int(ctx.read(kind, ctx.client.get_user, user_id).version)
+
+    deadline = ctx.now() + VERSION_WINDOW_S
+    tries = 0
+    if version is None:
+        version = current()
+    while True:
+        try:
+            return write(version)
+        except ApiError as err:
+            if not err.version_conflict:
+                raise
+            if ctx.now() >= deadline:
+                return retry_later(
+                    err.code, f"the user's version kept changing ({err}); tried {tries + 1}x"
+                )
+            wait = VERSION_WAIT_S[min(tries, len(VERSION_WAIT_S) - 1)]
+            tries += 1
+            get_logger("jobrunner.steps").debug(
+                "version.retry",
+                step=kind,
+                user_id=user_id,
+                attempt=tries,
+                status=err.status,
+                sent_version=version,
+                retry_in_s=wait,
+            )
+            ctx.wait(wait)
+            version = current()
 
 
 def one_if(wanted: bool) -> list[str]:

@@ -43,6 +43,7 @@ from jobrunner.steps.contract import (
     failed,
     give_back,
     retry_later,
+    with_current_version,
 )
 
 KIND = "create"
@@ -361,10 +362,19 @@ def _restore(ctx: Context, work: RowWork, user_id: str, version: int | None) -> 
     new person: every field and step of the file is applied again."""
     if not work.mark_restoring(user_id):
         return give_back()
+
+    def deleted_version() -> int:
+        return int(ctx.read("restore", ctx.client.get_user, user_id, state="deleted").version)
+
+    def restore(version: int) -> int:
+        return int(ctx.call("restore", ctx.client.restore_user, user_id, version))
+
     try:
-        if version is None:
-            version = ctx.read("restore", ctx.client.get_user, user_id, state="deleted").version
-        new_version = ctx.call("restore", ctx.client.restore_user, user_id, version)
+        new_version = with_current_version(
+            ctx, "restore", user_id, version, restore, read=deleted_version
+        )
+        if isinstance(new_version, Outcome):
+            return new_version
     except ApiError as err:
         if err.status in (404, 409) or err.retryable:
             # 404: no longer deleted (restored meanwhile?); 409: another version. The next

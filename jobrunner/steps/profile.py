@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from jobrunner.genesys import ApiError, UserDetail, digits_of
+from jobrunner.genesys import UserDetail, digits_of
 from jobrunner.ledger.model import Row, StepClaim
 from jobrunner.resolve import MANAGER_IN_LEDGER, held_reason
 from jobrunner.steps.contract import (
@@ -27,6 +27,7 @@ from jobrunner.steps.contract import (
     failed,
     one_if,
     wait_for,
+    with_current_version,
 )
 
 KIND = "profile"
@@ -90,19 +91,22 @@ def differences(row: Row, fields: dict[str, Any], user: UserDetail) -> dict[str,
     if location and tuple(user.location_ids) != (location,):
         had = [entry for entry in user.locations if str(entry.get("id")) == location]
         changed["locations"] = had[:1] or [{"id": location}]
+    # The work phone as Genesys reads it back (any of its four shapes: jobrunner/genesys/
+    # contacts.py), so a number that comes back only in the display is not sent again.
     work = [c for c in user.contacts if (c.get("mediaType"), c.get("type")) == WORK_PHONE]
     old = work[0] if work else {}
-    phone = row.phone_number or old.get("address")
-    extension = row.extension or old.get("extension")
+    phone = row.phone_number or user.phone
+    extension = row.extension or user.extension
     if (row.phone_number or row.extension) and (
-        not work
-        or (digits_of(old.get("address")), old.get("extension")) != (digits_of(phone), extension)
+        not work or (digits_of(user.phone), user.extension) != (digits_of(phone), extension)
     ):
         others = [c for c in user.contacts if c is not old]
-        mine = {**old, "mediaType": "PHONE", "type": "WORK", "address": phone}
-        mine["extension"] = extension
-        if row.phone_number:
-            mine.pop("display", None)  # the old number's display would describe the old number
+        mine = {k: v for k, v in old.items() if k not in ("address", "display", "extension")}
+        mine.update({"mediaType": "PHONE", "type": "WORK"})
+        if phone:
+            mine["address"] = phone
+        if extension:
+            mine["extension"] = extension
         changed["contacts"] = [*others, mine]
     return changed
 
@@ -123,25 +127,39 @@ def perform(ctx: Context, claims: list[StepClaim]) -> Outcome:
     fields = wanted(ctx, row)
     if isinstance(fields, Outcome):
         return fields
+    user_id = str(row.user_id)  # claimed only once the person has a user
+    version = row.user_version
     if brings_in_line(row):
-        user = ctx.read(KIND, ctx.client.get_user, row.user_id)
+        user = read_user(ctx, user_id)
         fields = differences(row, fields, user)
         if not fields:
             return done("no change")
         version = user.version
-    else:
-        version = row.user_version
-        if version is None:
-            version = ctx.read(KIND, ctx.client.get_user, row.user_id).version
-    try:
-        version = ctx.call(KIND, ctx.client.update_user, row.user_id, version, **fields)
-    except ApiError as err:
-        if err.status != 409:
-            raise
-        current = ctx.read(KIND, ctx.client.get_user, row.user_id)
-        version = ctx.call(KIND, ctx.client.update_user, row.user_id, current.version, **fields)
+
+    def write(version: int) -> int:
+        return int(ctx.call(KIND, ctx.client.update_user, user_id, version, **fields))
+
+    written = with_current_version(ctx, KIND, user_id, version, write)
+    if isinstance(written, Outcome):
+        return written
     detail = ("set " if brings_in_line(row) else "") + _names(fields)
-    return done(detail, user_version=version)
+    return done(detail, user_version=written)
+
+
+EXPAND_TRIES = 3  # reads of a user whose locations the API left out (`expand` is best effort)
+
+
+def read_user(ctx: Context, user_id: str) -> UserDetail:
+    """The user, with the locations expansion when the API gives it: a user read without
+    `locations` is read again a few times, since an expansion left out is unknown, not
+    empty (treating it as no location would send the location again and lose its notes).
+    A user still read without it has no locations, as far as anyone can tell."""
+    user: UserDetail = ctx.read(KIND, ctx.client.get_user, user_id)
+    for _ in range(EXPAND_TRIES - 1):
+        if user.locations_known:
+            break
+        user = ctx.read(KIND, ctx.client.get_user, user_id)
+    return user
 
 
 def _in_line(row: Row) -> list[str]:

@@ -8,15 +8,26 @@ from __future__ import annotations
 
 from jobrunner.genesys import ApiError
 from jobrunner.ledger.model import StepClaim
-from jobrunner.steps.contract import Context, Outcome, StepKind, done
+from jobrunner.steps.contract import Context, Outcome, StepKind, done, with_current_version
 
 KIND = "rollback"
 
 
 def perform(ctx: Context, claims: list[StepClaim]) -> Outcome:
     (claim,) = claims
+    user_id = str(claim.row.user_id)
     try:
-        ctx.call(KIND, ctx.client.delete_user, claim.row.user_id)
+        # A delete can be refused for a version the user had a moment ago: sent again.
+        deleted = with_current_version(
+            ctx,
+            KIND,
+            user_id,
+            0,
+            lambda _version: ctx.call(KIND, ctx.client.delete_user, user_id),
+            read=lambda: 0,
+        )
+        if isinstance(deleted, Outcome):
+            return deleted
         detail = "deleted"
     except ApiError as err:
         if err.status != 404:

@@ -9,7 +9,7 @@ given them another since). Done: the manager is cleared, or was another. Safe to
 from __future__ import annotations
 
 from jobrunner.ledger.model import StepClaim
-from jobrunner.steps.contract import Context, Outcome, StepKind, done
+from jobrunner.steps.contract import Context, Outcome, StepKind, done, with_current_version
 
 KIND = "clear_manager"
 
@@ -22,8 +22,16 @@ def perform(ctx: Context, claims: list[StepClaim]) -> Outcome:
     user = ctx.read(KIND, ctx.client.get_user, row.user_id)
     if not manager_id or user.manager_id != manager_id:
         return done("no change")
-    version = ctx.call(KIND, ctx.client.update_user, row.user_id, user.version, manager_id="")
-    return done(f"manager {row.email_manager} cleared", user_version=version)
+    written = with_current_version(
+        ctx,
+        KIND,
+        user.id,
+        user.version,
+        lambda version: ctx.call(KIND, ctx.client.update_user, user.id, version, manager_id=""),
+    )
+    if isinstance(written, Outcome):
+        return written
+    return done(f"manager {row.email_manager} cleared", user_version=written)
 
 
 STEP = StepKind(
