@@ -95,7 +95,12 @@ class Emulator(ApiRoutes):
         self.directory.load_org(org, seed=cfg.seed)
         for record in (saved or {}).get("users", []):
             self.directory.add_existing(record)
-        for record in [*org.get("users", []), *cfg.existing_users]:
+        existing = [
+            *org.get("users", []),
+            *cfg.existing_users,
+            *({"email": email} for email in cfg.existing_emails),
+        ]
+        for record in existing:
             self.directory.add_existing(record, skip_taken=saved is not None)
         if saved is not None:
             dropped = self.directory.load_onboarding(saved)
