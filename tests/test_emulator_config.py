@@ -5,6 +5,7 @@ and the command refuse the same out-of-range values."""
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,9 @@ def _sample(name: str, opt: Option, default: Any, tmp_path: Path) -> tuple[list[
             value = min(value, int(opt.high))
         assert value != default and value != opt.cli_default, name
         return [opt.flag, str(value)], value
+    if opt.kind == "uuid":
+        value = "0c000000-0000-4000-8000-0000000000c1"
+        return [opt.flag, value], value
     if opt.kind == "path":
         path = tmp_path / f"{name}.json"
         return [opt.flag, str(path)], path
@@ -100,6 +104,9 @@ def test_without_options_the_config_holds_the_fields_defaults(captured: list[Any
     config = captured[-1]
     for name, opt, default in options():
         expected = default if opt.cli_default is UNSET else opt.cli_default
+        if name == "org_id":  # derived from the seed and the org's name
+            expected = EmulatorConfig(seed=config.seed, org_name=config.org_name).org_id
+            assert uuid.UUID(expected)
         assert getattr(config, name) == expected, name
 
 
@@ -111,6 +118,8 @@ def _out_of_range(opt: Option) -> list[Any]:
         bad.append(opt.high + 0.5 if opt.kind == "float" else int(opt.high) + 1)
     if opt.kind == "choice":
         bad.append("neither")
+    if opt.kind == "uuid":
+        bad.append("not-a-uuid")
     return bad
 
 

@@ -45,16 +45,19 @@ def _click_type(opt: Option) -> Any:
     return None
 
 
-def _parser(opt: Option) -> Callable[[click.Context, click.Parameter, Any], Any]:
-    """A click callback running opt.parse on the given values; ValueError is a usage error."""
-    assert opt.parse is not None
-    parse = opt.parse
+def _callback(name: str, opt: Option) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    """A click callback that runs opt.parse on the given value(s) and checks the result as
+    EmulatorConfig will; a ValueError is a usage error (exit 2)."""
 
-    def callback(_ctx: click.Context, _param: click.Parameter, values: Any) -> Any:
+    def callback(_ctx: click.Context, _param: click.Parameter, value: Any) -> Any:
         try:
-            return parse(values)
+            if opt.parse is not None:
+                value = opt.parse(value)
+            if opt.load is None:
+                opt.check(name, value)
         except ValueError as error:
             raise click.BadParameter(str(error)) from None
+        return value
 
     return callback
 
@@ -78,7 +81,7 @@ def _config_options(command: Callable[..., Any]) -> Callable[..., Any]:
             envvar=opt.envvar,
             metavar=opt.metavar,
             show_default=opt.show_default and default is not None,
-            callback=_parser(opt) if opt.parse is not None else None,
+            callback=_callback(name, opt),
             help=opt.help,
         )(command)
     return command

@@ -11,6 +11,7 @@ Only the standard library is imported here (the CLI imports this module at start
 
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
 from collections.abc import Callable, Collection, Sequence
@@ -25,9 +26,9 @@ UNSET: Any = type("Unset", (), {"__repr__": lambda self: "UNSET"})()
 class Option:
     """How a field is given on the command line, and the values it takes.
 
-    kind: "str", "int", "float", "bool" (a --flag/--no-flag pair), "choice" or "path" (a
-    file; `exists` says it must be there). low/high bound numbers (`low_open`: low itself is
-    refused); choices list a choice's values. `multiple`: the flag may repeat and `parse`
+    kind: "str", "uuid", "int", "float", "bool" (a --flag/--no-flag pair), "choice" or
+    "path" (a file; `exists` says it must be there). low/high bound numbers (`low_open`: low
+    itself is refused); choices list a choice's values. `multiple`: the flag may repeat and `parse`
     turns the tuple of values into the field's value (a ValueError from it is a usage error,
     exit 2). `load` turns the given path into the field's value when the emulator starts (an
     OSError or ValueError from it is a one-line error, exit 1). `cli_default`: the command's
@@ -54,6 +55,8 @@ class Option:
         """ValueError naming the field when `value` is out of bounds or not a choice."""
         if value is None:
             return
+        if self.kind == "uuid" and not _is_uuid(value):
+            raise ValueError(f"{name} must be a UUID, not {value!r}")
         if self.kind == "choice" and value not in self.choices:
             raise ValueError(f"{name} must be one of {', '.join(map(repr, self.choices))}")
         if self.kind in ("int", "float"):
@@ -84,6 +87,21 @@ def options() -> list[tuple[str, Option, Any]]:
         default = f.default_factory() if f.default_factory is not MISSING else f.default
         found.append((f.name, opt, default))
     return found
+
+
+def _is_uuid(value: Any) -> bool:
+    try:
+        return isinstance(value, str) and len(value) == 36 and bool(uuid.UUID(value))
+    except ValueError:
+        return False
+
+
+def _stable_uuid(seed: int | None, name: str) -> str:
+    """The same version-4 UUID for the same seed and name (a random one without a seed)."""
+    if seed is None:
+        return str(uuid.uuid4())
+    digest = hashlib.sha256(f"{seed}\0organization\0{name}".encode()).digest()
+    return str(uuid.UUID(bytes=digest[:16], version=4))
 
 
 def parse_divisions(values: tuple[str, ...]) -> dict[str, str]:
@@ -305,7 +323,42 @@ class EmulatorConfig:
         parse=list,
     )
 
+    # The org the caller belongs to (GET /api/v2/organizations/me, /api/v2/tokens/me). Two
+    # emulators with different ids are two orgs. The id defaults to one derived from the seed
+    # and the name.
+    org_id: str | None = option(
+        None,
+        "--org-id",
+        "The org's id (default: derived from --seed and --org-name).",
+        kind="uuid",
+        metavar="UUID",
+        show_default=False,
+    )
+    org_name: str = option("Emulated Org", "--org-name", "The org's name.")
+    # POST /api/v2/authorization/roles/{roleId} (one role for many subjects). Genesys documents
+    # neither a cap on subjectIds nor what an unknown subject does to the batch.
+    role_batch_unknown_subject: str = option(
+        "404-batch",
+        "--role-batch-unknown-subject",
+        "What granting one role to many people answers when one of them is unknown (or too "
+        "new): 404-batch and 400-batch refuse the whole batch, skip grants the others.",
+        kind="choice",
+        choices=("404-batch", "400-batch", "skip"),
+    )
+    role_batch_max_subjects: int | None = option(
+        None,
+        "--role-batch-max-subjects",
+        "Refuse (400) a grant of one role to more people than this (default: no cap, as "
+        "documented).",
+        kind="int",
+        low=1,
+        metavar="N",
+        show_default=False,
+    )
+
     def __post_init__(self) -> None:
+        if self.org_id is None:
+            self.org_id = _stable_uuid(self.seed, self.org_name)
         for name, opt, _ in options():
             opt.check(name, getattr(self, name))
         if isinstance(self.refused_permissions, str) or not all(

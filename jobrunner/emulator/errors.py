@@ -108,3 +108,21 @@ def missing_permission(permission: str) -> ApiError:
         "permission(s): [{permissions}]",
         params={"permissions": permission},
     )
+
+
+def invalid_id(field: str, value: Any) -> ApiError:
+    """400 invalid.id, Genesys' answer to an id that is not a UUID (the text is the API's)."""
+    error = ApiError(400, "invalid.id", "A non-UUID value was specified for an ID field")
+    error.details.append({"errorCode": "invalid.id", "fieldName": field, "fieldValue": str(value)})
+    return error
+
+
+def is_uuid(value: Any) -> bool:
+    """True for a string in the 8-4-4-4-12 hex form of a UUID (any version, any case)."""
+    if not isinstance(value, str) or len(value) != 36:
+        return False
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True

@@ -1,5 +1,5 @@
-"""Roles, queues, skills and locations: the org file, their ids, and look-ups by name the way
-the real endpoints match names.
+"""Roles, queues, skills, languages and locations: the org file, their ids, and look-ups by
+name the way the real endpoints match names.
 
 A `Catalog` is filled once at start-up and never changes afterwards, so threads share it
 without a lock. Divisions live in `Directory` (users point at them); the org file's users are
@@ -20,7 +20,7 @@ from urllib.parse import urlencode
 
 from jobrunner.emulator.errors import invalid_query_param
 
-KINDS = ("roles", "queues", "skills", "locations")
+KINDS = ("roles", "queues", "skills", "languages", "locations")
 ORG_KEYS = ("divisions", *KINDS, "users")
 MAX_NAME = 255
 SORT_ORDERS = ("asc", "desc", "ascending", "descending")
@@ -117,6 +117,10 @@ MATCHERS: dict[str, Callable[[str], Callable[[str], bool]] | None] = {
     "roles": _contains,
     "queues": _whole_name,
     "skills": _starts_with,
+    # GET /api/v2/routing/languages?name=: Genesys documents the parameter only as "Name"
+    # (RoutingApi.get_routing_languages), and the Terraform provider compares the names it
+    # gets back exactly; so the emulator matches the start of the name, as for skills.
+    "languages": _starts_with,
     "locations": None,  # the real GET /api/v2/locations has no name filter
 }
 
@@ -124,6 +128,7 @@ PATHS = {
     "roles": "/api/v2/authorization/roles",
     "queues": "/api/v2/routing/queues",
     "skills": "/api/v2/routing/skills",
+    "languages": "/api/v2/routing/languages",
     "locations": "/api/v2/locations",
 }
 
@@ -183,7 +188,8 @@ def sort_descending(sort_order: str | None) -> bool:
 
 
 class Catalog:
-    """The org's roles, queues, skills and locations, in the shapes the API sends."""
+    """The org's roles, queues, skills, languages and locations, in the shapes the API
+    sends."""
 
     def __init__(self, home_division_ref: Mapping[str, Any], created: str) -> None:
         self._home = dict(home_division_ref)
@@ -219,7 +225,7 @@ class Catalog:
                 "dateModified": self._created,
                 "selfUri": self_uri,
             }
-        if kind == "skills":  # RoutingSkill
+        if kind in ("skills", "languages"):  # RoutingSkill, Language
             return {
                 "id": object_id,
                 "name": name,

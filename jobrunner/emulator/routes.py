@@ -118,19 +118,26 @@ _ROUTES = (
     _route_for("/api/v2/users/{id}", GET="_get_user", PATCH="_patch_user", DELETE="_delete_user"),
     _route_for("/api/v2/users/{id}/routingskills/bulk", PATCH="_set_skills"),
     _route_for("/api/v2/users/{id}/routingskills", GET="_user_skills"),
+    _route_for("/api/v2/users/{id}/routinglanguages/bulk", PATCH="_set_languages"),
+    _route_for("/api/v2/users/{id}/routinglanguages", GET="_user_languages"),
     _route_for("/api/v2/users/{id}/queues", GET="_user_queues"),
     _route_for("/api/v2/authorization/divisions", GET="_divisions"),
     _route_for("/api/v2/authorization/divisions/home", GET="_home"),
     _route_for("/api/v2/authorization/divisions/{id}", GET="_division"),
     _route_for("/api/v2/authorization/divisions/{id}/objects/{type}", POST="_move_objects"),
     _route_for("/api/v2/authorization/roles", GET="_roles"),
+    _route_for("/api/v2/authorization/roles/{id}", POST="_grant_role"),
     _route_for("/api/v2/authorization/subjects/{id}", GET="_subject"),
     _route_for("/api/v2/authorization/subjects/{id}/bulkadd", POST="_bulkadd"),
     _route_for("/api/v2/routing/queues", GET="_queues"),
     _route_for("/api/v2/routing/queues/{id}/members", GET="_members", POST="_update_members"),
     _route_for("/api/v2/routing/skills", GET="_skills"),
+    _route_for("/api/v2/routing/languages", GET="_languages"),
     _route_for("/api/v2/locations", GET="_locations"),
+    _route_for("/api/v2/organizations/me", GET="_organization"),
+    _route_for("/api/v2/tokens/me", GET="_token_info"),
 )
+SUBJECT_TYPES = ("PC_USER", "PC_GROUP", "PC_OAUTH_CLIENT")
 
 
 class ApiRoutes:
@@ -175,6 +182,19 @@ class ApiRoutes:
         for division_id in divisions:
             if division_id and f"{permission}@{division_id}" in refused:
                 raise missing_permission(permission)
+
+    def _authorize_any(self, permissions: Iterable[str], divisions: Iterable[str | None]) -> None:
+        """403 unless the caller holds one of `permissions` ("Requires ANY permissions") in
+        every one of `divisions`."""
+        permissions, divisions = list(permissions), list(divisions)
+        refused = 0
+        for permission in permissions:
+            try:
+                self._authorize(permission, divisions)
+            except ApiError:
+                refused += 1
+        if refused == len(permissions):
+            raise missing_permission(", ".join(permissions))
 
     def _refused_divisions(self, permission: str) -> set[str]:
         prefix = permission + "@"
@@ -277,6 +297,9 @@ class ApiRoutes:
     def _skills(self, params: dict[str, list[str]], **_: Any) -> Reply:
         return self._org_listing("skills", params, _query_str(params, "name"))
 
+    def _languages(self, params: dict[str, list[str]], **_: Any) -> Reply:
+        return self._org_listing("languages", params, _query_str(params, "name"))
+
     def _locations(self, params: dict[str, list[str]], **_: Any) -> Reply:
         return self._org_listing("locations", params)  # no name filter in the real API
 
@@ -284,13 +307,34 @@ class ApiRoutes:
         data = self._json_body(body)
         self._authorize("authorization:grant:add", _grant_divisions(data))
         subject_type = _query_str(params, "subjectType") or "PC_USER"
-        if subject_type not in ("PC_USER", "PC_GROUP", "PC_OAUTH_CLIENT"):
-            raise invalid_query_param(
-                "subjectType", subject_type, ("PC_USER", "PC_GROUP", "PC_OAUTH_CLIENT")
-            )
+        if subject_type not in SUBJECT_TYPES:
+            raise invalid_query_param("subjectType", subject_type, SUBJECT_TYPES)
         if subject_type != "PC_USER":  # the emulated org has no groups or OAuth clients
             raise not_found(f"Subject {args[0]} not found")
         self.directory.grant(args[0], data, **self._fresh())
+        self._dirty.set()
+        return Reply(204)
+
+    def _grant_role(
+        self, args: tuple[str, ...], body: bytes, params: dict[str, list[str]]
+    ) -> Reply:
+        data = self._json_body(body)
+        divisions = data.get("divisionIds") if isinstance(data, dict) else None
+        self._authorize(
+            "authorization:grant:add",
+            [d for d in divisions if isinstance(d, str)] if isinstance(divisions, list) else [],
+        )
+        subject_type = _query_str(params, "subjectType") or "PC_USER"
+        if subject_type not in SUBJECT_TYPES:
+            raise invalid_query_param("subjectType", subject_type, SUBJECT_TYPES)
+        self.directory.grant_role(
+            args[0],
+            data,
+            subject_type=subject_type,
+            unknown_subject=self.config.role_batch_unknown_subject,
+            max_subjects=self.config.role_batch_max_subjects,
+            **self._fresh(),
+        )
         self._dirty.set()
         return Reply(204)
 
@@ -305,6 +349,23 @@ class ApiRoutes:
 
     def _user_skills(self, args: tuple[str, ...], params: dict[str, list[str]], **_: Any) -> Reply:
         listing = self.directory.user_skills(
+            args[0], sort_order=_query_str(params, "sortOrder"), **_paging(params), **self._fresh()
+        )
+        return json_reply(200, listing)
+
+    def _set_languages(self, args: tuple[str, ...], body: bytes, **_: Any) -> Reply:
+        self._authorize_any(
+            ("routing:skill:assign", "routing:language:assign"),
+            [self.directory.division_of(args[0])],
+        )
+        listing = self.directory.set_languages(args[0], self._json_body(body), **self._fresh())
+        self._dirty.set()
+        return json_reply(200, listing)
+
+    def _user_languages(
+        self, args: tuple[str, ...], params: dict[str, list[str]], **_: Any
+    ) -> Reply:
+        listing = self.directory.user_languages(
             args[0], sort_order=_query_str(params, "sortOrder"), **_paging(params), **self._fresh()
         )
         return json_reply(200, listing)
@@ -344,3 +405,50 @@ class ApiRoutes:
             **self._fresh(),
         )
         return json_reply(200, listing)
+
+    # ---- the org the caller belongs to ---------------------------------------------------
+
+    def _org_ref(self) -> dict[str, Any]:
+        return {"id": self.config.org_id, "name": self.config.org_name}
+
+    def _organization(self, **_: Any) -> Reply:
+        """GET /api/v2/organizations/me: an Organization."""
+        cfg = self.config
+        short = re.sub(r"[^a-z0-9]+", "-", cfg.org_name.lower()).strip("-") or "org"
+        return json_reply(
+            200,
+            {
+                **self._org_ref(),
+                "defaultLanguage": "en-us",
+                "defaultCountryCode": "US",
+                "thirdPartyOrgName": short,
+                "domain": short,
+                "version": 1,
+                "state": "active",
+                "features": {},
+                "voicemailEnabled": True,
+                "productPlatform": "PureCloud",
+                "selfUri": f"/api/v2/organizations/{cfg.org_id}",
+            },
+        )
+
+    def _token_info(self, **_: Any) -> Reply:
+        """GET /api/v2/tokens/me: a TokenInfo for the client-credentials token (no user
+        behind it, so no clonedUser; the token's org is its client's home org)."""
+        cfg = self.config
+        return json_reply(
+            200,
+            {
+                "organization": self._org_ref(),
+                "homeOrganization": self._org_ref(),
+                "authorizedScope": [],
+                "OAuthClient": {
+                    "id": cfg.client_id,
+                    "name": cfg.client_id,
+                    "authorizedGrantType": "CLIENT-CREDENTIALS",
+                    "scope": [],
+                    "state": "active",
+                    "organization": self._org_ref(),
+                },
+            },
+        )

@@ -49,7 +49,8 @@ _DISCARD_LIMIT = 16 * 1024 * 1024
 FAULT_STATUSES = (502, 503, 504)
 _FAULT_CODES = {502: "bad.gateway", 503: "service.unavailable", 504: "gateway.timeout"}
 _STATE_FORMAT = "jobrunner-emulator-state"
-_STATE_VERSION = 2  # 2 added grants, skills, queue members and user locations
+# 2 added grants, skills, queue members and user locations; 3 added languages
+_STATE_VERSION = 3
 
 log = get_logger("jobrunner.emulator")
 

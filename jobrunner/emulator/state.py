@@ -21,12 +21,13 @@ class Snapshots(Store):
 
     def onboarding(self) -> dict[str, dict[str, Any]]:
         """Every user's onboarding state keyed by lower-cased email, in names: grants as
-        [role, division] pairs, skills {name: proficiency}, queues, manager (email), location
-        (the first one's name), division, state."""
+        [role, division] pairs, skills and languages {name: proficiency}, queues, manager
+        (email), location (the first one's name), division, state."""
         with self._lock:
             users = list(self._users.values())
             grants = {u: list(g) for u, g in self._grants.items()}
             skills = {u: dict(s) for u, s in self._skills.items()}
+            languages = {u: dict(s) for u, s in self._languages.items()}
             locations = {u: list(loc) for u, loc in self._locations.items()}
             queues_of: dict[str, list[str]] = defaultdict(list)
             for queue_id, members in self._members.items():
@@ -50,6 +51,10 @@ class Snapshots(Store):
                     self.org.name_of("skills", skill_id): proficiency
                     for skill_id, proficiency in sorted(skills.get(user_id, {}).items())
                 },
+                "languages": {
+                    self.org.name_of("languages", language_id): proficiency
+                    for language_id, proficiency in sorted(languages.get(user_id, {}).items())
+                },
                 "queues": sorted(queues_of.get(user_id, [])),
                 "manager": emails.get(manager_id) if manager_id else None,
                 "location": (
@@ -59,7 +64,7 @@ class Snapshots(Store):
         return summary
 
     def export_onboarding(self) -> dict[str, Any]:
-        """Grants, skills, queue members and user locations, for the state file."""
+        """Grants, skills, languages, queue members and user locations, for the state file."""
         with self._lock:
             return {
                 "grants": {
@@ -68,14 +73,15 @@ class Snapshots(Store):
                     if g
                 },
                 "skills": {user_id: dict(s) for user_id, s in self._skills.items() if s},
+                "languages": {user_id: dict(s) for user_id, s in self._languages.items() if s},
                 "queueMembers": {q: list(m) for q, m in self._members.items() if m},
                 "userLocations": {u: list(loc) for u, loc in self._locations.items() if loc},
             }
 
     def load_onboarding(self, data: Mapping[str, Any]) -> int:
         """Restore export_onboarding()'s data after the users are loaded. References to users,
-        roles, divisions, skills, queues or locations that are no longer there are dropped;
-        returns how many were."""
+        roles, divisions, skills, languages, queues or locations that are no longer there are
+        dropped; returns how many were."""
         dropped = 0
         with self._lock:
             for user_id, grants in (data.get("grants") or {}).items():
@@ -88,12 +94,13 @@ class Snapshots(Store):
                         self._grants.setdefault(user_id, {})[(role_id, division_id)] = made_at
                     else:
                         dropped += 1
-            for user_id, skills in (data.get("skills") or {}).items():
-                for skill_id, proficiency in skills.items():
-                    if user_id in self._users and self.org.get("skills", skill_id) is not None:
-                        self._skills.setdefault(user_id, {})[skill_id] = float(proficiency)
-                    else:
-                        dropped += 1
+            for kind, store in (("skills", self._skills), ("languages", self._languages)):
+                for user_id, held in (data.get(kind) or {}).items():
+                    for object_id, proficiency in held.items():
+                        if user_id in self._users and self.org.get(kind, object_id) is not None:
+                            store.setdefault(user_id, {})[object_id] = float(proficiency)
+                        else:
+                            dropped += 1
             for queue_id, members in (data.get("queueMembers") or {}).items():
                 for user_id in members:
                     if user_id in self._users and self.org.get("queues", queue_id) is not None:

@@ -50,6 +50,7 @@ class Store:
         # Onboarding state, all guarded by _lock:
         self._grants: dict[str, dict[tuple[str, str], str]] = {}  # user -> (role, div) -> when
         self._skills: dict[str, dict[str, float]] = {}  # user -> skill -> proficiency
+        self._languages: dict[str, dict[str, float]] = {}  # user -> language -> proficiency
         self._members: dict[str, dict[str, None]] = {}  # queue -> users, in the order added
         self._locations: dict[str, list[dict[str, Any]]] = {}  # user -> [{"id", "notes"}]
 
@@ -163,8 +164,9 @@ class Store:
         sort_order: str | None = None,
         ids: Iterable[str] = (),
     ) -> dict[str, Any]:
-        """GET /api/v2/authorization/roles, /routing/queues, /routing/skills, /locations: one
-        page of the objects whose names match `name` the way that endpoint matches names."""
+        """GET /api/v2/authorization/roles, /routing/queues, /routing/skills,
+        /routing/languages, /locations: one page of the objects whose names match `name` the
+        way that endpoint matches names."""
         found = self.org.matching(kind, name, ids, descending=sort_descending(sort_order))
         if kind == "queues":
             with self._lock:

@@ -1,8 +1,7 @@
-"""What onboarding gives a user: role grants, routing skills, queue memberships, division
-moves.
+"""Routing: a user's skills and languages (each with a proficiency), and queue memberships.
 
-The onboarding services of a real org learn about a new user a few seconds after the directory
-does: methods that stand for them take `now` and `fresh_s` and answer 404 for a user created
+The routing service of a real org learns about a new user a few seconds after the directory
+does: methods that stand for it take `now` and `fresh_s` and answer 404 for a user created
 less than `fresh_s` ago.
 """
 
@@ -20,102 +19,73 @@ from jobrunner.emulator.errors import (
 )
 from jobrunner.emulator.org import entity_listing, sort_descending
 from jobrunner.emulator.store import Store, queue_with_counts
-from jobrunner.emulator.validation import now_iso
 
-MAX_SKILLS_PER_CALL = 50
+MAX_SKILLS_PER_CALL = 50  # PATCH .../routingskills/bulk and .../routinglanguages/bulk: "Max 50"
 MAX_MEMBERS_PER_CALL = 100
 # The real API's own text for a queue-member batch of the wrong size (x-inin-error-codes).
 MEMBERS_COUNT_MESSAGE = (
     "Invalid request data.  Make sure you submit a valid number of queue members."
 )
+# Skills and languages work alike: the org's kind, the path segment under /api/v2/users/{id},
+# the singular in messages and in the UserRouting* shape's "<noun>Uri".
+ROUTING_KINDS = {
+    "skills": ("routingskills", "skill"),
+    "languages": ("routinglanguages", "language"),
+}
 
 
-class Onboarding(Store):
-    """The onboarding endpoints: authorization subjects, routing skills, queue members,
-    division moves."""
+class Routing(Store):
+    """PATCH/GET /api/v2/users/{id}/routingskills and routinglanguages, POST/GET
+    /api/v2/routing/queues/{id}/members, GET /api/v2/users/{id}/queues."""
 
     def _expand(self, user: Mapping[str, Any], expand: Collection[str]) -> dict[str, Any]:
         shown = super()._expand(user, expand)
-        if "skills" in expand:
-            with self._lock:
-                skills = dict(self._skills.get(user["id"], {}))
-            shown["skills"] = self._skill_entities(user["id"], skills)
+        for kind in ROUTING_KINDS:
+            if kind in expand:
+                with self._lock:
+                    held = dict(self._held(kind).get(user["id"], {}))
+                shown[kind] = self._routing_entities(kind, user["id"], held)
         return shown
 
-    def grant(self, subject_id: str, body: Any, now: float = 0.0, fresh_s: float = 0.0) -> None:
-        """POST /api/v2/authorization/subjects/{id}/bulkadd with RoleDivisionGrants. A grant
-        already held stays as it was; nothing is granted unless every pair is valid."""
-        if not isinstance(body, dict):
-            raise bad_request("The request body must be a RoleDivisionGrants JSON object.")
-        raw = body.get("grants")
-        if raw is None:
-            raise missing_field("grants")
-        if not isinstance(raw, list):
-            raise invalid_value("grants", raw, "must be a list of {roleId, divisionId}")
-        pairs: list[tuple[str, str]] = []
-        for index, entry in enumerate(raw):
-            where = f"grants[{index}]"
-            if not isinstance(entry, dict):
-                raise invalid_value(where, entry, "must be a {roleId, divisionId} object")
-            for key in ("roleId", "divisionId"):
-                if entry.get(key) in (None, ""):
-                    raise missing_field(f"{where}.{key}")
-            role_id, division_id = entry["roleId"], entry["divisionId"]
-            if self.org.get("roles", role_id) is None:
-                raise invalid_value(where + ".roleId", role_id, "no role has this id")
-            if not isinstance(division_id, str) or division_id not in self._divisions:
-                raise invalid_value(where + ".divisionId", division_id, "no division has this id")
-            pairs.append((role_id, division_id))
-        with self._lock:
-            self._onboarded(subject_id, now, fresh_s)
-            held = self._grants.setdefault(subject_id, {})
-            stamp = now_iso()
-            for pair in pairs:
-                held.setdefault(pair, stamp)
-
-    def subject(self, subject_id: str, now: float = 0.0, fresh_s: float = 0.0) -> dict[str, Any]:
-        """GET /api/v2/authorization/subjects/{id}: an AuthzSubject with the user's grants."""
-        with self._lock:
-            user = self._onboarded(subject_id, now, fresh_s)
-            held = list(self._grants.get(subject_id, {}).items())
-        grants: list[dict[str, Any]] = []
-        for (role_id, division_id), made_at in held:
-            role = self.org.get("roles", role_id) or {}
-            grants.append(
-                {
-                    "subjectId": subject_id,
-                    "division": dict(self._divisions[division_id]),
-                    "role": {
-                        "id": role_id,
-                        "name": role.get("name", ""),
-                        "description": role.get("description", ""),
-                        "default": role.get("default", False),
-                        "selfUri": f"/api/v2/authorization/roles/{role_id}",
-                    },
-                    "grantMadeAt": made_at,
-                }
-            )
-        grants.sort(key=lambda g: (g["role"]["name"].lower(), g["division"]["name"].lower()))
-        return {
-            "id": subject_id,
-            "name": user["name"],
-            "grants": grants,
-            "selfUri": f"/api/v2/authorization/subjects/{subject_id}",
-        }
+    def _held(self, kind: str) -> dict[str, dict[str, float]]:
+        """(lock held) user -> {skill or language id: proficiency}."""
+        return self._skills if kind == "skills" else self._languages
 
     def set_skills(
         self, user_id: str, body: Any, now: float = 0.0, fresh_s: float = 0.0
     ) -> dict[str, Any]:
         """PATCH /api/v2/users/{id}/routingskills/bulk: add or update (never remove) up to 50
         skills; answers a UserSkillEntityListing of all the user's skills."""
+        return self._set_routing("skills", user_id, body, now, fresh_s)
+
+    def set_languages(
+        self, user_id: str, body: Any, now: float = 0.0, fresh_s: float = 0.0
+    ) -> dict[str, Any]:
+        """PATCH /api/v2/users/{id}/routinglanguages/bulk: add or update (never remove) up to 50
+        languages; answers a UserLanguageEntityListing of all the user's languages."""
+        return self._set_routing("languages", user_id, body, now, fresh_s)
+
+    def user_skills(self, user_id: str, **kw: Any) -> dict[str, Any]:
+        """GET /api/v2/users/{id}/routingskills: a UserSkillEntityListing, sorted by name."""
+        return self._user_routing("skills", user_id, **kw)
+
+    def user_languages(self, user_id: str, **kw: Any) -> dict[str, Any]:
+        """GET /api/v2/users/{id}/routinglanguages: a UserLanguageEntityListing, by name."""
+        return self._user_routing("languages", user_id, **kw)
+
+    def _set_routing(
+        self, kind: str, user_id: str, body: Any, now: float, fresh_s: float
+    ) -> dict[str, Any]:
+        segment, noun = ROUTING_KINDS[kind]
+        post = "UserRouting" + noun.capitalize() + "Post"
         if not isinstance(body, list):
-            raise bad_request("The request body must be a list of UserRoutingSkillPost objects.")
+            raise bad_request(f"The request body must be a list of {post} objects.")
         if len(body) > MAX_SKILLS_PER_CALL:
             raise ApiError(
                 400,
                 "bad.request",
-                "At most {max} skills may be added or updated in one request; this one has "
-                "{count}.",
+                "At most {max} " + kind + " may be added or updated in one request; this one "
+                "has {count}.",
                 params={"max": str(MAX_SKILLS_PER_CALL), "count": str(len(body))},
             )
         entries: list[tuple[str, float]] = []
@@ -123,8 +93,8 @@ class Onboarding(Store):
             where = f"body[{index}]"
             if not isinstance(entry, dict):
                 raise invalid_value(where, entry, "must be a {id, proficiency} object")
-            skill_id, proficiency = entry.get("id"), entry.get("proficiency")
-            if skill_id in (None, ""):
+            object_id, proficiency = entry.get("id"), entry.get("proficiency")
+            if object_id in (None, ""):
                 raise missing_field(where + ".id")
             if proficiency is None:
                 raise missing_field(where + ".proficiency")
@@ -134,20 +104,21 @@ class Onboarding(Store):
                 or not 0 <= proficiency <= 5
             ):
                 raise invalid_value(where + ".proficiency", proficiency, "must be from 0 to 5")
-            if self.org.get("skills", skill_id) is None:
-                raise invalid_value(where + ".id", skill_id, "no skill has this id")
-            entries.append((skill_id, float(proficiency)))
+            if self.org.get(kind, object_id) is None:
+                raise invalid_value(where + ".id", object_id, f"no {noun} has this id")
+            entries.append((object_id, float(proficiency)))
         with self._lock:
             self._onboarded(user_id, now, fresh_s)
-            held = self._skills.setdefault(user_id, {})
+            held = self._held(kind).setdefault(user_id, {})
             held.update(entries)
             snapshot = dict(held)
-        items = self._skill_entities(user_id, snapshot)
-        path = f"/api/v2/users/{user_id}/routingskills"
+        items = self._routing_entities(kind, user_id, snapshot)
+        path = f"/api/v2/users/{user_id}/{segment}"
         return entity_listing(items, max(25, len(items)), 1, path)
 
-    def user_skills(
+    def _user_routing(
         self,
+        kind: str,
         user_id: str,
         page_size: int = 25,
         page_number: int = 1,
@@ -155,28 +126,29 @@ class Onboarding(Store):
         now: float = 0.0,
         fresh_s: float = 0.0,
     ) -> dict[str, Any]:
-        """GET /api/v2/users/{id}/routingskills: a UserSkillEntityListing, sorted by name."""
         descending = sort_descending(sort_order)
         with self._lock:
             self._onboarded(user_id, now, fresh_s)
-            snapshot = dict(self._skills.get(user_id, {}))
-        items = self._skill_entities(user_id, snapshot, descending)
-        path = f"/api/v2/users/{user_id}/routingskills"
+            snapshot = dict(self._held(kind).get(user_id, {}))
+        items = self._routing_entities(kind, user_id, snapshot, descending)
+        path = f"/api/v2/users/{user_id}/{ROUTING_KINDS[kind][0]}"
         return entity_listing(items, page_size, page_number, path, {"sortOrder": sort_order or ""})
 
-    def _skill_entities(
-        self, user_id: str, skills: Mapping[str, float], descending: bool = False
+    def _routing_entities(
+        self, kind: str, user_id: str, held: Mapping[str, float], descending: bool = False
     ) -> list[dict[str, Any]]:
+        """UserRoutingSkill or UserRoutingLanguage objects, sorted by name."""
+        segment, noun = ROUTING_KINDS[kind]
         items: list[dict[str, Any]] = [
             {
-                "id": skill_id,
-                "name": self.org.name_of("skills", skill_id),
+                "id": object_id,
+                "name": self.org.name_of(kind, object_id),
                 "proficiency": proficiency,
                 "state": "active",
-                "skillUri": f"/api/v2/routing/skills/{skill_id}",
-                "selfUri": f"/api/v2/users/{user_id}/routingskills/{skill_id}",
+                f"{noun}Uri": f"/api/v2/routing/{kind}/{object_id}",
+                "selfUri": f"/api/v2/users/{user_id}/{segment}/{object_id}",
             }
-            for skill_id, proficiency in skills.items()
+            for object_id, proficiency in held.items()
         ]
         items.sort(key=lambda s: (s["name"].lower(), s["id"]), reverse=descending)
         return items
@@ -287,30 +259,3 @@ class Onboarding(Store):
         queues.sort(key=lambda q: (q["name"].lower(), q["id"]))
         path = f"/api/v2/users/{user_id}/queues"
         return entity_listing(queues, page_size, page_number, path)
-
-    def move_to_division(self, division_id: str, object_type: str, body: Any) -> None:
-        """POST /api/v2/authorization/divisions/{id}/objects/USER: moves users there. An
-        unknown division or user is a 404 and moves nobody."""
-        if division_id not in self._divisions:
-            raise not_found(f"Division {division_id} not found")
-        if object_type != "USER":
-            raise invalid_value("objectType", object_type, "the emulator moves USER objects only")
-        if not isinstance(body, list) or not all(isinstance(i, str) for i in body):
-            raise bad_request("The request body must be a JSON list of object ids.")
-        with self._lock:
-            for user_id in body:
-                user = self._users.get(user_id)
-                if user is None or user["state"] == "deleted":
-                    raise not_found(f"User {user_id} not found")
-            for user_id in dict.fromkeys(body):
-                current = self._users[user_id]
-                if current["division"]["id"] == division_id:
-                    continue
-                self._put(
-                    {
-                        **current,
-                        "division": self._division_ref(division_id),
-                        "version": current["version"] + 1,
-                        "dateModified": now_iso(),
-                    }
-                )
