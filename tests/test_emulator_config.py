@@ -48,6 +48,8 @@ def _sample(name: str, opt: Option, default: Any, tmp_path: Path) -> tuple[list[
         }
     if name == "refused_permissions":
         return [opt.flag, "a:b:c", opt.flag, "d:e:f@x"], {"a:b:c", "d:e:f@x"}
+    if name == "extension_pools":
+        return [opt.flag, "1000-1999", opt.flag, "20-29"], ["1000-1999", "20-29"]
     if name == "existing_emails":
         return [opt.flag, "a@example.com", opt.flag, "b@example.com"], [
             "a@example.com",

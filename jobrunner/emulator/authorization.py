@@ -179,6 +179,7 @@ class Authorization(Store):
                 if user is None or user["state"] == "deleted":
                     raise not_found(f"User {user_id} not found")
             for user_id in dict.fromkeys(body):
+                self._settle(user_id)
                 current = self._users[user_id]
                 if current["division"]["id"] == division_id:
                     continue

@@ -104,6 +104,20 @@ def _stable_uuid(seed: int | None, name: str) -> str:
     return str(uuid.UUID(bytes=digest[:16], version=4))
 
 
+def _pool(value: str) -> bool:
+    """True for START-END, digit strings of one length, START not above END."""
+    start, sep, end = value.partition("-")
+    if not (
+        sep
+        and start.isdigit()
+        and end.isdigit()
+        and len(start) == len(end)
+        and int(start) <= int(end)
+    ):
+        raise ValueError(f"{value!r} is not START-END (digits of one length, START <= END)")
+    return True
+
+
 def parse_divisions(values: tuple[str, ...]) -> dict[str, str]:
     """`--division NAME=UUID` values as a {name: id} dict."""
     divisions: dict[str, str] = {}
@@ -354,6 +368,88 @@ class EmulatorConfig:
         low=1,
         metavar="N",
         show_default=False,
+    )
+
+    # ---- the real API's dialect: how Genesys answers where a naive API would not ----------
+    # (Genesys' way where it always answers so; today's emulator where it was undocumented.)
+    phone_shapes: bool = option(
+        False,
+        "--phone-shapes",
+        "Read phone contacts back as Genesys does: a number with an extension only in "
+        "display, an extension alone as display (and as extension when in a pool).",
+        kind="bool",
+    )
+    extension_pools: list[str] = option(
+        [],
+        "--extension-pool",
+        "Extensions from START to END are in a pool (repeatable; an org file may list "
+        "extensionPools too).",
+        metavar="START-END",
+        multiple=True,
+        parse=lambda values: [str(v) for v in values if _pool(v)],
+    )
+    employee_role: bool = option(
+        False,
+        "--employee-role",
+        "Every user holds the Employee role (in Home) from creation, as in Genesys; the org "
+        "gets a role named Employee if it has none.",
+        kind="bool",
+    )
+    version_conflict_status: str = option(
+        "409",
+        "--version-conflict-status",
+        "A stale version on PATCH (or a DELETE racing a version move) answers 409 "
+        "general.conflict, 400 'does not match the current version', or either (seeded).",
+        kind="choice",
+        choices=("409", "400", "either"),
+    )
+    patch_state_with_others: str = option(
+        "apply",
+        "--patch-state-with-others",
+        "A PATCH /api/v2/users/{id} carrying state and other fields: apply them all, answer "
+        "400 naming the other field, or ignore the others (state is documented as the only "
+        "field such a PATCH may change).",
+        kind="choice",
+        choices=("apply", "400", "ignore"),
+    )
+    queue_member_invalid_id: bool = option(
+        False,
+        "--queue-member-invalid-id",
+        "A non-UUID queue member id is Genesys' 400 invalid.id (else an unknown user).",
+        kind="bool",
+    )
+    queue_unknown_member: str = option(
+        "404-batch",
+        "--queue-unknown-member",
+        "What adding an unknown (or too new) user to a queue does to the batch: 404-batch and "
+        "400-batch refuse it all, skip adds the others (undocumented).",
+        kind="choice",
+        choices=("404-batch", "400-batch", "skip"),
+    )
+    search_index_lags_changes: bool = option(
+        False,
+        "--search-index-lags-changes",
+        "With --search-index-delay, every change of a user (delete, restore, state, fields) "
+        "reaches the search that late, not only its creation.",
+        kind="bool",
+    )
+    new_user_version_churn_s: float = option(
+        0.0,
+        "--new-user-version-churn",
+        "For this long after a create, other services move the new user's version a few "
+        "times, so a PATCH with the create's version may conflict.",
+        kind="float",
+        low=0,
+        metavar="SECONDS",
+    )
+    expand_drop_rate: float = option(
+        0.0,
+        "--expand-drop-rate",
+        "Share of GET /api/v2/users/{id}?expand=... answers that leave an asked expansion "
+        "out (expand is best effort).",
+        kind="float",
+        low=0,
+        high=1,
     )
 
     def __post_init__(self) -> None:

@@ -126,3 +126,30 @@ def is_uuid(value: Any) -> bool:
     except ValueError:
         return False
     return True
+
+
+class VersionConflict(ApiError):
+    """A stale `version` (PATCH) or a user changed under a DELETE: 409 general.conflict here;
+    the routes answer it as EmulatorConfig.version_conflict_status says (as_400())."""
+
+    def __init__(self, version: int, current: int) -> None:
+        super().__init__(
+            409,
+            "general.conflict",
+            "The version supplied [{version}] does not match the current version of the user "
+            "[{current}].",
+            params={"version": str(version), "current": str(current)},
+            details=[{"errorCode": "general.conflict", "fieldName": "version"}],
+        )
+
+    def as_400(self) -> ApiError:
+        """The same conflict as the API's other answer to it: a 400 whose message says the
+        version "does not match the current version" (the Terraform provider's
+        IsVersionMismatch looks for that text)."""
+        return ApiError(
+            400,
+            "bad.request",
+            self.message_with_params,
+            params=self.params,
+            details=[{"errorCode": "bad.request", "fieldName": "version"}],
+        )

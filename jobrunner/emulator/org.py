@@ -21,7 +21,7 @@ from urllib.parse import urlencode
 from jobrunner.emulator.errors import invalid_query_param
 
 KINDS = ("roles", "queues", "skills", "languages", "locations")
-ORG_KEYS = ("divisions", *KINDS, "users")
+ORG_KEYS = ("divisions", *KINDS, "users", "extensionPools")
 MAX_NAME = 255
 SORT_ORDERS = ("asc", "desc", "ascending", "descending")
 
@@ -41,11 +41,12 @@ def read_org_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     path = Path(path)
     data = json.loads(path.read_text(encoding="utf-8-sig"))
     check_org(data, str(path))
-    for kind in ("divisions", *KINDS):
-        try:
+    try:
+        for kind in ("divisions", *KINDS):
             org_entries(data, kind, seed=0)
-        except ValueError as error:
-            raise ValueError(f"{path}: {error}") from None
+        extension_pools(data)
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
     return data
 
 
@@ -85,6 +86,32 @@ def org_entries(data: Mapping[str, Any], kind: str, seed: int | None) -> list[tu
         ids.add(object_id)
         pairs.append((object_id, name))
     return pairs
+
+
+def extension_pools(data: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The org file's "extensionPools" ([{"startNumber", "endNumber"}], as the API's
+    ExtensionPool) as (start, end) pairs of digit strings."""
+    pools = []
+    for entry in data.get("extensionPools") or []:
+        pools.append(extension_pool(entry.get("startNumber"), entry.get("endNumber")))
+    return pools
+
+
+def extension_pool(start: Any, end: Any) -> tuple[str, str]:
+    """A pool of extensions from `start` to `end`: digits, as many of each, start <= end."""
+    if not (
+        isinstance(start, str)
+        and isinstance(end, str)
+        and start.isdigit()
+        and end.isdigit()
+        and len(start) == len(end)
+        and int(start) <= int(end)
+    ):
+        raise ValueError(
+            f"extension pool {start!r}-{end!r}: startNumber and endNumber are digit strings of "
+            "one length, the start not above the end"
+        )
+    return start, end
 
 
 # ---- name matching, as each real endpoint does it -----------------------------------------
@@ -249,6 +276,10 @@ class Catalog:
         if not isinstance(object_id, str):
             return None
         return self._items[kind].get(object_id)
+
+    def named(self, kind: str, name: str) -> dict[str, Any] | None:
+        """The object of this kind with exactly this name, or None."""
+        return next((i for i in self._items[kind].values() if i["name"] == name), None)
 
     def name_of(self, kind: str, object_id: str) -> str:
         item = self._items[kind].get(object_id)

@@ -7,6 +7,7 @@ faults) runs first, then `_route()` finds the handler here by path and method.
 from __future__ import annotations
 
 import json
+import random
 import re
 import threading
 import uuid
@@ -19,6 +20,7 @@ from jobrunner.emulator.config import EmulatorConfig
 from jobrunner.emulator.directory import Directory
 from jobrunner.emulator.errors import (
     ApiError,
+    VersionConflict,
     bad_request,
     invalid_query_param,
     invalid_value,
@@ -138,6 +140,7 @@ _ROUTES = (
     _route_for("/api/v2/tokens/me", GET="_token_info"),
 )
 SUBJECT_TYPES = ("PC_USER", "PC_GROUP", "PC_OAUTH_CLIENT")
+EMPLOYEE = "Employee"  # the role every Genesys user holds from creation
 
 
 class ApiRoutes:
@@ -152,6 +155,10 @@ class ApiRoutes:
         raise NotImplementedError
 
     def _chance(self, rate: float) -> bool:
+        raise NotImplementedError
+
+    def _dialect_rng(self) -> random.Random:
+        """The seeded randomness of the dialect options (apart from the faults')."""
         raise NotImplementedError
 
     def _route(
@@ -204,6 +211,27 @@ class ApiRoutes:
         """now and fresh_s for the Directory's onboarding methods."""
         return {"now": self._now(), "fresh_s": self.config.fresh_user_404_s}
 
+    # ---- users ---------------------------------------------------------------------------
+
+    def _employee_grants(self) -> list[tuple[str, str]]:
+        """The grant every user holds from creation: the Employee role in Home (with
+        EmulatorConfig.employee_role, when the org has the role)."""
+        if not self.config.employee_role:
+            return []
+        role = self.directory.org.named("roles", EMPLOYEE)
+        return [(role["id"], self.directory.home_division_id)] if role else []
+
+    def _shown(self, user: dict[str, Any]) -> dict[str, Any]:
+        """A user as the API answers it (phone contacts as Genesys reads them back)."""
+        return self.directory.as_read(user) if self.config.phone_shapes else user
+
+    def _conflict(self, error: VersionConflict) -> ApiError:
+        """A version conflict answered as EmulatorConfig.version_conflict_status says."""
+        status = self.config.version_conflict_status
+        if status == "either":
+            status = self._dialect_rng().choice(("409", "400"))
+        return error.as_400() if status == "400" else error
+
     def _create(self, body: bytes, **_: Any) -> Reply:
         data = self._json_body(body)
         division_id = data.get("divisionId") if isinstance(data, dict) else None
@@ -211,13 +239,20 @@ class ApiRoutes:
             "directory:user:add",
             [division_id if isinstance(division_id, str) else self.directory.home_division_id],
         )
-        user = self.directory.create(data, now=self._now())
+        now = self._now()
+        churn_at: list[float] = []
+        if self.config.new_user_version_churn_s > 0:
+            rng, span = self._dialect_rng(), self.config.new_user_version_churn_s
+            churn_at = [now + rng.uniform(0, span) for _ in range(rng.randint(2, 4))]
+        user = self.directory.create(
+            data, now=now, grants=self._employee_grants(), churn_at=churn_at
+        )
         self._dirty.set()
         self._stats.bump("creation", user["email"].lower())
         if self._chance(self.config.drop_after_create_rate):
             self._stats.bump("fault", "drop_after_create")
             return Reply(200, drop=True)
-        return json_reply(200, user)
+        return json_reply(200, self._shown(user))
 
     def _search(self, body: bytes, **_: Any) -> Reply:
         self._authorize("directory:user:view")
@@ -226,25 +261,44 @@ class ApiRoutes:
             now=self._now(),
             index_delay_s=self.config.search_index_delay_s,
             hidden_divisions=self._refused_divisions("directory:user:view"),
+            lag_changes=self.config.search_index_lags_changes,
         )
+        result["results"] = [self._shown(u) for u in result["results"]]
         return json_reply(200, result)
 
     def _get_user(self, args: tuple[str, ...], params: dict[str, list[str]], **_: Any) -> Reply:
         self._authorize("directory:user:view", [self.directory.division_of(args[0])])
-        user = self.directory.get(
-            args[0], state=_query_str(params, "state"), expand=_query_list(params, "expand")
-        )
-        return json_reply(200, user)
+        # expand is best effort ("not guaranteed to be returned"): each expansion asked for
+        # may be left out.
+        drop = self.config.expand_drop_rate
+        expand = [
+            e
+            for e in _query_list(params, "expand")
+            if drop <= 0 or self._dialect_rng().random() >= drop
+        ]
+        user = self.directory.get(args[0], state=_query_str(params, "state"), expand=expand)
+        return json_reply(200, self._shown(user))
 
     def _patch_user(self, args: tuple[str, ...], body: bytes, **_: Any) -> Reply:
         self._authorize("directory:user:edit", [self.directory.division_of(args[0])])
-        user = self.directory.patch(args[0], self._json_body(body))
+        try:
+            user = self.directory.patch(
+                args[0],
+                self._json_body(body),
+                state_with_others=self.config.patch_state_with_others,
+                restore_grants=self._employee_grants(),
+            )
+        except VersionConflict as error:
+            raise self._conflict(error) from None
         self._dirty.set()
-        return json_reply(200, user)
+        return json_reply(200, self._shown(user))
 
     def _delete_user(self, args: tuple[str, ...], **_: Any) -> Reply:
         self._authorize("directory:user:delete", [self.directory.division_of(args[0])])
-        self.directory.delete(args[0])
+        try:
+            self.directory.delete(args[0])
+        except VersionConflict as error:
+            raise self._conflict(error) from None
         self._dirty.set()
         return json_reply(200, {})
 
@@ -379,6 +433,8 @@ class ApiRoutes:
             args[0],
             self._json_body(body),
             delete=bool(_query_bool(params, "delete")),
+            invalid_id=self.config.queue_member_invalid_id,
+            unknown_member=self.config.queue_unknown_member,
             **self._fresh(),
         )
         self._dirty.set()

@@ -14,9 +14,11 @@ from jobrunner.emulator.errors import (
     ApiError,
     bad_request,
     invalid_value,
+    is_uuid,
     missing_field,
     not_found,
 )
+from jobrunner.emulator.errors import invalid_id as invalid_id_error
 from jobrunner.emulator.org import entity_listing, sort_descending
 from jobrunner.emulator.store import Store, queue_with_counts
 
@@ -26,6 +28,7 @@ MAX_MEMBERS_PER_CALL = 100
 MEMBERS_COUNT_MESSAGE = (
     "Invalid request data.  Make sure you submit a valid number of queue members."
 )
+UNKNOWN_MEMBER_ANSWERS = ("404-batch", "400-batch", "skip")  # see update_queue_members
 # Skills and languages work alike: the org's kind, the path segment under /api/v2/users/{id},
 # the singular in messages and in the UserRouting* shape's "<noun>Uri".
 ROUTING_KINDS = {
@@ -160,10 +163,18 @@ class Routing(Store):
         delete: bool = False,
         now: float = 0.0,
         fresh_s: float = 0.0,
-    ) -> None:
+        invalid_id: bool = False,
+        unknown_member: str = "404-batch",
+    ) -> list[str]:
         """POST /api/v2/routing/queues/{id}/members: add (or with `delete`, remove) 1 to 100
-        users. One unknown user refuses the whole batch (404); members already there, or
-        already gone, are fine."""
+        users; members already there, or already gone, are fine. Returns the users added (or
+        removed).
+
+        With `invalid_id` a non-UUID id is Genesys' 400 invalid.id (without it, an unknown
+        user). What one unknown (or deleted, or too new) user does to the batch is not
+        documented, and the call answers no body to tell per id: `unknown_member`
+        (UNKNOWN_MEMBER_ANSWERS) "404-batch" refuses the whole batch with a 404, "400-batch"
+        with a 400 naming the id, "skip" acts on the known users and ignores the others."""
         if not isinstance(body, list):
             raise bad_request("The request body must be a list of {id} objects.")
         if not 1 <= len(body) <= MAX_MEMBERS_PER_CALL:
@@ -178,18 +189,32 @@ class Routing(Store):
                 raise missing_field(where + ".id")
             if not isinstance(user_id, str):
                 raise invalid_value(where + ".id", user_id, "must be a user id")
+            if invalid_id and not is_uuid(user_id):
+                raise invalid_id_error(where + ".id", user_id)
             user_ids.append(user_id)
         if self.org.get("queues", queue_id) is None:
             raise not_found(f"Queue {queue_id} not found")
         with self._lock:
-            for user_id in user_ids:
-                self._onboarded(user_id, now, fresh_s)
+            known = []
+            for index, user_id in enumerate(user_ids):
+                try:
+                    self._onboarded(user_id, now, fresh_s)
+                except ApiError:
+                    if unknown_member == "400-batch":
+                        raise invalid_value(
+                            f"body[{index}].id", user_id, "no user has this id"
+                        ) from None
+                    if unknown_member != "skip":
+                        raise
+                    continue
+                known.append(user_id)
             members = self._members.setdefault(queue_id, {})
-            for user_id in user_ids:
+            for user_id in known:
                 if delete:
                     members.pop(user_id, None)
                 else:
                     members.setdefault(user_id, None)
+        return known
 
     def queue_members(
         self,
@@ -206,6 +231,7 @@ class Routing(Store):
             raise not_found(f"Queue {queue_id} not found")
         descending = sort_descending(sort_order)
         with self._lock:
+            self._settle_all()
             users = [self._users[u] for u in self._members.get(queue_id, {})]
         if name:
             users = [u for u in users if name.lower() in u["name"].lower()]

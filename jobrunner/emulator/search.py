@@ -45,13 +45,16 @@ class Search(Store):
         now: float = 0.0,
         index_delay_s: float = 0.0,
         hidden_divisions: Collection[str] = (),
+        lag_changes: bool = False,
     ) -> dict[str, Any]:
         """POST /api/v2/users/search with a UserSearchRequest body.
 
         Criteria are combined the Genesys (Elasticsearch bool) way: AND (the default) must
         match, NOT must not, and when OR criteria are present at least one must match. Without
         a criterion on `state`, only active and inactive users are returned. A user becomes
-        searchable `index_delay_s` after its creation (the real index is eventually consistent).
+        searchable `index_delay_s` after its creation (the real index is eventually consistent);
+        with `lag_changes` every change lags so: the search answers from the users as they
+        were `index_delay_s` ago (a deleted user is still found as active, a new email not yet).
         Users in `hidden_divisions` (where the caller may not view users) are left out.
         """
         if not isinstance(body, dict):
@@ -68,11 +71,17 @@ class Search(Store):
         criteria = [_Criterion.parse(c, f"query[{i}]") for i, c in enumerate(query)]
         mentions_state = any(c.mentions("state") for c in criteria)
         with self._lock:
+            self._settle_all()
+            if lag_changes and index_delay_s > 0:
+                indexed = [self._as_indexed(u, now - index_delay_s) for u in self._users]
+            else:
+                indexed = [
+                    u
+                    for u in self._users.values()
+                    if now - self._indexed_at.get(u["id"], float("-inf")) >= index_delay_s
+                ]
             candidates = [
-                u
-                for u in self._users.values()
-                if now - self._indexed_at.get(u["id"], float("-inf")) >= index_delay_s
-                and u["division"]["id"] not in hidden_divisions
+                u for u in indexed if u is not None and u["division"]["id"] not in hidden_divisions
             ]
         results = [
             u
@@ -85,6 +94,15 @@ class Search(Store):
         listing = _page("results", results, page_size, page_number)
         listing["types"] = ["users"]
         return listing
+
+    def _as_indexed(self, user_id: str, when: float) -> dict[str, Any] | None:
+        """(lock held) The user's record as it was at `when`; None if it did not exist yet."""
+        found = None
+        for changed_at, record in self._history.get(user_id, []):
+            if changed_at > when:
+                break
+            found = record
+        return found
 
 
 def _field_values(user: Mapping[str, Any], field: str) -> list[str]:

@@ -38,7 +38,8 @@ from jobrunner.emulator.access import RateLimiter, TokenRegistry
 from jobrunner.emulator.config import EmulatorConfig
 from jobrunner.emulator.directory import Directory, load_state, save_state
 from jobrunner.emulator.errors import ApiError, bad_request, not_found
-from jobrunner.emulator.routes import ApiRoutes, Reply, error_reply, json_reply
+from jobrunner.emulator.org import extension_pool, stable_id
+from jobrunner.emulator.routes import EMPLOYEE, ApiRoutes, Reply, error_reply, json_reply
 from jobrunner.emulator.stats import Stats
 from jobrunner.log import get_logger
 
@@ -87,13 +88,20 @@ class Emulator(ApiRoutes):
         cfg = self.config
         self._rng = random.Random(cfg.seed)
         self._rng_lock = threading.Lock()
+        # Apart from the faults' so that turning a dialect option on moves no fault.
+        self._dialect = random.Random(None if cfg.seed is None else f"dialect-{cfg.seed}")
         saved = load_state(cfg.state_file) if cfg.state_file else None
         home_id = (saved or {}).get("homeDivisionId") or cfg.home_division_id
         if not home_id:
             home_id = str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
-        self.directory = Directory(home_id, cfg.divisions)
+        self.directory = Directory(home_id, cfg.divisions, clock=self._now)
         org = cfg.org or {}
         self.directory.load_org(org, seed=cfg.seed)
+        for pool in cfg.extension_pools:
+            start, _, end = pool.partition("-")
+            self.directory.extension_pools.append(extension_pool(start, end))
+        if cfg.employee_role and self.directory.org.named("roles", EMPLOYEE) is None:
+            self.directory.org.add("roles", stable_id(cfg.seed, "roles", EMPLOYEE), EMPLOYEE)
         for record in (saved or {}).get("users", []):
             self.directory.add_existing(record)
         existing = [
@@ -102,7 +110,9 @@ class Emulator(ApiRoutes):
             *({"email": email} for email in cfg.existing_emails),
         ]
         for record in existing:
-            self.directory.add_existing(record, skip_taken=saved is not None)
+            self.directory.add_existing(
+                record, skip_taken=saved is not None, grants=self._employee_grants()
+            )
         if saved is not None:
             dropped = self.directory.load_onboarding(saved)
             if dropped:
@@ -261,6 +271,9 @@ class Emulator(ApiRoutes):
             return False
         with self._rng_lock:
             return self._rng.random() < rate
+
+    def _dialect_rng(self) -> random.Random:
+        return self._dialect
 
     def _pause(self) -> None:
         cfg = self.config

@@ -9,8 +9,9 @@ Also here: divisions (users point at them) and the org's listings by name.
 from __future__ import annotations
 
 import threading
+import time
 import uuid
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 
 from jobrunner.emulator.errors import not_found
@@ -20,10 +21,13 @@ from jobrunner.emulator.org import (
     Catalog,
     check_org,
     entity_listing,
+    extension_pools,
     org_entries,
     sort_descending,
 )
 from jobrunner.emulator.validation import now_iso
+
+HISTORY_KEPT = 32  # records kept per user for a lagging search (older changes are settled)
 
 
 class Store:
@@ -35,12 +39,24 @@ class Store:
     come from an org file through load_org().
     """
 
-    def __init__(self, home_division_id: str, divisions: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        home_division_id: str,
+        divisions: Mapping[str, str] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._lock = threading.Lock()
+        self._clock = clock
         self._users: dict[str, dict[str, Any]] = {}
         self._by_email: dict[str, str] = {}
         # When each user was created (clock seconds; -inf for users that existed before).
         self._indexed_at: dict[str, float] = {}
+        # Each user's records as they changed: (clock seconds, record), oldest first, at most
+        # HISTORY_KEPT; what a lagging search index still shows (search.py).
+        self._history: dict[str, list[tuple[float, dict[str, Any]]]] = {}
+        # When other services will still move a new user's version on their own (clock
+        # seconds, ascending; users.py).
+        self._churn: dict[str, list[float]] = {}
         self.home_division_id = home_division_id
         self._divisions: dict[str, dict[str, Any]] = {}
         self._add_division(home_division_id, "Home", home=True)
@@ -53,6 +69,8 @@ class Store:
         self._languages: dict[str, dict[str, float]] = {}  # user -> language -> proficiency
         self._members: dict[str, dict[str, None]] = {}  # queue -> users, in the order added
         self._locations: dict[str, list[dict[str, Any]]] = {}  # user -> [{"id", "notes"}]
+        # Extension pools (start, end), digit strings: set at start-up, read without the lock.
+        self.extension_pools: list[tuple[str, str]] = []
 
     # ---- divisions -----------------------------------------------------------------------
 
@@ -77,6 +95,14 @@ class Store:
         for kind in KINDS:
             for object_id, name in org_entries(data, kind, seed):
                 self.org.add(kind, object_id, name)
+        self.extension_pools.extend(extension_pools(data))
+
+    def in_pool(self, extension: str) -> bool:
+        """True if `extension` is in one of the org's extension pools."""
+        return extension.isdigit() and any(
+            len(start) == len(extension) and int(start) <= int(extension) <= int(end)
+            for start, end in self.extension_pools
+        )
 
     def _add_division(self, division_id: str, name: str, *, home: bool) -> None:
         try:
@@ -132,12 +158,42 @@ class Store:
 
     # ---- users ---------------------------------------------------------------------------
 
-    def _put(self, user: dict[str, Any]) -> None:
+    def _put(self, user: dict[str, Any], at: float | None = None) -> None:
+        """(lock held) Store a user's new record, changed at `at` (default: now)."""
         old = self._users.get(user["id"])
         if old is not None and old["email"].lower() != user["email"].lower():
             self._by_email.pop(old["email"].lower(), None)
         self._users[user["id"]] = user
         self._by_email[user["email"].lower()] = user["id"]
+        history = self._history.setdefault(user["id"], [])
+        history.append((self._clock() if at is None else at, user))
+        del history[:-HISTORY_KEPT]
+
+    def _settle(self, user_id: str, now: float | None = None) -> int:
+        """(lock held) Apply the version moves other services have made to a new user by now
+        (see Users.create's `churn_at`). Returns how many there were."""
+        due = self._churn.get(user_id)
+        if not due:
+            return 0
+        now = self._clock() if now is None else now
+        moved = 0
+        while due and due[0] <= now:
+            at = due.pop(0)
+            current = self._users[user_id]
+            if current["state"] != "deleted":
+                self._put(
+                    {**current, "version": current["version"] + 1, "dateModified": now_iso()}, at
+                )
+                moved += 1
+        if not due:
+            del self._churn[user_id]
+        return moved
+
+    def _settle_all(self) -> None:
+        """(lock held) _settle() every user whose version still moves on its own."""
+        now = self._clock()
+        for user_id in list(self._churn):
+            self._settle(user_id, now)
 
     def _user(self, user_id: str) -> dict[str, Any]:
         user = self._users.get(user_id)

@@ -5,11 +5,12 @@ delete, and the users that exist before the job. A user's locations come with it
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from jobrunner.emulator.errors import (
     ApiError,
+    VersionConflict,
     bad_request,
     field_error,
     invalid_query_param,
@@ -29,6 +30,8 @@ from jobrunner.emulator.validation import (
 )
 
 GET_STATES = ("active", "deleted")  # GET /api/v2/users/{id}?state=, default active
+STATE_WITH_OTHERS = ("apply", "400", "ignore")  # see Users.patch
+SAME_USER = ("id", "version")  # UpdateUser fields that change nothing
 
 
 class Users(Store):
@@ -83,8 +86,18 @@ class Users(Store):
             user["manager"] = {"id": manager_id, "selfUri": f"/api/v2/users/{manager_id}"}
         return user
 
-    def create(self, body: Any, now: float = 0.0) -> dict[str, Any]:
-        """POST /api/v2/users with a CreateUser body. Returns the new User."""
+    def create(
+        self,
+        body: Any,
+        now: float = 0.0,
+        grants: Collection[tuple[str, str]] = (),
+        churn_at: Collection[float] = (),
+    ) -> dict[str, Any]:
+        """POST /api/v2/users with a CreateUser body. Returns the new User.
+
+        `grants`: (role id, division id) pairs the user holds from creation (the Employee
+        role). `churn_at`: clock times at which other services move the new user's version
+        on their own (a PATCH with the version the create answered then conflicts)."""
         if not isinstance(body, dict):
             raise bad_request("The request body must be a CreateUser JSON object.")
         name = text_field(body, "name", "name", required=True)
@@ -118,8 +131,13 @@ class Users(Store):
         )
         with self._lock:
             self._conflict_if_taken(email)
-            self._put(user)
+            self._put(user, now)
             self._indexed_at[user["id"]] = now
+            stamp = now_iso()
+            for pair in grants:
+                self._grants.setdefault(user["id"], {})[pair] = stamp
+            if churn_at:
+                self._churn[user["id"]] = sorted(churn_at)
         return user
 
     def get(
@@ -131,10 +149,18 @@ class Users(Store):
         if wanted not in GET_STATES:
             raise invalid_query_param("state", state, GET_STATES)
         with self._lock:
+            if user_id in self._users:
+                self._settle(user_id)
             user = self._users.get(user_id)
         if user is None or (user["state"] == "deleted") != (wanted == "deleted"):
             raise not_found(f"User {user_id} not found")
         return self._present(user, expand)
+
+    def as_read(self, user: dict[str, Any]) -> dict[str, Any]:
+        """The user with its phone contacts as Genesys reads them back (read_contact)."""
+        addresses = user.get("addresses") or []
+        shown = [read_contact(contact, self.in_pool) for contact in addresses]
+        return user if shown == addresses else {**user, "addresses": shown}
 
     def _present(self, user: dict[str, Any], expand: Collection[str]) -> dict[str, Any]:
         if not expand:
@@ -161,28 +187,45 @@ class Users(Store):
     @staticmethod
     def _check_version(version: int, current: Mapping[str, Any]) -> None:
         if version != current["version"]:
-            raise ApiError(
-                409,
-                "general.conflict",
-                "The version supplied [{version}] does not match the current version of the "
-                "user [{current}].",
-                params={"version": str(version), "current": str(current["version"])},
-                details=[{"errorCode": "general.conflict", "fieldName": "version"}],
-            )
+            raise VersionConflict(version, current["version"])
 
-    def patch(self, user_id: str, body: Any) -> dict[str, Any]:
+    def patch(
+        self,
+        user_id: str,
+        body: Any,
+        state_with_others: str = "apply",
+        restore_grants: Collection[tuple[str, str]] = (),
+    ) -> dict[str, Any]:
         """PATCH /api/v2/users/{id} with an UpdateUser body: `version` must be the current one.
 
         Takes name, email, department, title, state (active/inactive), addresses, manager (a
         user id; "" removes the manager) and locations ([{"id", "notes"}], replacing the
-        list). A deleted user is only restored: exactly {"state": "active", "version"}.
+        list). A deleted user is only restored: exactly {"state": "active", "version"}
+        (and then holds `restore_grants`).
+
+        UpdateUser.state is documented as "If specified, it is the only modifiable field";
+        what the API answers when other fields come with it is not. `state_with_others`
+        (STATE_WITH_OTHERS): "400" refuses the PATCH naming the first other field, "ignore"
+        changes the state alone, "apply" changes everything sent.
         """
         if not isinstance(body, dict):
             raise bad_request("The request body must be an UpdateUser JSON object.")
         with self._lock:
             current = self._user(user_id)
         if current["state"] == "deleted":
-            return self._restore(user_id, body)
+            return self._restore(user_id, body, restore_grants)
+        if body.get("state") is not None and state_with_others != "apply":
+            others = sorted(
+                k for k, v in body.items() if k not in (*SAME_USER, "state") and v is not None
+            )
+            if others and state_with_others == "400":
+                raise field_error(
+                    400,
+                    "bad.request",
+                    others[0],
+                    "A PATCH that changes state may change nothing else; [{field}] was sent too.",
+                )
+            body = {k: v for k, v in body.items() if k in SAME_USER or k == "state"}
         version = self._version_of(body)
         changes: dict[str, Any] = {}
         for key in ("name", "email", "department", "title"):
@@ -206,6 +249,7 @@ class Users(Store):
         if manager is not None and not isinstance(manager, str):
             raise invalid_value("manager", manager, "must be a user id")
         with self._lock:
+            self._settle(user_id)
             current = self._user(user_id)
             if current["state"] == "deleted":
                 raise not_found(f"User {user_id} not found")
@@ -237,7 +281,9 @@ class Users(Store):
                 self._locations[user_id] = locations
         return user
 
-    def _restore(self, user_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    def _restore(
+        self, user_id: str, body: Mapping[str, Any], grants: Collection[tuple[str, str]] = ()
+    ) -> dict[str, Any]:
         """PATCH of a deleted user: exactly {"state": "active", "version"} restores it (as
         Terraform's provider does); without state the user is not found; anything else
         beside state and version is refused."""
@@ -268,16 +314,27 @@ class Users(Store):
                 "dateModified": now_iso(),
             }
             self._put(user)
+            stamp = now_iso()
+            for pair in grants:
+                self._grants.setdefault(user_id, {}).setdefault(pair, stamp)
         return user
 
     def delete(self, user_id: str) -> None:
         """Soft delete: state "deleted", the email stays taken; the user goes back to the Home
         division, loses its role grants and queue memberships, and its addresses lose their
-        extensions. Deleting a deleted user is a 404."""
+        extensions. Deleting a deleted user is a 404.
+
+        DELETE takes no version, but the directory "occasionally returns version errors on
+        deletes if an object was updated at the same time" (the Terraform provider): a DELETE
+        that meets a version move of a new user's churn (Users.create) is a VersionConflict,
+        and deletes nothing."""
         with self._lock:
             current = self._users.get(user_id)
             if current is None or current["state"] == "deleted":
                 raise not_found(f"User {user_id} not found")
+            if self._settle(user_id):
+                raise VersionConflict(current["version"], self._users[user_id]["version"])
+            current = self._users[user_id]
             self._put(
                 {
                     **current,
@@ -292,12 +349,19 @@ class Users(Store):
             for members in self._members.values():
                 members.pop(user_id, None)
 
-    def add_existing(self, record: Mapping[str, Any], *, skip_taken: bool = False) -> bool:
+    def add_existing(
+        self,
+        record: Mapping[str, Any],
+        *,
+        skip_taken: bool = False,
+        grants: Collection[tuple[str, str]] = (),
+    ) -> bool:
         """Add a user that exists before the job (seed file, org file, state file). False if
         skipped.
 
         Accepts the User JSON shape or a flat {name, email, title, department, state,
-        divisionId, manager} dict. A taken email raises ValueError unless `skip_taken`.
+        divisionId, manager} dict. A taken email raises ValueError unless `skip_taken`. A user
+        that is not deleted holds `grants` ((role id, division id) pairs).
         """
         email = record.get("email")
         if not isinstance(email, str) or not is_email(email):
@@ -333,13 +397,19 @@ class Users(Store):
                 if skip_taken:
                     return False
                 raise ValueError(f"existing user {email}: email or id given twice")
-            self._put(user)
+            self._put(user, float("-inf"))
             self._indexed_at[user["id"]] = float("-inf")
+            if state != "deleted":
+                stamp = user["dateModified"]
+                for pair in grants:
+                    self._grants.setdefault(user["id"], {}).setdefault(pair, stamp)
         return True
 
     def users(self) -> list[dict[str, Any]]:
-        """All users (deleted ones included), oldest first. The dicts must not be mutated."""
+        """All users (deleted ones included), oldest first, as stored (addresses as sent).
+        The dicts must not be mutated."""
         with self._lock:
+            self._settle_all()
             return list(self._users.values())
 
     def _validate_locations(self, value: Any) -> list[dict[str, Any]]:
@@ -382,3 +452,23 @@ def without_extensions(addresses: list[dict[str, Any]]) -> list[dict[str, Any]]:
         elif contact.get("address"):
             kept.append({k: v for k, v in contact.items() if k != "extension"})
     return kept
+
+
+def read_contact(contact: dict[str, Any], pooled: Callable[[str], bool]) -> dict[str, Any]:
+    """A phone (or SMS) contact as Genesys reads it back: the four shapes the Terraform
+    provider's flattenUserAddresses reads (genesyscloud/user/resource_genesyscloud_user_utils.go).
+
+    - a number alone: in `address`, as sent;
+    - a number with an extension: the number only in `display`, `extension` beside it;
+    - an extension alone, in one of the org's pools: `extension` equal to `display`;
+    - an extension alone, outside every pool: only `display`.
+    """
+    extension = contact.get("extension")
+    if contact.get("mediaType") not in ("PHONE", "SMS") or not extension:
+        return contact
+    rest = {k: v for k, v in contact.items() if k not in ("address", "display", "extension")}
+    if contact.get("address"):
+        return {**rest, "display": contact["address"], "extension": extension}
+    if pooled(extension):
+        return {**rest, "extension": extension, "display": extension}
+    return {**rest, "display": extension}
