@@ -284,9 +284,17 @@ def test_state_with_other_fields_ignores_them(start: Any, unique_email: Any) -> 
     assert (status, body["state"], body["title"]) == (200, "inactive", "Before")
 
 
-def test_state_with_other_fields_applies_them_by_default(start: Any, unique_email: Any) -> None:
-    assert EmulatorConfig().patch_state_with_others == "apply"
+def test_state_with_other_fields_refused_by_default(start: Any, unique_email: Any) -> None:
+    assert EmulatorConfig().patch_state_with_others == "400"
     _, client = start()
+    user = create(client, unique_email("statedefault"))
+    body = {"state": "inactive", "department": "X", "version": 1}
+    status, _, answer = client.api("PATCH", f"/api/v2/users/{user['id']}", body)
+    assert (status, answer["details"][0]["fieldName"]) == (400, "department")
+
+
+def test_state_with_other_fields_applies_them_all(start: Any, unique_email: Any) -> None:
+    _, client = start(patch_state_with_others="apply")
     user = create(client, unique_email("stateapply"), title="Before")
     status, _, body = client.api(
         "PATCH",
@@ -304,7 +312,7 @@ def members_of(emu: Emulator, email: str) -> list[str]:
 
 
 def test_a_non_uuid_member_is_invalid_id(sdk: Any, unique_email: Any) -> None:
-    with Emulator(config(queue_member_invalid_id=True)) as emu:
+    with Emulator(config()) as emu:
         routing = sdk.pc.RoutingApi(sdk.client(emu.port, CLIENT_ID, CLIENT_SECRET))
         batch = [sdk.model("WritableEntity", id=MARIA), sdk.model("WritableEntity", id="bob")]
         with pytest.raises(sdk.ApiException) as excinfo:
@@ -315,10 +323,13 @@ def test_a_non_uuid_member_is_invalid_id(sdk: Any, unique_email: Any) -> None:
         assert members_of(emu, "maria.gonzalez@example.com") == []
 
 
-def test_without_the_option_a_non_uuid_member_is_an_unknown_user(start: Any) -> None:
-    assert EmulatorConfig().queue_member_invalid_id is False
-    _, client = start()
+def test_a_non_uuid_member_is_invalid_id_by_default_and_unknown_without(start: Any) -> None:
+    assert EmulatorConfig().queue_member_invalid_id is True
     path = f"/api/v2/routing/queues/{QUEUE['Billing']}/members"
+    _, client = start()
+    status, _, body = client.api("POST", path, [{"id": "bob"}])
+    assert (status, body["code"]) == (400, "invalid.id")
+    _, client = start(queue_member_invalid_id=False)
     assert client.api("POST", path, [{"id": "bob"}])[0] == 404
 
 
