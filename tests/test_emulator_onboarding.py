@@ -21,6 +21,7 @@ DIVISION = {d["name"]: d["id"] for d in ORG["divisions"]}
 ROLE = {r["name"]: r["id"] for r in ORG["roles"]}
 QUEUE = {q["name"]: q["id"] for q in ORG["queues"]}
 SKILL = {s["name"]: s["id"] for s in ORG["skills"]}
+LANGUAGE = {lang["name"]: lang["id"] for lang in ORG["languages"]}
 LOCATION = {loc["name"]: loc["id"] for loc in ORG["locations"]}
 MARIA = next(u["id"] for u in ORG["users"] if u["name"] == "Maria Gonzalez")
 UNKNOWN = "00000000-0000-4000-8000-00000000dead"
@@ -569,11 +570,16 @@ def test_sdk_sees_onboarding_refusals(sdk: Any, emu: Emulator, unique_email: Any
 
 
 def onboard(client: Any, user_id: str) -> None:
-    """Agent in Sales, Spanish 4 and Billing 3, Billing and Spanish Line queues, Maria as
-    manager, the Dublin Office, moved to Support."""
+    """Agent in Sales, Spanish 4 and Billing 3, the languages Spanish 5 and English 2, Billing
+    and Spanish Line queues, Maria as manager, the Dublin Office, moved to Support."""
     assert bulkadd(client, user_id, (ROLE["Agent"], DIVISION["Sales"]))[0] == 204
     body = [{"id": SKILL["Spanish"], "proficiency": 4}, {"id": SKILL["Billing"], "proficiency": 3}]
     assert client.api("PATCH", f"/api/v2/users/{user_id}/routingskills/bulk", body)[0] == 200
+    body = [
+        {"id": LANGUAGE["Spanish"], "proficiency": 5},
+        {"id": LANGUAGE["English"], "proficiency": 2},
+    ]
+    assert client.api("PATCH", f"/api/v2/users/{user_id}/routinglanguages/bulk", body)[0] == 200
     for queue in ("Billing", "Spanish Line"):
         assert add_members(client, QUEUE[queue], [user_id])[0] == 204
     body = {"version": 1, "manager": MARIA, "locations": [{"id": LOCATION["Dublin Office"]}]}
@@ -587,6 +593,7 @@ ONBOARDED = {
     "division": "Support",
     "grants": [["Agent", "Sales"]],
     "skills": {"Billing": 3.0, "Spanish": 4.0},
+    "languages": {"English": 2.0, "Spanish": 5.0},
     "queues": ["Billing", "Spanish Line"],
     "manager": "maria.gonzalez@example.com",
     "location": "Dublin Office",
@@ -612,6 +619,7 @@ def test_stats_show_onboarding_per_email_and_templated_routes(http_client: Any) 
             "division": "Home",
             "grants": [],
             "skills": {},
+            "languages": {},
             "queues": [],
             "manager": None,
             "location": None,
@@ -621,13 +629,14 @@ def test_stats_show_onboarding_per_email_and_templated_routes(http_client: Any) 
             "POST /api/v2/users": 1,
             "POST /api/v2/authorization/subjects/{id}/bulkadd": 1,
             "PATCH /api/v2/users/{id}/routingskills/bulk": 1,
+            "PATCH /api/v2/users/{id}/routinglanguages/bulk": 1,
             "POST /api/v2/routing/queues/{id}/members": 2,
             "PATCH /api/v2/users/{id}": 1,
             "POST /api/v2/authorization/divisions/{id}/objects/{type}": 1,
             "GET /api/v2/authorization/subjects/{id}": 1,
             "GET /api/v2/users/{id}/queues": 1,
         }
-        assert stats["responses_by_status"] == {"200": 6, "204": 4}
+        assert stats["responses_by_status"] == {"200": 7, "204": 4}
 
 
 def test_state_file_keeps_onboarding(http_client: Any, tmp_path: Path) -> None:
@@ -641,7 +650,7 @@ def test_state_file_keeps_onboarding(http_client: Any, tmp_path: Path) -> None:
         onboard(client, user["id"])
         before = first.stats()["onboarding"]
     saved = json.loads(state.read_text())
-    assert (saved["format"], saved["version"]) == ("jobrunner-emulator-state", 2)
+    assert (saved["format"], saved["version"]) == ("jobrunner-emulator-state", 3)
 
     with Emulator(config(state_file=state)) as second:
         assert second.stats()["onboarding"] == before
@@ -684,6 +693,7 @@ def test_state_file_references_to_a_changed_org_are_dropped(tmp_path: Path) -> N
             UNKNOWN: [[ROLE["Agent"], DIVISION["Sales"], "x"], [gone, DIVISION["Sales"], "x"]]
         },
         "skills": {UNKNOWN: {SKILL["Chat"]: 2, gone: 5}},
+        "languages": {UNKNOWN: {LANGUAGE["French"]: 3, gone: 1}, gone: {LANGUAGE["French"]: 1}},
         "queueMembers": {QUEUE["Billing"]: [UNKNOWN, gone], gone: [UNKNOWN]},
         "userLocations": {UNKNOWN: [{"id": gone}], gone: [{"id": LOCATION["Remote"]}]},
     }
@@ -694,6 +704,7 @@ def test_state_file_references_to_a_changed_org_are_dropped(tmp_path: Path) -> N
             "division": "Home",
             "grants": [["Agent", "Sales"]],
             "skills": {"Chat": 2.0},
+            "languages": {"French": 3.0},
             "queues": ["Billing"],
             "manager": None,
             "location": None,

@@ -88,6 +88,7 @@ def test_example_org_file_holds_the_documented_org() -> None:
             "Chat",
             "Email",
         ],
+        "languages": ["English", "Spanish", "French", "German", "Portuguese"],
         "locations": ["Indianapolis HQ", "Dublin Office", "Austin Office", "Remote"],
     }
     assert [(u["name"], u["email"]) for u in org["users"]] == [

@@ -108,3 +108,48 @@ def missing_permission(permission: str) -> ApiError:
         "permission(s): [{permissions}]",
         params={"permissions": permission},
     )
+
+
+def invalid_id(field: str, value: Any) -> ApiError:
+    """400 invalid.id, Genesys' answer to an id that is not a UUID (the text is the API's)."""
+    error = ApiError(400, "invalid.id", "A non-UUID value was specified for an ID field")
+    error.details.append({"errorCode": "invalid.id", "fieldName": field, "fieldValue": str(value)})
+    return error
+
+
+def is_uuid(value: Any) -> bool:
+    """True for a string in the 8-4-4-4-12 hex form of a UUID (any version, any case)."""
+    if not isinstance(value, str) or len(value) != 36:
+        return False
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+class VersionConflict(ApiError):
+    """A stale `version` (PATCH) or a user changed under a DELETE: 409 general.conflict here;
+    the routes answer it as EmulatorConfig.version_conflict_status says (as_400())."""
+
+    def __init__(self, version: int, current: int) -> None:
+        super().__init__(
+            409,
+            "general.conflict",
+            "The version supplied [{version}] does not match the current version of the user "
+            "[{current}].",
+            params={"version": str(version), "current": str(current)},
+            details=[{"errorCode": "general.conflict", "fieldName": "version"}],
+        )
+
+    def as_400(self) -> ApiError:
+        """The same conflict as the API's other answer to it: a 400 whose message says the
+        version "does not match the current version" (the Terraform provider's
+        IsVersionMismatch looks for that text)."""
+        return ApiError(
+            400,
+            "bad.request",
+            self.message_with_params,
+            params=self.params,
+            details=[{"errorCode": "bad.request", "fieldName": "version"}],
+        )

@@ -1,5 +1,5 @@
-"""Roles, queues, skills and locations: the org file, their ids, and look-ups by name the way
-the real endpoints match names.
+"""Roles, queues, skills, languages and locations: the org file, their ids, and look-ups by
+name the way the real endpoints match names.
 
 A `Catalog` is filled once at start-up and never changes afterwards, so threads share it
 without a lock. Divisions live in `Directory` (users point at them); the org file's users are
@@ -20,8 +20,8 @@ from urllib.parse import urlencode
 
 from jobrunner.emulator.errors import invalid_query_param
 
-KINDS = ("roles", "queues", "skills", "locations")
-ORG_KEYS = ("divisions", *KINDS, "users")
+KINDS = ("roles", "queues", "skills", "languages", "locations")
+ORG_KEYS = ("divisions", *KINDS, "users", "extensionPools")
 MAX_NAME = 255
 SORT_ORDERS = ("asc", "desc", "ascending", "descending")
 
@@ -41,11 +41,12 @@ def read_org_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     path = Path(path)
     data = json.loads(path.read_text(encoding="utf-8-sig"))
     check_org(data, str(path))
-    for kind in ("divisions", *KINDS):
-        try:
+    try:
+        for kind in ("divisions", *KINDS):
             org_entries(data, kind, seed=0)
-        except ValueError as error:
-            raise ValueError(f"{path}: {error}") from None
+        extension_pools(data)
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
     return data
 
 
@@ -87,6 +88,32 @@ def org_entries(data: Mapping[str, Any], kind: str, seed: int | None) -> list[tu
     return pairs
 
 
+def extension_pools(data: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The org file's "extensionPools" ([{"startNumber", "endNumber"}], as the API's
+    ExtensionPool) as (start, end) pairs of digit strings."""
+    pools = []
+    for entry in data.get("extensionPools") or []:
+        pools.append(extension_pool(entry.get("startNumber"), entry.get("endNumber")))
+    return pools
+
+
+def extension_pool(start: Any, end: Any) -> tuple[str, str]:
+    """A pool of extensions from `start` to `end`: digits, as many of each, start <= end."""
+    if not (
+        isinstance(start, str)
+        and isinstance(end, str)
+        and start.isdigit()
+        and end.isdigit()
+        and len(start) == len(end)
+        and int(start) <= int(end)
+    ):
+        raise ValueError(
+            f"extension pool {start!r}-{end!r}: startNumber and endNumber are digit strings of "
+            "one length, the start not above the end"
+        )
+    return start, end
+
+
 # ---- name matching, as each real endpoint does it -----------------------------------------
 
 
@@ -117,6 +144,10 @@ MATCHERS: dict[str, Callable[[str], Callable[[str], bool]] | None] = {
     "roles": _contains,
     "queues": _whole_name,
     "skills": _starts_with,
+    # GET /api/v2/routing/languages?name=: Genesys documents the parameter only as "Name"
+    # (RoutingApi.get_routing_languages), and the Terraform provider compares the names it
+    # gets back exactly; so the emulator matches the start of the name, as for skills.
+    "languages": _starts_with,
     "locations": None,  # the real GET /api/v2/locations has no name filter
 }
 
@@ -124,6 +155,7 @@ PATHS = {
     "roles": "/api/v2/authorization/roles",
     "queues": "/api/v2/routing/queues",
     "skills": "/api/v2/routing/skills",
+    "languages": "/api/v2/routing/languages",
     "locations": "/api/v2/locations",
 }
 
@@ -183,7 +215,8 @@ def sort_descending(sort_order: str | None) -> bool:
 
 
 class Catalog:
-    """The org's roles, queues, skills and locations, in the shapes the API sends."""
+    """The org's roles, queues, skills, languages and locations, in the shapes the API
+    sends."""
 
     def __init__(self, home_division_ref: Mapping[str, Any], created: str) -> None:
         self._home = dict(home_division_ref)
@@ -219,7 +252,7 @@ class Catalog:
                 "dateModified": self._created,
                 "selfUri": self_uri,
             }
-        if kind == "skills":  # RoutingSkill
+        if kind in ("skills", "languages"):  # RoutingSkill, Language
             return {
                 "id": object_id,
                 "name": name,
@@ -243,6 +276,10 @@ class Catalog:
         if not isinstance(object_id, str):
             return None
         return self._items[kind].get(object_id)
+
+    def named(self, kind: str, name: str) -> dict[str, Any] | None:
+        """The object of this kind with exactly this name, or None."""
+        return next((i for i in self._items[kind].values() if i["name"] == name), None)
 
     def name_of(self, kind: str, object_id: str) -> str:
         item = self._items[kind].get(object_id)

@@ -20,7 +20,6 @@ import binascii
 import hmac
 import json
 import random
-import re
 import socket
 import socketserver
 import struct
@@ -28,176 +27,33 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable
-from dataclasses import dataclass, field
 from email.utils import formatdate
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from types import TracebackType
 from typing import Any
-from urllib.parse import parse_qs, unquote
+from urllib.parse import parse_qs
 
 from jobrunner.emulator.access import RateLimiter, TokenRegistry
+from jobrunner.emulator.config import EmulatorConfig
 from jobrunner.emulator.directory import Directory, load_state, save_state
-from jobrunner.emulator.errors import (
-    ApiError,
-    bad_request,
-    invalid_query_param,
-    invalid_value,
-    missing_permission,
-    not_found,
-)
+from jobrunner.emulator.errors import ApiError, bad_request, not_found
+from jobrunner.emulator.org import extension_pool, stable_id
+from jobrunner.emulator.routes import EMPLOYEE, ApiRoutes, Reply, error_reply, json_reply
+from jobrunner.emulator.stats import Stats
 from jobrunner.log import get_logger
+
+__all__ = ["Emulator", "EmulatorConfig"]
 
 MAX_BODY_BYTES = 512_000
 _DISCARD_LIMIT = 16 * 1024 * 1024
 FAULT_STATUSES = (502, 503, 504)
 _FAULT_CODES = {502: "bad.gateway", 503: "service.unavailable", 504: "gateway.timeout"}
 _STATE_FORMAT = "jobrunner-emulator-state"
-_STATE_VERSION = 2  # 2 added grants, skills, queue members and user locations
-_MAX_PAGE_SIZE = 500
-_MAX_MEMBERS_PAGE_SIZE = 100  # GET /api/v2/routing/queues/{id}/members: "Max value is 100"
+# 2 added grants, skills, queue members and user locations; 3 added languages
+_STATE_VERSION = 3
 
 log = get_logger("jobrunner.emulator")
-
-
-@dataclass
-class EmulatorConfig:
-    """What the emulated org looks like and how badly it behaves.
-
-    Fields are read on every request, so a test may change them on a running emulator
-    (e.g. `emu.config.fault_5xx_rate = 0.5`). `clock` is monotonic seconds; tests inject a
-    fake one to move the rate-limit window and token expiry without waiting.
-    """
-
-    client_id: str = "jobrunner-demo"
-    client_secret: str = "jobrunner-demo-secret"
-    rate_per_minute: int = 300
-    # The real API's window is 60 s. A shorter one makes rate-limit drills (and tests) quick:
-    # `rate_per_minute` requests are then allowed per `rate_window_s` seconds.
-    rate_window_s: float = 60.0
-    # "sliding": any `rate_window_s` seconds; "fixed": windows that reset on multiples of it.
-    rate_window_mode: str = "sliding"
-    token_lifetime_s: float = 86400
-    latency_ms: float = 0.0
-    latency_jitter_ms: float = 0.0
-    fault_5xx_rate: float = 0.0
-    drop_after_create_rate: float = 0.0
-    revoke_tokens_after: int | None = None
-    seed: int | None = 0
-    existing_users: list[dict[str, Any]] = field(default_factory=list)
-    divisions: dict[str, str] = field(default_factory=dict)
-    state_file: str | Path | None = None
-    host: str = "127.0.0.1"
-    port: int = 0
-    clock: Callable[[], float] = time.monotonic
-    search_index_delay_s: float = 0.0
-    home_division_id: str | None = None
-    save_interval_s: float = 2.0
-    # Divisions, roles, queues, skills, locations and users, as in an org file (org.py).
-    org: dict[str, Any] | None = None
-    # For this long after a user's creation the onboarding endpoints (bulkadd, subjects,
-    # routingskills, queue members, a user's queues) answer 404 for it.
-    fresh_user_404_s: float = 0.0
-    # Permissions the caller lacks ("routing:queue:edit"), or lacks in one division only
-    # ("authorization:grant:add@<division id>"): the endpoints needing them answer 403.
-    refused_permissions: Collection[str] = field(default_factory=set)
-
-    def __post_init__(self) -> None:
-        if self.rate_per_minute < 1:
-            raise ValueError("rate_per_minute must be at least 1")
-        if self.rate_window_s <= 0:
-            raise ValueError("rate_window_s must be positive")
-        if self.rate_window_mode not in ("sliding", "fixed"):
-            raise ValueError("rate_window_mode must be 'sliding' or 'fixed'")
-        if self.token_lifetime_s <= 0:
-            raise ValueError("token_lifetime_s must be positive")
-        for name in ("latency_ms", "latency_jitter_ms", "search_index_delay_s", "fresh_user_404_s"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must not be negative")
-        for name in ("fault_5xx_rate", "drop_after_create_rate"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must be between 0 and 1")
-        if self.revoke_tokens_after is not None and self.revoke_tokens_after < 1:
-            raise ValueError("revoke_tokens_after must be at least 1")
-        if not 0 <= self.port <= 65535:
-            raise ValueError("port must be between 0 and 65535")
-        if isinstance(self.refused_permissions, str) or not all(
-            isinstance(p, str) and p for p in self.refused_permissions
-        ):
-            raise ValueError("refused_permissions must be a collection of permission names")
-
-
-@dataclass
-class _Reply:
-    status: int
-    body: bytes = b""
-    headers: list[tuple[str, str]] = field(default_factory=list)
-    drop: bool = False
-
-
-def _json_reply(status: int, data: Any, headers: list[tuple[str, str]] | None = None) -> _Reply:
-    return _Reply(status, json.dumps(data, separators=(",", ":")).encode(), headers or [])
-
-
-def _error_reply(error: ApiError) -> _Reply:
-    context_id = str(uuid.uuid4())
-    headers = [("ININ-Correlation-Id", context_id), *error.headers.items()]
-    return _json_reply(error.status, error.body(context_id), headers)
-
-
-class _Stats:
-    """Counters for GET /emulator/stats."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.reset()
-
-    def reset(self) -> None:
-        with self._lock:
-            self.requests_total = 0
-            self.by_route: Counter[str] = Counter()
-            self.by_status: Counter[str] = Counter()
-            self.creations: Counter[str] = Counter()
-            self.faults: Counter[str] = Counter(
-                {"http_5xx": 0, "drop_after_create": 0, "token_revocation": 0}
-            )
-            self.rate_limited = 0
-            self.tokens_issued = 0
-            self.token_requests_rejected = 0
-
-    def record(self, route: str, status: int | str) -> None:
-        with self._lock:
-            self.requests_total += 1
-            self.by_route[route] += 1
-            self.by_status[str(status)] += 1
-            if status == 429:
-                self.rate_limited += 1
-
-    def bump(self, what: str, key: str | None = None) -> None:
-        with self._lock:
-            if what == "creation" and key is not None:
-                self.creations[key] += 1
-            elif what == "fault" and key is not None:
-                self.faults[key] += 1
-            elif what == "token":
-                self.tokens_issued += 1
-            elif what == "token_rejected":
-                self.token_requests_rejected += 1
-
-    def snapshot(self) -> dict[str, Any]:
-        with self._lock:
-            return {
-                "requests_total": self.requests_total,
-                "requests_by_route": dict(self.by_route),
-                "responses_by_status": dict(self.by_status),
-                "creations_by_email": dict(self.creations),
-                "rate_limited": self.rate_limited,
-                "faults": dict(self.faults),
-                "tokens_issued": self.tokens_issued,
-                "token_requests_rejected": self.token_requests_rejected,
-            }
 
 
 def _bearer(headers: Any) -> str | None:
@@ -224,91 +80,7 @@ def _basic(headers: Any) -> tuple[str, str] | None:
     return (client_id, secret) if sep else None
 
 
-def _query_int(params: dict[str, list[str]], name: str, default: int, high: int) -> int:
-    raw = params.get(name, [str(default)])[-1]
-    try:
-        value = int(raw)
-    except ValueError:
-        raise invalid_value(name, raw, "must be an integer") from None
-    if not 1 <= value <= high:
-        raise invalid_value(name, raw, f"must be between 1 and {high}")
-    return value
-
-
-def _query_str(params: dict[str, list[str]], name: str) -> str | None:
-    return params.get(name, [None])[-1]
-
-
-def _query_list(params: dict[str, list[str]], name: str) -> list[str]:
-    """A list parameter, repeated (`a=1&a=2`) or comma-joined as the SDK sends it (`a=1,2`)."""
-    return [item for value in params.get(name, []) for item in value.split(",") if item]
-
-
-def _query_bool(params: dict[str, list[str]], name: str) -> bool | None:
-    raw = _query_str(params, name)
-    if raw is None or raw == "":
-        return None
-    if raw.lower() not in ("true", "false"):
-        raise invalid_query_param(name, raw, ("true", "false"))
-    return raw.lower() == "true"
-
-
-def _paging(params: dict[str, list[str]], high: int = _MAX_PAGE_SIZE) -> dict[str, int]:
-    return {
-        "page_size": _query_int(params, "pageSize", 25, high),
-        "page_number": _query_int(params, "pageNumber", 1, 1_000_000),
-    }
-
-
-def _grant_divisions(body: Any) -> list[str]:
-    """The division ids a RoleDivisionGrants body names (for the permission check only)."""
-    grants = body.get("grants") if isinstance(body, dict) else None
-    if not isinstance(grants, list):
-        return []
-    return [
-        g["divisionId"]
-        for g in grants
-        if isinstance(g, dict) and isinstance(g.get("divisionId"), str)
-    ]
-
-
-@dataclass(frozen=True)
-class _Route:
-    """A path pattern, its label in the stats, and its handlers by HTTP method."""
-
-    pattern: re.Pattern[str]
-    template: str
-    handlers: dict[str, str]
-
-
-def _route_for(template: str, **handlers: str) -> _Route:
-    regex = re.escape(template).replace(r"\{id\}", "([^/]+)").replace(r"\{type\}", "([^/]+)")
-    return _Route(re.compile(f"^{regex}$"), template, handlers)
-
-
-# First match wins: fixed segments ("search", "home") come before {id}.
-_ROUTES = (
-    _route_for("/api/v2/users", POST="_create"),
-    _route_for("/api/v2/users/search", POST="_search"),
-    _route_for("/api/v2/users/{id}", GET="_get_user", PATCH="_patch_user", DELETE="_delete_user"),
-    _route_for("/api/v2/users/{id}/routingskills/bulk", PATCH="_set_skills"),
-    _route_for("/api/v2/users/{id}/routingskills", GET="_user_skills"),
-    _route_for("/api/v2/users/{id}/queues", GET="_user_queues"),
-    _route_for("/api/v2/authorization/divisions", GET="_divisions"),
-    _route_for("/api/v2/authorization/divisions/home", GET="_home"),
-    _route_for("/api/v2/authorization/divisions/{id}", GET="_division"),
-    _route_for("/api/v2/authorization/divisions/{id}/objects/{type}", POST="_move_objects"),
-    _route_for("/api/v2/authorization/roles", GET="_roles"),
-    _route_for("/api/v2/authorization/subjects/{id}", GET="_subject"),
-    _route_for("/api/v2/authorization/subjects/{id}/bulkadd", POST="_bulkadd"),
-    _route_for("/api/v2/routing/queues", GET="_queues"),
-    _route_for("/api/v2/routing/queues/{id}/members", GET="_members", POST="_update_members"),
-    _route_for("/api/v2/routing/skills", GET="_skills"),
-    _route_for("/api/v2/locations", GET="_locations"),
-)
-
-
-class Emulator:
+class Emulator(ApiRoutes):
     """A running (after start()) emulated Genesys Cloud org. See the module docstring."""
 
     def __init__(self, config: EmulatorConfig | None = None) -> None:
@@ -316,24 +88,38 @@ class Emulator:
         cfg = self.config
         self._rng = random.Random(cfg.seed)
         self._rng_lock = threading.Lock()
+        # Apart from the faults' so that turning a dialect option on moves no fault.
+        self._dialect = random.Random(None if cfg.seed is None else f"dialect-{cfg.seed}")
         saved = load_state(cfg.state_file) if cfg.state_file else None
         home_id = (saved or {}).get("homeDivisionId") or cfg.home_division_id
         if not home_id:
             home_id = str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
-        self.directory = Directory(home_id, cfg.divisions)
+        self.directory = Directory(home_id, cfg.divisions, clock=self._now)
         org = cfg.org or {}
         self.directory.load_org(org, seed=cfg.seed)
+        for pool in cfg.extension_pools:
+            start, _, end = pool.partition("-")
+            self.directory.extension_pools.append(extension_pool(start, end))
+        if cfg.employee_role and self.directory.org.named("roles", EMPLOYEE) is None:
+            self.directory.org.add("roles", stable_id(cfg.seed, "roles", EMPLOYEE), EMPLOYEE)
         for record in (saved or {}).get("users", []):
             self.directory.add_existing(record)
-        for record in [*org.get("users", []), *cfg.existing_users]:
-            self.directory.add_existing(record, skip_taken=saved is not None)
+        existing = [
+            *org.get("users", []),
+            *cfg.existing_users,
+            *({"email": email} for email in cfg.existing_emails),
+        ]
+        for record in existing:
+            self.directory.add_existing(
+                record, skip_taken=saved is not None, grants=self._employee_grants()
+            )
         if saved is not None:
             dropped = self.directory.load_onboarding(saved)
             if dropped:
                 log.warning("emulator.state_references_dropped", count=dropped)
         self.tokens = TokenRegistry(self._now)
         self.limiter = RateLimiter(self._now)
-        self._stats = _Stats()
+        self._stats = Stats()
         self._counter_lock = threading.Lock()
         self._api_requests = 0
         self._revoked_after_count = False
@@ -486,6 +272,9 @@ class Emulator:
         with self._rng_lock:
             return self._rng.random() < rate
 
+    def _dialect_rng(self) -> random.Random:
+        return self._dialect
+
     def _pause(self) -> None:
         cfg = self.config
         if cfg.latency_ms <= 0 and cfg.latency_jitter_ms <= 0:
@@ -511,7 +300,7 @@ class Emulator:
             self._stats.bump("fault", "token_revocation")
             self.revoke_tokens()
 
-    def handle(self, method: str, target: str, headers: Any, body: bytes) -> tuple[str, _Reply]:
+    def handle(self, method: str, target: str, headers: Any, body: bytes) -> tuple[str, Reply]:
         """Answer one request. Returns (route label for the stats, reply)."""
         path, _, query = target.partition("?")
         if path.startswith("/api/v2/"):
@@ -520,11 +309,11 @@ class Emulator:
             return "POST /oauth/token", self._oauth(method, headers, body)
         if path.startswith("/emulator/"):
             return "", self._inspect(method, path)
-        return f"{method} (unknown)", _error_reply(not_found())
+        return f"{method} (unknown)", error_reply(not_found())
 
-    def _oauth(self, method: str, headers: Any, body: bytes) -> _Reply:
+    def _oauth(self, method: str, headers: Any, body: bytes) -> Reply:
         if method != "POST":
-            return _json_reply(405, {"error": "invalid_request", "description": "use POST"})
+            return json_reply(405, {"error": "invalid_request", "description": "use POST"})
         form = parse_qs(body.decode("utf-8", "replace"))
         creds = _basic(headers)
         if creds is None and "client_id" in form:
@@ -542,12 +331,12 @@ class Emulator:
         if rejection is not None:
             self._stats.bump("token_rejected")
             error, description = rejection
-            return _json_reply(
+            return json_reply(
                 400, {"error": error, "description": description, "error_description": description}
             )
         token = self.tokens.issue(cfg.token_lifetime_s)
         self._stats.bump("token")
-        return _json_reply(
+        return json_reply(
             200,
             {
                 "access_token": token,
@@ -556,40 +345,29 @@ class Emulator:
             },
         )
 
-    def _inspect(self, method: str, path: str) -> _Reply:
+    def _inspect(self, method: str, path: str) -> Reply:
         if method == "GET" and path == "/emulator/stats":
-            return _json_reply(200, self.stats())
+            return json_reply(200, self.stats())
         if method == "GET" and path == "/emulator/users":
-            return _json_reply(200, self.directory.users())
+            return json_reply(200, self.directory.users())
         if method == "GET" and path == "/emulator/health":
-            return _json_reply(200, {"status": "ok", "users": len(self.directory)})
+            return json_reply(200, {"status": "ok", "users": len(self.directory)})
         if method == "POST" and path == "/emulator/revoke-tokens":
-            return _json_reply(200, {"revoked": self.revoke_tokens()})
+            return json_reply(200, {"revoked": self.revoke_tokens()})
         if method == "POST" and path == "/emulator/reset-stats":
             self.reset_stats()
-            return _json_reply(200, {})
-        return _error_reply(not_found(f"No emulator endpoint {method} {path}"))
-
-    def _route(
-        self, method: str, path: str
-    ) -> tuple[str, Callable[..., _Reply] | None, tuple[str, ...]]:
-        for route in _ROUTES:
-            match = route.pattern.match(path)
-            if match:
-                name = route.handlers.get(method)
-                handler = getattr(self, name) if name else None
-                return f"{method} {route.template}", handler, tuple(map(unquote, match.groups()))
-        return f"{method} (unknown)", None, ()
+            return json_reply(200, {})
+        return error_reply(not_found(f"No emulator endpoint {method} {path}"))
 
     def _api(
         self, method: str, path: str, query: str, headers: Any, body: bytes
-    ) -> tuple[str, _Reply]:
+    ) -> tuple[str, Reply]:
         cfg = self.config
         self._pause()
         route, handler, args = self._route(method, path)
         token = _bearer(headers)
         if token is None:
-            return route, _error_reply(
+            return route, error_reply(
                 ApiError(
                     401,
                     "authentication.required",
@@ -597,14 +375,14 @@ class Emulator:
                 )
             )
         if not self.tokens.check(token):
-            return route, _error_reply(
+            return route, error_reply(
                 ApiError(401, "bad.credentials", "Invalid login credentials.")
             )
         wait = self.limiter.admit(
             token, cfg.rate_per_minute, cfg.rate_window_s, cfg.rate_window_mode
         )
         if wait:
-            return route, _error_reply(
+            return route, error_reply(
                 ApiError(
                     429,
                     "too.many.requests.retry.after",
@@ -619,205 +397,16 @@ class Emulator:
                 status = self._rng.choice(FAULT_STATUSES)
             self._stats.bump("fault", "http_5xx")
             phrase = HTTPStatus(status).phrase
-            return route, _error_reply(
+            return route, error_reply(
                 ApiError(status, _FAULT_CODES[status], f"{phrase} (injected by the emulator)")
             )
         if handler is None:
-            return route, _error_reply(not_found(f"No API route {method} {path}"))
+            return route, error_reply(not_found(f"No API route {method} {path}"))
         try:
             params = parse_qs(query)
             return route, handler(body=body, args=args, params=params)
         except ApiError as error:
-            return route, _error_reply(error)
-
-    # ---- API routes ----------------------------------------------------------------------
-
-    @staticmethod
-    def _json_body(body: bytes) -> Any:
-        try:
-            return json.loads(body) if body else None
-        except ValueError:
-            raise bad_request("The request body is not valid JSON.") from None
-
-    def _authorize(self, permission: str, divisions: Iterable[str | None] = ()) -> None:
-        """403 if the caller lacks `permission`, everywhere or in one of `divisions`."""
-        refused = self.config.refused_permissions
-        if not refused:
-            return
-        if permission in refused:
-            raise missing_permission(permission)
-        for division_id in divisions:
-            if division_id and f"{permission}@{division_id}" in refused:
-                raise missing_permission(permission)
-
-    def _refused_divisions(self, permission: str) -> set[str]:
-        prefix = permission + "@"
-        return {p[len(prefix) :] for p in self.config.refused_permissions if p.startswith(prefix)}
-
-    def _fresh(self) -> dict[str, Any]:
-        """now and fresh_s for the Directory's onboarding methods."""
-        return {"now": self._now(), "fresh_s": self.config.fresh_user_404_s}
-
-    def _create(self, body: bytes, **_: Any) -> _Reply:
-        data = self._json_body(body)
-        division_id = data.get("divisionId") if isinstance(data, dict) else None
-        self._authorize(
-            "directory:user:add",
-            [division_id if isinstance(division_id, str) else self.home_division_id],
-        )
-        user = self.directory.create(data, now=self._now())
-        self._dirty.set()
-        self._stats.bump("creation", user["email"].lower())
-        if self._chance(self.config.drop_after_create_rate):
-            self._stats.bump("fault", "drop_after_create")
-            return _Reply(200, drop=True)
-        return _json_reply(200, user)
-
-    def _search(self, body: bytes, **_: Any) -> _Reply:
-        self._authorize("directory:user:view")
-        result = self.directory.search(
-            self._json_body(body),
-            now=self._now(),
-            index_delay_s=self.config.search_index_delay_s,
-            hidden_divisions=self._refused_divisions("directory:user:view"),
-        )
-        return _json_reply(200, result)
-
-    def _get_user(self, args: tuple[str, ...], params: dict[str, list[str]], **_: Any) -> _Reply:
-        self._authorize("directory:user:view", [self.directory.division_of(args[0])])
-        user = self.directory.get(
-            args[0], state=_query_str(params, "state"), expand=_query_list(params, "expand")
-        )
-        return _json_reply(200, user)
-
-    def _patch_user(self, args: tuple[str, ...], body: bytes, **_: Any) -> _Reply:
-        self._authorize("directory:user:edit", [self.directory.division_of(args[0])])
-        user = self.directory.patch(args[0], self._json_body(body))
-        self._dirty.set()
-        return _json_reply(200, user)
-
-    def _delete_user(self, args: tuple[str, ...], **_: Any) -> _Reply:
-        self._authorize("directory:user:delete", [self.directory.division_of(args[0])])
-        self.directory.delete(args[0])
-        self._dirty.set()
-        return _json_reply(200, {})
-
-    def _divisions(self, params: dict[str, list[str]], **_: Any) -> _Reply:
-        return _json_reply(
-            200,
-            self.directory.list_divisions(
-                name=_query_str(params, "name"), ids=_query_list(params, "id"), **_paging(params)
-            ),
-        )
-
-    def _home(self, **_: Any) -> _Reply:
-        return _json_reply(200, self.directory.home_division())
-
-    def _division(self, args: tuple[str, ...], **_: Any) -> _Reply:
-        return _json_reply(200, self.directory.get_division(args[0]))
-
-    def _move_objects(self, args: tuple[str, ...], body: bytes, **_: Any) -> _Reply:
-        division_id, object_type = args
-        user_ids = self._json_body(body)
-        moved = user_ids if isinstance(user_ids, list) else []
-        self._authorize(
-            "authorization:division:edit",
-            [division_id, *(self.directory.division_of(u) for u in moved if isinstance(u, str))],
-        )
-        self.directory.move_to_division(division_id, object_type, user_ids)
-        self._dirty.set()
-        return _Reply(204)
-
-    def _org_listing(
-        self, kind: str, params: dict[str, list[str]], name: str | None = None
-    ) -> _Reply:
-        listing = self.directory.list_org(
-            kind,
-            name=name,
-            sort_order=_query_str(params, "sortOrder"),
-            ids=_query_list(params, "id"),
-            **_paging(params),
-        )
-        return _json_reply(200, listing)
-
-    def _roles(self, params: dict[str, list[str]], **_: Any) -> _Reply:
-        self._authorize("authorization:role:view")
-        return self._org_listing("roles", params, _query_str(params, "name"))
-
-    def _queues(self, params: dict[str, list[str]], **_: Any) -> _Reply:
-        self._authorize("routing:queue:view")
-        return self._org_listing("queues", params, _query_str(params, "name"))
-
-    def _skills(self, params: dict[str, list[str]], **_: Any) -> _Reply:
-        return self._org_listing("skills", params, _query_str(params, "name"))
-
-    def _locations(self, params: dict[str, list[str]], **_: Any) -> _Reply:
-        return self._org_listing("locations", params)  # no name filter in the real API
-
-    def _bulkadd(self, args: tuple[str, ...], body: bytes, params: dict[str, list[str]]) -> _Reply:
-        data = self._json_body(body)
-        self._authorize("authorization:grant:add", _grant_divisions(data))
-        subject_type = _query_str(params, "subjectType") or "PC_USER"
-        if subject_type not in ("PC_USER", "PC_GROUP", "PC_OAUTH_CLIENT"):
-            raise invalid_query_param(
-                "subjectType", subject_type, ("PC_USER", "PC_GROUP", "PC_OAUTH_CLIENT")
-            )
-        if subject_type != "PC_USER":  # the emulated org has no groups or OAuth clients
-            raise not_found(f"Subject {args[0]} not found")
-        self.directory.grant(args[0], data, **self._fresh())
-        self._dirty.set()
-        return _Reply(204)
-
-    def _subject(self, args: tuple[str, ...], **_: Any) -> _Reply:
-        return _json_reply(200, self.directory.subject(args[0], **self._fresh()))
-
-    def _set_skills(self, args: tuple[str, ...], body: bytes, **_: Any) -> _Reply:
-        self._authorize("routing:skill:assign", [self.directory.division_of(args[0])])
-        listing = self.directory.set_skills(args[0], self._json_body(body), **self._fresh())
-        self._dirty.set()
-        return _json_reply(200, listing)
-
-    def _user_skills(self, args: tuple[str, ...], params: dict[str, list[str]], **_: Any) -> _Reply:
-        listing = self.directory.user_skills(
-            args[0], sort_order=_query_str(params, "sortOrder"), **_paging(params), **self._fresh()
-        )
-        return _json_reply(200, listing)
-
-    def _update_members(
-        self, args: tuple[str, ...], body: bytes, params: dict[str, list[str]]
-    ) -> _Reply:
-        queue = self.directory.org.get("queues", args[0])
-        self._authorize("routing:queue:edit", [queue["division"]["id"] if queue else None])
-        self.directory.update_queue_members(
-            args[0],
-            self._json_body(body),
-            delete=bool(_query_bool(params, "delete")),
-            **self._fresh(),
-        )
-        self._dirty.set()
-        return _Reply(204)
-
-    def _members(self, args: tuple[str, ...], params: dict[str, list[str]], **_: Any) -> _Reply:
-        self._authorize("routing:queue:view")
-        listing = self.directory.queue_members(
-            args[0],
-            sort_order=_query_str(params, "sortOrder"),
-            name=_query_str(params, "name"),
-            joined=_query_bool(params, "joined"),
-            **_paging(params, _MAX_MEMBERS_PAGE_SIZE),
-        )
-        return _json_reply(200, listing)
-
-    def _user_queues(self, args: tuple[str, ...], params: dict[str, list[str]], **_: Any) -> _Reply:
-        self._authorize("routing:queue:view")
-        listing = self.directory.user_queues(
-            args[0],
-            joined=_query_bool(params, "joined"),
-            division_ids=_query_list(params, "divisionId"),
-            **_paging(params),
-            **self._fresh(),
-        )
-        return _json_reply(200, listing)
+            return route, error_reply(error)
 
 
 class _Server(ThreadingHTTPServer):
@@ -903,7 +492,7 @@ class _Handler(BaseHTTPRequestHandler):
                     length -= len(chunk)
         self.close_connection = True
         self._write(
-            _error_reply(
+            error_reply(
                 ApiError(
                     413,
                     "request.entity.too.large",
@@ -920,7 +509,7 @@ class _Handler(BaseHTTPRequestHandler):
             body = self._read_body()
         except ValueError:
             self.close_connection = True
-            self._write(_error_reply(bad_request("Malformed request body framing.")))
+            self._write(error_reply(bad_request("Malformed request body framing.")))
             return
         if body is None:
             return
@@ -930,7 +519,7 @@ class _Handler(BaseHTTPRequestHandler):
             log.error("emulator.internal_error", method=self.command, path=self.path, exc_info=True)
             route, reply = (
                 f"{self.command} (error)",
-                _error_reply(
+                error_reply(
                     ApiError(500, "internal.server.error", "The emulator failed on this request.")
                 ),
             )
@@ -953,7 +542,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_PATCH = do_DELETE = do_PUT = _dispatch
 
-    def _write(self, reply: _Reply) -> None:
+    def _write(self, reply: Reply) -> None:
         lines = [f"HTTP/1.1 {reply.status} {HTTPStatus(reply.status).phrase}"]
         if reply.status != 204:  # a 204 has no body, so neither type nor length
             lines += ["Content-Type: application/json", f"Content-Length: {len(reply.body)}"]
