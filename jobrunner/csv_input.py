@@ -57,6 +57,10 @@ _SIMPLE_EMAIL = re.compile(
     r"[A-Za-z0-9_+-]+(?:\.[A-Za-z0-9_+-]+)*@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"
     r"[A-Za-z]{2,63}"
 )
+# A domain label with "--" in its 3rd and 4th characters: IDNA (RFC 5891 4.2.3.1) reserves
+# that shape for A-labels ("xn--" Punycode). email-validator refuses the others and decodes
+# those, so none of them takes the fast path.
+_RESERVED_LABEL = re.compile(r"(?:^|\.)[A-Za-z0-9]{2}--")
 _SPECIAL_TLDS = frozenset({"arpa", "invalid", "local", "localhost", "onion", "test"})
 _E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 _ADDRESS_LIKE = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
@@ -675,7 +679,11 @@ def email_problem(email: str) -> str | None:
     """None when `email` is a deliverable-looking address (syntax only, no DNS)."""
     if len(email) <= 254 and _SIMPLE_EMAIL.fullmatch(email):
         local, _, domain = email.rpartition("@")
-        if len(local) <= 64 and domain.rsplit(".", 1)[-1].lower() not in _SPECIAL_TLDS:
+        if (
+            len(local) <= 64
+            and domain.rsplit(".", 1)[-1].lower() not in _SPECIAL_TLDS
+            and not _RESERVED_LABEL.search(domain)
+        ):
             return None
     from email_validator import EmailNotValidError, validate_email
 

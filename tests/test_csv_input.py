@@ -9,16 +9,47 @@ from hypothesis import strategies as st
 
 from jobrunner.csv_input import _SIMPLE_EMAIL, email_problem, normalise_phone
 
-
-@settings(max_examples=300, deadline=None)
-@given(
+# Domain labels of every shape the two could disagree on: plain ones, ones with "--" in the
+# 3rd and 4th places (reserved by IDNA for A-labels: email-validator refuses them) and
+# Punycode-looking ones ("xn--...", which email-validator decodes, and may refuse).
+_label = st.one_of(
+    st.from_regex(r"[A-Za-z0-9]([A-Za-z0-9-]{0,20}[A-Za-z0-9])?", fullmatch=True),
+    st.from_regex(r"[A-Za-z0-9]{2}--([A-Za-z0-9-]{0,10}[A-Za-z0-9])?", fullmatch=True),
+    st.from_regex(r"(xn|XN|Xn)--[a-z0-9-]{0,12}[a-z0-9]", fullmatch=True),
+)
+_tld = st.one_of(
+    st.from_regex(r"[A-Za-z]{2,12}", fullmatch=True),
+    st.sampled_from(["test", "local", "localhost", "onion", "invalid", "arpa", "xn--p1ai"]),
+)
+_emails = st.one_of(
     st.from_regex(
         r"[A-Za-z0-9_+-]{1,70}(\.[A-Za-z0-9_+-]{1,9}){0,2}@([A-Za-z0-9-]{1,64}\.){1,3}[A-Za-z]{2,12}",
         fullmatch=True,
-    )
+    ),
+    st.builds(
+        lambda local, labels, tld: f"{local}@{'.'.join([*labels, tld])}",
+        st.from_regex(r"[A-Za-z0-9_+-]{1,20}(\.[A-Za-z0-9_+-]{1,9}){0,1}", fullmatch=True),
+        st.lists(_label, min_size=1, max_size=3),
+        _tld,
+    ),
 )
+
+
+# Derandomized: the same draws on every run (until this test, Hypothesis or Python change),
+# so CI cannot turn red on a rare draw. The strategy above aims at the shapes where the
+# fast path and email-validator could disagree, and every disagreement found is pinned
+# below. To look for new ones, run it once with derandomize=False and many more examples.
+@settings(max_examples=500, deadline=None, derandomize=True)
+@given(_emails)
+@example("ab@ab--cd.com")  # found by this test: "--" in a label's 3rd and 4th places
+@example("ab@cd.ab--x.com")
+@example("ab@xn--cd.com")  # an A-label that is not valid Punycode
+@example("a@XN--abc.com")
+@example("x@xn--bcher-kva.com")  # valid Punycode (bücher): accepted by both
+@example("a@b.c--d.com")  # "--" elsewhere in a label is fine
+@example("ab--cd@example.com")  # ... and in the local part
 def test_fast_path_never_accepts_what_email_validator_rejects(email: str) -> None:
-    """Addresses the regex fast path accepts must be ones email-validator accepts too."""
+    """The regex fast path and email-validator give the same verdict on every address."""
     try:
         validate_email(email, check_deliverability=False)
         reference_ok = True
