@@ -761,9 +761,10 @@ def _national_prefix(code: int) -> tuple[bool, re.Pattern[str] | None]:
 
 def _normalise_phone_fully(raw: str, country: str | None = None) -> tuple[str | None, str | None]:
     import phonenumbers
+    from phonenumbers import CountryCodeSource
 
     try:
-        number = phonenumbers.parse(raw, country)
+        number = phonenumbers.parse(raw, country, keep_raw_input=True)
     except phonenumbers.NumberParseException:
         if country:
             return None, f"not a phone number of {country} nor one in international form"
@@ -771,12 +772,27 @@ def _normalise_phone_fully(raw: str, country: str | None = None) -> tuple[str | 
             "write it in international form with the country code, e.g. +13175550101, or "
             "give `ingest --default-country US` (your country's code) for local numbers"
         )
-    # Length and country code are checked; the per-range validity tables are not, because they
-    # lag behind new number allocations and Genesys itself only requires E.164.
+    # A number in international form (+, or the country's international prefix) has its
+    # length and country code checked, not the per-range validity tables: they lag behind
+    # new allocations, and Genesys itself only requires E.164.
     if not phonenumbers.is_possible_number(number):
         return None, "wrong number of digits for its country"
     if number.extension:
         return None, "has an extension, which E.164 cannot hold: give the number without it"
+    # A number written without its country code is only taken as the default country's when
+    # it is a valid number there (or of a country sharing its code: +1 covers the US and
+    # Canada): the right length alone would turn another country's local number (an Irish
+    # 087 ...) into a wrong one of this country (+1 087 ...).
+    written_locally = number.country_code_source in (
+        CountryCodeSource.FROM_DEFAULT_COUNTRY,
+        CountryCodeSource.FROM_NUMBER_WITHOUT_PLUS_SIGN,  # "1 317 555 0142" read with US
+    )
+    if country and written_locally and not phonenumbers.is_valid_number(number):
+        return None, (
+            f"not a valid number of {country} (written without a country code, it is read as "
+            f"{country}'s: --default-country {country}): check it, or write it in international "
+            "form with its country code"
+        )
     e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
     if not _E164.fullmatch(e164):
         return None, "cannot be written in E.164 form"

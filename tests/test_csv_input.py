@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 from email_validator import EmailNotValidError, validate_email
 from hypothesis import example, given, settings
@@ -110,3 +113,67 @@ def test_the_short_path_on_real_shapes(raw: str) -> None:
     from jobrunner.csv_input import _normalise_phone_fully
 
     assert normalise_phone(raw) == _normalise_phone_fully(raw)
+
+
+# -- a local number read with --default-country ------------------------------------------------
+
+
+def test_a_local_number_that_is_no_number_of_the_default_country_is_invalid() -> None:
+    """The Irish mobile 087 123 4567 has as many digits as a US number, but no US number
+    starts 087: read with US it is not +1 087 123 4567."""
+    got, problem = normalise_phone("087 123 4567", "US")
+    assert got is None
+    assert problem and "not a valid number of US" in problem and "international form" in problem
+    assert normalise_phone("087 123 4567", "IE") == ("+353871234567", None)
+
+
+@pytest.mark.parametrize(
+    ("raw", "e164"),
+    [
+        ("(317) 555-0142", "+13175550142"),
+        ("202-456-1111", "+12024561111"),
+        ("1 202 456 1111", "+12024561111"),  # the country code without a +
+        ("(416) 363-1234", "+14163631234"),  # Toronto: +1 is the US's and Canada's code
+    ],
+)
+def test_a_real_local_number_of_the_default_country_is_read(raw: str, e164: str) -> None:
+    assert normalise_phone(raw, "US") == (e164, None)
+
+
+def test_a_number_in_international_form_in_a_range_phonenumbers_does_not_know_is_accepted() -> None:
+    """Validity tables lag behind new allocations: in international form only the length
+    and country code are checked, with or without a default country. Written locally, the
+    same number is refused (it could be another country's)."""
+    import phonenumbers
+
+    raw = "+44 20 5000 0000"
+    assert not phonenumbers.is_valid_number(phonenumbers.parse(raw))  # unknown to the tables
+    for country in (None, "US", "GB"):
+        assert normalise_phone(raw, country) == ("+442050000000", None), country
+    assert normalise_phone("00 44 20 5000 0000", "DE") == ("+442050000000", None)  # 00: IDD
+    got, problem = normalise_phone("020 5000 0000", "GB")
+    assert got is None and problem and "not a valid number of GB" in problem
+
+
+def test_ingest_with_a_default_country_names_it_for_a_number_that_is_not_of_it(
+    tmp_path: Path,
+) -> None:
+    from click.testing import CliRunner
+
+    from jobrunner.cli import cli
+
+    f = tmp_path / "u.csv"
+    f.write_text(
+        "name,email,phone_work\nAoife Byrne,aoife@example.com,087 123 4567\n"
+        "Ann Lee,ann@example.com,(317) 555-0142\n",
+        encoding="utf-8",
+    )
+    db = tmp_path / "l.db"
+    result = CliRunner().invoke(cli, ["--db", str(db), "ingest", "--default-country", "US", str(f)])
+    assert result.exit_code == 0, result.output
+    report = CliRunner().invoke(cli, ["--db", str(db), "report", "--format", "json"])
+    rows = {r["email"]: r for r in json.loads(report.output)["rows"]}
+    aoife = rows["aoife@example.com"]
+    assert (aoife["status"], aoife["error_code"]) == ("invalid", "phone_invalid")
+    assert "'087 123 4567' is not valid: not a valid number of US" in aoife["error"]
+    assert rows["ann@example.com"]["phone_number"] == "+13175550142"
