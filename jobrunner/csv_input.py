@@ -598,28 +598,51 @@ def _items(cell: str | None) -> list[str]:
     return [item.strip() for item in _ITEM_SEPARATOR.split(cell or "") if item.strip()]
 
 
+def _semicolon(column: str, item: str) -> str:
+    """Why an item holding `;` is refused: the admin UI's import separates items with
+    commas (a `;` is no separator there, and splitting on it could name other queues or
+    roles than meant), so it is refused here, not found first by `check`."""
+    fixed = ", ".join(part.strip() for part in item.split(";") if part.strip())
+    return (
+        f"{column} item {item!r} holds a ';': items are separated by commas (or line breaks), "
+        f"as in the admin UI's import: write {fixed!r} (a name cannot hold a ';')"
+    )
+
+
 def _parse_lists(row: InputRow) -> None:
-    """`Role:[Division], Role` / `Queue, Queue` / `Skill:5, Skill` (no proficiency: 0)."""
+    """`Role:[Division; Division], Role` / `Queue, Queue` / `Skill:5, Skill` (no
+    proficiency: 0). Inside a role's brackets a `;` separates divisions, as the admin UI's
+    import writes a role granted in several; anywhere else it is refused."""
     if not (row.roles_divisions or row.queues or row.skills):
         return
     roles: dict[tuple[str, str], tuple[str, str | None]] = {}
     for item in _items(row.roles_divisions):
         match = _ROLE_ITEM.fullmatch(item)
-        role, division = (match.group(1), match.group(2)) if match else ("", None)
-        if not match or not _visible(role) or (division is not None and not _visible(division)):
+        role, divisions = (match.group(1), match.group(2)) if match else ("", None)
+        if match and ";" in role:
+            row.invalidate("roles_invalid", _semicolon("roles_divisions", item))
+            return
+        names = [d.strip() for d in divisions.split(";")] if divisions is not None else [None]
+        if not match or not _visible(role) or not all(d is None or _visible(d) for d in names):
             row.invalidate(
                 "roles_invalid",
                 f"roles_divisions item {item!r} is not 'Role' or 'Role:[Division]' (a role name "
-                "holds no , or :)",
+                "holds no , or :; several divisions: 'Role:[Division; Division]')",
             )
             return
-        division = division.strip() if division is not None else None
-        roles.setdefault((name_key(role), name_key(division or "")), (role, division))
+        for division in names:
+            roles.setdefault((name_key(role), name_key(division or "")), (role, division))
     queues: dict[str, str] = {}
     for item in _items(row.queues):
+        if ";" in item:
+            row.invalidate("queues_invalid", _semicolon("queues", item))
+            return
         queues.setdefault(name_key(item), item)
     skills: dict[str, tuple[str, float]] = {}
     for item in _items(row.skills):
+        if ";" in item:
+            row.invalidate("skills_invalid", _semicolon("skills", item))
+            return
         skill, colon, level_text = item.partition(":")
         skill, level_text = skill.strip(), level_text.strip()
         level = _proficiency(level_text) if colon else 0.0
