@@ -57,6 +57,10 @@ _SIMPLE_EMAIL = re.compile(
     r"[A-Za-z0-9_+-]+(?:\.[A-Za-z0-9_+-]+)*@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"
     r"[A-Za-z]{2,63}"
 )
+# A domain label with "--" in its 3rd and 4th characters: IDNA (RFC 5891 4.2.3.1) reserves
+# that shape for A-labels ("xn--" Punycode). email-validator refuses the others and decodes
+# those, so none of them takes the fast path.
+_RESERVED_LABEL = re.compile(r"(?:^|\.)[A-Za-z0-9]{2}--")
 _SPECIAL_TLDS = frozenset({"arpa", "invalid", "local", "localhost", "onion", "test"})
 _E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 _ADDRESS_LIKE = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
@@ -594,28 +598,51 @@ def _items(cell: str | None) -> list[str]:
     return [item.strip() for item in _ITEM_SEPARATOR.split(cell or "") if item.strip()]
 
 
+def _semicolon(column: str, item: str) -> str:
+    """Why an item holding `;` is refused: the admin UI's import separates items with
+    commas (a `;` is no separator there, and splitting on it could name other queues or
+    roles than meant), so it is refused here, not found first by `check`."""
+    fixed = ", ".join(part.strip() for part in item.split(";") if part.strip())
+    return (
+        f"{column} item {item!r} holds a ';': items are separated by commas (or line breaks), "
+        f"as in the admin UI's import: write {fixed!r} (a name cannot hold a ';')"
+    )
+
+
 def _parse_lists(row: InputRow) -> None:
-    """`Role:[Division], Role` / `Queue, Queue` / `Skill:5, Skill` (no proficiency: 0)."""
+    """`Role:[Division; Division], Role` / `Queue, Queue` / `Skill:5, Skill` (no
+    proficiency: 0). Inside a role's brackets a `;` separates divisions, as the admin UI's
+    import writes a role granted in several; anywhere else it is refused."""
     if not (row.roles_divisions or row.queues or row.skills):
         return
     roles: dict[tuple[str, str], tuple[str, str | None]] = {}
     for item in _items(row.roles_divisions):
         match = _ROLE_ITEM.fullmatch(item)
-        role, division = (match.group(1), match.group(2)) if match else ("", None)
-        if not match or not _visible(role) or (division is not None and not _visible(division)):
+        role, divisions = (match.group(1), match.group(2)) if match else ("", None)
+        if match and ";" in role:
+            row.invalidate("roles_invalid", _semicolon("roles_divisions", item))
+            return
+        names = [d.strip() for d in divisions.split(";")] if divisions is not None else [None]
+        if not match or not _visible(role) or not all(d is None or _visible(d) for d in names):
             row.invalidate(
                 "roles_invalid",
                 f"roles_divisions item {item!r} is not 'Role' or 'Role:[Division]' (a role name "
-                "holds no , or :)",
+                "holds no , or :; several divisions: 'Role:[Division; Division]')",
             )
             return
-        division = division.strip() if division is not None else None
-        roles.setdefault((name_key(role), name_key(division or "")), (role, division))
+        for division in names:
+            roles.setdefault((name_key(role), name_key(division or "")), (role, division))
     queues: dict[str, str] = {}
     for item in _items(row.queues):
+        if ";" in item:
+            row.invalidate("queues_invalid", _semicolon("queues", item))
+            return
         queues.setdefault(name_key(item), item)
     skills: dict[str, tuple[str, float]] = {}
     for item in _items(row.skills):
+        if ";" in item:
+            row.invalidate("skills_invalid", _semicolon("skills", item))
+            return
         skill, colon, level_text = item.partition(":")
         skill, level_text = skill.strip(), level_text.strip()
         level = _proficiency(level_text) if colon else 0.0
@@ -675,7 +702,11 @@ def email_problem(email: str) -> str | None:
     """None when `email` is a deliverable-looking address (syntax only, no DNS)."""
     if len(email) <= 254 and _SIMPLE_EMAIL.fullmatch(email):
         local, _, domain = email.rpartition("@")
-        if len(local) <= 64 and domain.rsplit(".", 1)[-1].lower() not in _SPECIAL_TLDS:
+        if (
+            len(local) <= 64
+            and domain.rsplit(".", 1)[-1].lower() not in _SPECIAL_TLDS
+            and not _RESERVED_LABEL.search(domain)
+        ):
             return None
     from email_validator import EmailNotValidError, validate_email
 
@@ -753,9 +784,10 @@ def _national_prefix(code: int) -> tuple[bool, re.Pattern[str] | None]:
 
 def _normalise_phone_fully(raw: str, country: str | None = None) -> tuple[str | None, str | None]:
     import phonenumbers
+    from phonenumbers import CountryCodeSource
 
     try:
-        number = phonenumbers.parse(raw, country)
+        number = phonenumbers.parse(raw, country, keep_raw_input=True)
     except phonenumbers.NumberParseException:
         if country:
             return None, f"not a phone number of {country} nor one in international form"
@@ -763,12 +795,27 @@ def _normalise_phone_fully(raw: str, country: str | None = None) -> tuple[str | 
             "write it in international form with the country code, e.g. +13175550101, or "
             "give `ingest --default-country US` (your country's code) for local numbers"
         )
-    # Length and country code are checked; the per-range validity tables are not, because they
-    # lag behind new number allocations and Genesys itself only requires E.164.
+    # A number in international form (+, or the country's international prefix) has its
+    # length and country code checked, not the per-range validity tables: they lag behind
+    # new allocations, and Genesys itself only requires E.164.
     if not phonenumbers.is_possible_number(number):
         return None, "wrong number of digits for its country"
     if number.extension:
         return None, "has an extension, which E.164 cannot hold: give the number without it"
+    # A number written without its country code is only taken as the default country's when
+    # it is a valid number there (or of a country sharing its code: +1 covers the US and
+    # Canada): the right length alone would turn another country's local number (an Irish
+    # 087 ...) into a wrong one of this country (+1 087 ...).
+    written_locally = number.country_code_source in (
+        CountryCodeSource.FROM_DEFAULT_COUNTRY,
+        CountryCodeSource.FROM_NUMBER_WITHOUT_PLUS_SIGN,  # "1 317 555 0142" read with US
+    )
+    if country and written_locally and not phonenumbers.is_valid_number(number):
+        return None, (
+            f"not a valid number of {country} (written without a country code, it is read as "
+            f"{country}'s: --default-country {country}): check it, or write it in international "
+            "form with its country code"
+        )
     e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
     if not _E164.fullmatch(e164):
         return None, "cannot be written in E.164 form"

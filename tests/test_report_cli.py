@@ -85,7 +85,8 @@ def test_status_filter(db: Path) -> None:
 def test_csv_neutralises_formulas(db: Path) -> None:
     result = run(db, "report", "--format", "csv")
     assert result.exit_code == 0
-    rows = list(csv.DictReader(io.StringIO(result.output)))
+    assert result.output.startswith("\ufeff")  # UTF-8's byte-order mark: Excel keeps accents
+    rows = list(csv.DictReader(io.StringIO(result.output.removeprefix("\ufeff"))))
     by_email = {r["email"]: r for r in rows}
     ada = by_email["ada@example.com"]
     assert ada["title"] == '\'=HYPERLINK("http://x")'

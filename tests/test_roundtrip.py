@@ -10,7 +10,7 @@ import unicodedata
 from pathlib import Path
 
 from click.testing import CliRunner
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from jobrunner.cli import cli
@@ -74,3 +74,77 @@ def test_every_field_survives_csv_ledger_report(
         for r in report["rows"]
     ]
     assert got == rows
+
+
+# -- the CSV report: Excel opens it with accents intact, and it goes back into ingest ---------
+
+_FIXED_BY_A_PERSON = ("email", "first_name", "last_name", "name", "title", "department")
+
+
+def _ingest(runner: CliRunner, db: Path, path: Path) -> None:
+    result = runner.invoke(cli, ["--db", str(db), "--log-level", "error", "ingest", str(path)])
+    assert result.exit_code == 0, result.output
+
+
+def _report(runner: CliRunner, db: Path, fmt: str) -> bytes:
+    result = runner.invoke(cli, ["--db", str(db), "report", "--format", fmt])
+    assert result.exit_code == 0, result.output
+    return result.stdout_bytes
+
+
+def test_the_csv_report_starts_with_a_bom_so_excel_keeps_accents(tmp_path: Path) -> None:
+    """Excel reads a CSV without a byte-order mark in the system's 8-bit code page: Zoë
+    would show as ZoÃ«. With the mark it reads UTF-8."""
+    f = tmp_path / "people.csv"
+    f.write_text(
+        "first_name,last_name,email,title\nZoë,Ñúñez-Müller,zoe@example.com,Directeur général\n",
+        encoding="utf-8",
+    )
+    _ingest(CliRunner(), tmp_path / "l.db", f)
+    data = _report(CliRunner(), tmp_path / "l.db", "csv")
+    assert data.startswith(b"\xef\xbb\xbf") and not data.startswith(b"\xef\xbb\xbf" * 2)
+    text = data[3:].decode("utf-8")
+    assert text.startswith("line,email,first_name,last_name,")
+    (row,) = csv.DictReader(io.StringIO(text, newline=""))
+    assert (row["first_name"], row["last_name"]) == ("Zoë", "Ñúñez-Müller")
+    assert row["title"] == "Directeur général"
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rows=people(), formula=st.sampled_from(["=", "+", "-", "@", ""]))
+@example(
+    rows=[
+        {
+            "first_name": "Zoë",
+            "last_name": "-Ng",
+            "email": "zoe@example.org",
+            "title": "SUM(A1)",
+            "department": "@Ops",
+        }
+    ],
+    formula="=",
+)
+def test_the_csv_report_fed_back_to_ingest_gives_the_same_people(
+    rows: list[dict[str, str | None]], formula: str
+) -> None:
+    """CSV -> ledger -> `report --format csv` (BOM, formula guards) -> a new ledger: every
+    field a person would fix in a spreadsheet comes back as it was."""
+    if rows[0]["title"] is not None:
+        rows[0]["title"] = formula + rows[0]["title"]  # a cell the report guards with '
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), quoting=csv.QUOTE_ALL)
+    writer.writeheader()
+    writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in rows)
+    runner = CliRunner()
+    with tempfile.TemporaryDirectory() as tmp:
+        first, exported = Path(tmp) / "people.csv", Path(tmp) / "report.csv"
+        first.write_text(buffer.getvalue(), encoding="utf-8")
+        _ingest(runner, Path(tmp) / "a.db", first)
+        before = json.loads(_report(runner, Path(tmp) / "a.db", "json"))
+        exported.write_bytes(_report(runner, Path(tmp) / "a.db", "csv"))
+        _ingest(runner, Path(tmp) / "b.db", exported)
+        after = json.loads(_report(runner, Path(tmp) / "b.db", "json"))
+    assert after["counts"] == before["counts"]
+    assert [{k: r[k] for k in _FIXED_BY_A_PERSON} for r in after["rows"]] == [
+        {k: r[k] for k in _FIXED_BY_A_PERSON} for r in before["rows"]
+    ]

@@ -38,7 +38,13 @@ def write_json_report(
 
 
 def write_csv_report(out: TextIO, rows: Iterable[dict[str, Any]]) -> None:
-    """Every report field, then `steps` as one cell ("roles done; queues failed: ...")."""
+    """Every report field, then `steps` as one cell ("roles done; queues failed: ...").
+
+    It starts with a UTF-8 byte-order mark: Excel opens a CSV without one as the system's
+    8-bit code page (Zoë becomes ZoÃ«), and this file is made to be fixed in a spreadsheet
+    and fed back to `ingest`, which reads it with or without the mark.
+    """
+    out.write("\ufeff")
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow((*REPORT_FIELDS, "steps"))
     for row in rows:
