@@ -122,6 +122,9 @@ def expected(person: dict[str, str]) -> dict[str, Any]:
     for item in person["roles_divisions"].split(","):
         role, _, division = item.strip().partition(":")
         grants.append([role, division.strip("[]") or person.get("division") or "Home"])
+    # Every Genesys user holds the Employee role (in Home) from creation: the emulator too.
+    if ["Employee", "Home"] not in grants:
+        grants.append(["Employee", "Home"])
     return {
         "grants": sorted(grants),
         "queues": sorted(q.strip() for q in person["queues"].split(",")),

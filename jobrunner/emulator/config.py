@@ -371,11 +371,10 @@ class EmulatorConfig:
     )
 
     # ---- the real API's dialect: how Genesys answers where a naive API would not ----------
-    # The default is Genesys' way where jobrunner's suite passes with it; phone_shapes,
-    # employee_role and version_conflict_status keep the emulator's earlier answer until
-    # jobrunner reads Genesys' (the timing options are off: they are drills).
+    # The default is Genesys' way wherever Genesys always answers so (the timing options are
+    # off by default: they are drills, and the demo turns the lags on).
     phone_shapes: bool = option(
-        False,
+        True,
         "--phone-shapes",
         "Read phone contacts back as Genesys does: a number with an extension only in "
         "display, an extension alone as display (and as extension when in a pool).",
@@ -391,14 +390,14 @@ class EmulatorConfig:
         parse=lambda values: [str(v) for v in values if _pool(v)],
     )
     employee_role: bool = option(
-        False,
+        True,
         "--employee-role",
         "Every user holds the Employee role (in Home) from creation, as in Genesys; the org "
         "gets a role named Employee if it has none.",
         kind="bool",
     )
     version_conflict_status: str = option(
-        "409",
+        "either",
         "--version-conflict-status",
         "A stale version on PATCH (or a DELETE racing a version move) answers 409 "
         "general.conflict, 400 'does not match the current version', or either (seeded).",

@@ -102,6 +102,7 @@ class Emulator(ApiRoutes):
             self.directory.extension_pools.append(extension_pool(start, end))
         if cfg.employee_role and self.directory.org.named("roles", EMPLOYEE) is None:
             self.directory.org.add("roles", stable_id(cfg.seed, "roles", EMPLOYEE), EMPLOYEE)
+        self.directory.default_grants = self._employee_grants()
         for record in (saved or {}).get("users", []):
             self.directory.add_existing(record)
         existing = [

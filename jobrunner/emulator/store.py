@@ -71,6 +71,8 @@ class Store:
         self._locations: dict[str, list[dict[str, Any]]] = {}  # user -> [{"id", "notes"}]
         # Extension pools (start, end), digit strings: set at start-up, read without the lock.
         self.extension_pools: list[tuple[str, str]] = []
+        # The grants every user holds (the Employee role in Home): set at start-up.
+        self.default_grants: list[tuple[str, str]] = []
 
     # ---- divisions -----------------------------------------------------------------------
 

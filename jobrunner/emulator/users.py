@@ -354,15 +354,18 @@ class Users(Store):
         record: Mapping[str, Any],
         *,
         skip_taken: bool = False,
-        grants: Collection[tuple[str, str]] = (),
+        grants: Collection[tuple[str, str]] | None = None,
     ) -> bool:
         """Add a user that exists before the job (seed file, org file, state file). False if
         skipped.
 
         Accepts the User JSON shape or a flat {name, email, title, department, state,
         divisionId, manager} dict. A taken email raises ValueError unless `skip_taken`. A user
-        that is not deleted holds `grants` ((role id, division id) pairs).
+        that is not deleted holds `grants` ((role id, division id) pairs); by default, the
+        grants every user of the org holds (`default_grants`: the Employee role in Home).
         """
+        if grants is None:
+            grants = self.default_grants
         email = record.get("email")
         if not isinstance(email, str) or not is_email(email):
             raise ValueError(f"existing user without a valid email: {dict(record)!r}")
