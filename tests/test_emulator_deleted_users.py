@@ -27,7 +27,11 @@ MARIA = next(u["id"] for u in ORG["users"] if u["name"] == "Maria Gonzalez")
 @pytest.fixture(scope="module")
 def emu() -> Iterator[Emulator]:
     config = EmulatorConfig(
-        client_id=CLIENT_ID, client_secret=CLIENT_SECRET, rate_per_minute=100_000, org=ORG
+        client_id=CLIENT_ID,
+        client_secret=CLIENT_SECRET,
+        rate_per_minute=100_000,
+        org=ORG,
+        employee_role=False,  # restored users lose their roles (test_emulator_dialect has it)
     )
     with Emulator(config) as emulator:
         yield emulator

@@ -132,8 +132,8 @@ def test_phones_read_back_in_genesys_four_shapes(sdk: Any, unique_email: Any, po
 
 
 def test_without_phone_shapes_phones_read_back_as_sent(start: Any, unique_email: Any) -> None:
-    assert EmulatorConfig().phone_shapes is False
-    _, client = start(extension_pools=["1000-1999"])
+    assert EmulatorConfig().phone_shapes is True  # Genesys' way is the default
+    _, client = start(extension_pools=["1000-1999"], phone_shapes=False)
     user = create(client, unique_email("as-sent"), addresses=PHONES)
     assert user["addresses"] == PHONES
     assert client.api("GET", f"/api/v2/users/{user['id']}")[2]["addresses"] == PHONES
@@ -193,13 +193,13 @@ def test_an_org_without_the_employee_role_gets_one(start: Any, unique_email: Any
     email = unique_email("no-role-yet")
     create(client, email)
     assert grants_of(emu, email) == [["Employee", "Home"]]
-    _, plain = start(org={"roles": [{"name": "Agent"}]})
+    _, plain = start(org={"roles": [{"name": "Agent"}]}, employee_role=False)
     assert plain.api("GET", "/api/v2/authorization/roles?name=Employee")[2]["entities"] == []
 
 
 def test_without_the_option_a_new_user_holds_no_role(start: Any, unique_email: Any) -> None:
-    assert EmulatorConfig().employee_role is False
-    emu, client = start()
+    assert EmulatorConfig().employee_role is True  # Genesys' way is the default
+    emu, client = start(employee_role=False)
     email = unique_email("no-role")
     create(client, email)
     assert grants_of(emu, email) == []
@@ -215,9 +215,9 @@ def stale_patch(client: Any, user: dict[str, Any]) -> tuple[int, dict[str, Any]]
     return status, body
 
 
-def test_a_stale_version_is_a_409_by_default(start: Any, unique_email: Any) -> None:
-    assert EmulatorConfig().version_conflict_status == "409"
-    _, client = start()
+def test_a_stale_version_is_a_409_when_asked(start: Any, unique_email: Any) -> None:
+    assert EmulatorConfig().version_conflict_status == "either"  # Genesys answers both
+    _, client = start(version_conflict_status="409")
     status, body = stale_patch(client, create(client, unique_email("stale")))
     assert (status, body["code"]) == (409, "general.conflict")
     assert "does not match the current version" in body["message"]

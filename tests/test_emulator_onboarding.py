@@ -34,6 +34,8 @@ def config(**overrides: Any) -> EmulatorConfig:
         "rate_per_minute": 100_000,
         "org": ORG,
     }
+    # About the grants the calls make: no Employee role from creation (test_emulator_dialect).
+    settings.setdefault("employee_role", False)
     settings.update(overrides)
     return EmulatorConfig(**settings)
 

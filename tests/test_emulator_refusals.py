@@ -45,6 +45,7 @@ def emu(clock: FakeClock) -> Iterator[Emulator]:
         token_lifetime_s=10**9,  # the clock jumps; tokens must outlive it
         org=ORG,
         clock=clock,
+        employee_role=False,  # the grants the calls make (test_emulator_dialect has it)
     )
     with Emulator(config) as emulator:
         yield emulator

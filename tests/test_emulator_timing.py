@@ -123,7 +123,7 @@ def test_existing_users_are_found_at_once(start: Any) -> None:
 def test_a_new_users_version_moves_and_the_creates_version_conflicts(
     start: Any, unique_email: Any
 ) -> None:
-    emu, client, clock = start(new_user_version_churn_s=10, seed=11)
+    emu, client, clock = start(new_user_version_churn_s=10, seed=11, version_conflict_status="409")
     user = create(client, unique_email("churn"))
     assert user["version"] == 1
     path = f"/api/v2/users/{user['id']}"

@@ -241,7 +241,8 @@ def test_update_existing_sets_the_location_and_keeps_other_contacts_and_their_di
     assert [(loc["id"], loc.get("notes")) for loc in sam.locations] == [
         (location["Dublin Office"], "d4")
     ]
-    assert held(emu, "pat@example.com")["grants"] == [["Agent", "Support"]]
+    # Employee in Home: every Genesys user holds it from creation.
+    assert held(emu, "pat@example.com")["grants"] == [["Agent", "Support"], ["Employee", "Home"]]
 
 
 def test_rows_ingested_while_a_run_works_have_their_names_looked_up(

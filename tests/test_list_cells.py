@@ -101,6 +101,7 @@ def test_a_role_with_several_divisions_in_its_brackets_is_granted_in_each(
     assert held(emu, email)["grants"] == [
         ["Agent", "EMEA Support"],
         ["Agent", "Sales"],
+        ["Employee", "Home"],  # every Genesys user holds it from creation
         ["Employee", "Support"],
         ["Supervisor", "Sales"],
     ]
