@@ -930,8 +930,9 @@ class WindowLimiter:
 
     def _fixed_fit(self, episode: _Episode, lo: float, hi: float, ref: float, budget: int) -> bool:
         """Are this T and the first episode's the boundaries of one fixed window, which
-        explains both counts with one budget (the first burst, which may have begun in the
-        window before, held one to two windows' worth)? Then that is what is learned."""
+        explains both counts with one budget (the first burst, which may have begun in an
+        earlier window, held as many windows' worth at most as it spanned)? Then that is
+        what is learned."""
         if self._prev is None:
             return False
         prev_lo, prev_hi, prev_ref = self._prev
@@ -946,7 +947,9 @@ class WindowLimiter:
         most = self._count(prev_ref, ref + self._spread())
         before_least = self._count(prev_hi - w_lo, prev_ref)  # the window before the boundary
         before_most = self._count(prev_lo - w_hi, prev_ref)
-        if least == 0 or budget > 2 * most + slack:
+        began = self._log[0].sent if self._log else prev_ref
+        spanned = 1 + math.ceil(max(0.0, prev_ref - began) / w_lo)
+        if least == 0 or budget > spanned * most + slack:
             return False
         if before_most < least - slack or before_least > most + slack:
             return False
