@@ -217,6 +217,15 @@ def wait_for_phase(offset: float, window: float) -> None:
     time.sleep(target - now)
 
 
+def write_timeline(folder: Path, scenario: str, pacer: str, r: dict) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    first = min(c.sent for c in r["calls"])
+    with open(folder / f"{scenario}-{pacer.strip()}.csv", "w") as out:
+        out.write(f"# first request at monotonic {first:.3f}\nsent,answered,status\n")
+        for c in sorted(r["calls"], key=lambda c: c.sent):
+            out.write(f"{c.sent - first:.4f},{c.answered - first:.4f},{c.status}\n")
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -299,6 +308,13 @@ def main() -> None:
         "new (jobrunner/limiter.py)",
     )
     parser.add_argument(
+        "--timeline",
+        type=Path,
+        default=None,
+        help="write each pacer's API calls (seconds from its first request, status) to "
+        "DIR/SCENARIO-PACER.csv",
+    )
+    parser.add_argument(
         "--phase",
         type=float,
         default=None,
@@ -342,6 +358,8 @@ def main() -> None:
             results.append(bench_runner(f"p{i}", make(), scenario, args, Path(tmp)))
             results[-1]["name"] = name
             print(f"  {name}: done in {results[-1]['elapsed']:.1f} s", flush=True)
+            if args.timeline is not None:
+                write_timeline(args.timeline, args.scenario, args.pacers.split(",")[i], results[-1])
     limit_per_min = scenario.budget / scenario.window_s * 60
     print(
         "| pacer | phase | created | time (s) | share of limit | first request to last answer (s) "
