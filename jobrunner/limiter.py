@@ -448,8 +448,12 @@ class WindowLimiter:
         if budget is None or window is None:
             return self._admit(now), 0.0
         self._prune(now)
-        if self._grid is not None:
-            return self._try_fixed(now, budget, self._grid, probing)
+        grid = self._grid
+        if grid is not None:
+            lo, hi = grid.bounds(grid.window_of(now) + 1)
+            if hi - lo <= grid.w_lo:
+                return self._try_fixed(now, budget, grid, probing)
+            self._leave_fixed()  # boundaries known too loosely to be of use any more
         keys = self._keys
         first = bisect.bisect_right(keys, now - window, key=_counted_at)
         if probing:  # more probes join the round while none is answered

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from limiter_sim import FakeClock, Result, SimServer, simulate
 
+from jobrunner import limiter
 from jobrunner.limiter import MAX_WINDOW_S, WindowLimiter, _Grid
 
 START = 1000.0
@@ -200,6 +201,20 @@ def test_a_refused_boundary_test_holds_no_one() -> None:
         boundary = math.ceil(test.arrived / 6.0) * 6.0
         after = min(r.arrived for r in result.accepted if r.arrived >= boundary)
         assert after < test.arrived + 1.0 and after - boundary <= 0.6
+
+
+@pytest.mark.parametrize("phase", [0.75, 3.0])
+def test_boundaries_known_too_loosely_are_given_up(
+    phase: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Boundary tests sent late in their intervals are almost always accepted: they lower
+    the upper ends, never raise the lower ones, and the intervals widen window by window
+    until a window's requests could land in two. Before that stalls the run, the limiter
+    goes back to the sliding mirror (safe in a fixed window too)."""
+    monkeypatch.setattr(limiter, "EDGE_AT", 0.9)
+    result = simulate(SimServer(60, 6.0, mode="fixed"), 600, start=6.0 * 1000 + phase)
+    assert result.limiter.mode == "unknown"
+    assert result.strict_ratio(60, 6.0) >= 0.8
 
 
 def test_a_window_taken_for_fixed_that_slides_after_all_is_given_up() -> None:
