@@ -2,63 +2,86 @@
 
 The API counts requests per token in a window of W seconds and allows B of them (300 per
 60 s today; other limits have other windows, and B shrinks when another integration starts
-sharing the token). It shows neither number, only 429s with `Retry-After` in whole seconds,
-rounded up. This module learns B and W from those 429s and then sends each request when the
-window has room for it: the steady state is at the limit and free of 429s.
+sharing the token). The window may slide (any W seconds) or reset on fixed boundaries. The
+API shows none of this, only 429s with `Retry-After` in whole seconds, rounded up. This
+module learns B, W and the kind of window from those 429s, and then sends each request when
+the window has room for it: the steady state is at the limit and free of 429s.
 
-The mirror (conservative)
+When a request arrives
     The server counts a request when it arrives, somewhere between our send and our answer.
-    So a request holds one of B slots from its send (in flight counts) until W seconds after
-    its answer; a new request may go while fewer than B slots are held. Reusing a slot thus
-    takes W plus a round trip, so two requests on one slot arrive more than W apart, and no
-    W seconds ever hold more than B of ours, whether the server's window slides or resets on
-    fixed boundaries. A rejected request costs the server nothing: a 429 frees its slot at
-    once. The price of the round trip is 0.5% at 60 s and 300 ms, 5% at 6 s.
+    Each way varies; the fastest round trip seen (X) is the least both ways take. Times of
+    arrival are kept less the shortest way there, so that a request arrives, in those terms,
+    no earlier than its send and no later than its answer less X (with the server counting
+    the moment its answer leaves, that is exact up to how much the way back varies). A
+    request on its way may arrive as late as its send plus the spread of recent round trips.
+    (Until 8 answers are known, and while W is only assumed, X is 0: the answer.)
+
+The mirror (sliding, and until a window is known to be fixed)
+    A request holds one of B slots from its send (in flight counts) until W after the latest
+    it can have arrived; a new request may go while fewer than B slots are held. A request
+    sent then arrives after the one whose slot it takes has left the window, so no W
+    seconds ever hold more than B of ours, whether the window slides or resets. W is the
+    upper end of what is known of it. A rejected request costs the server nothing: a 429
+    frees its slot at once.
 
 The first 429 (nothing known yet)
     Until then everything goes through: the burst the window allows. The first 429 comes when
     the window is full, and a burst that fills it does so before its first request leaves,
     so B = our requests accepted before the window could free. Retry-After points at the
     moment T it frees: in a sliding window the expiry of the oldest request in it, our first,
-    so W = T - (our first send), T being the 429's send time + Retry-After. Send times are
-    compared (the forward trip is about the same for every request; answers would shorten W
-    by a create's processing time). Rounding up makes T up to a second late: the 429s of the
-    requests still in flight (one per worker) carry other fractions, and intersecting their
-    bounds narrows T. The mirror uses the upper end, the safe side. (A first 429 without
-    Retry-After: the documented 60 s.)
+    so W = T - (our first arrival), T lying in (send + Retry-After - 1, latest arrival +
+    Retry-After] of each rejected request; the 429s of the requests still on their way (one
+    per worker) narrow it. Every worker waits until T's upper end: a request sent then
+    arrives after T. (A first 429 without Retry-After: the documented 60 s, answers as
+    arrivals.)
 
 Fixed windows
-    A window that resets on boundaries points Retry-After at the next boundary and counts the
-    requests since the last one. A first burst that began p seconds into such a window gives
-    W - p: too short. After T both kinds free a window's worth (sliding: the first burst's
-    slots; fixed: a fresh window); they part after that (sliding frees the next wave's slots
-    W after they were used, fixed only at its next boundary). So after each learning, the
-    first reuse of a slot of the new wave is a *validation test*: sent alone, the other
-    workers waiting for its answer. A sliding window never refuses it (our W is an upper
-    bound), so a 429 means boundaries: W is the distance between that boundary and the last
-    (mode "fixed"). This costs one 429 in fixed mode and nothing in sliding mode. A first
-    burst that straddled a boundary counted two windows' worth; that shows as a budget that
-    seems to halve at the next 429, which a fixed window one boundary distance long explains
-    with an unchanged budget: then that is learned. In fixed mode the same mirror is used: it
-    is safe there too (see above). A fixed window shorter than ~10 round trips can pass validation
-    with a W slightly short and then drift into a 429; that is learned as a smaller budget
-    and won back by probes: safe, but below the limit.
+    A window that resets on boundaries points Retry-After at the next boundary, and frees a
+    whole budget at once there. A first burst that began p seconds into such a window gives
+    W - p: too short. After T both kinds free a window's worth; they part after that. So the
+    first reuse of a slot of the next wave is a validation test, sent alone: a sliding window
+    never refuses it (our W is an upper bound); a fixed one does, its Retry-After pointing
+    at the next boundary, one window after T. A first burst that straddled a boundary counts
+    two windows' worth (more if it was slow): the next wave's 429s come early, again
+    pointing one window after T. Either way the budget seems to shrink at once, right after
+    the first learning; if the two T's are one fixed window apart and one budget explains
+    both counts (the first burst holding as many windows' worth at most as it spanned), the
+    window is fixed: B = what we sent from the first T on.
+
+    Then the boundaries are kept as a grid: boundary n = x + n W, for the (x, W) every
+    observation allows (each says a boundary lies in some interval; together, a convex
+    region, which pins W the closer the further apart they are). A request goes if every
+    window it may land in has room, so each window's budget goes the moment that window
+    surely began, as fast as the workers go, and never follows the last window's pace. A
+    boundary known loosely is tested by its window's first request, alone, halfway:
+    accepted, the window began before it arrived (soft: a budget that grew explains it too,
+    and gives way to any Retry-After that contradicts it); refused, after (and Retry-After
+    says by when). Only while the budget is exactly known, and the window before surely
+    holds all of it. Probes go late in a full window, where Retry-After's whole seconds
+    halve the next boundary's interval. A refused test or probe holds no one. A 429 that
+    contradicts the grid, or boundaries known to less than a window, send the limiter back
+    to the mirror above (safe in a fixed window too). A window whose first burst began on a
+    boundary passes the validation test and is paced as a sliding one: a little slower,
+    never faster.
 
 Later 429s (a budget that changes)
     With W known, a 429 tells the budget: Retry-After points at the moment the window drops
     below B again, so B = our requests sent from (T - W) up to the rejected one (another
     integration's requests, invisible here, are not in that count: B is what is left for us).
-    Counting from the latest moment the window can have begun may miss up to a second's
-    worth; probes at the next full window win those back. A 429 whose window holds nothing
-    of ours (Retry-After longer than W, say) comes from some other limit: honoured (every
-    worker waits) but not learned from; a Retry-After over 300 s is never taken for a window.
-    Without a Retry-After the budget drops by a tenth.
+    In a fixed window: our requests in the window that 429 ends. Counted from the latest
+    moment the window can have begun, that may be short of the budget by up to a second's
+    worth: the budget stays "unsure", and the next full window sends as many probes at once
+    as it may be short of, then one at a time, until one is refused. A 429 whose window
+    holds nothing of ours (Retry-After longer than W, say) comes from some other limit:
+    honoured (every worker waits) but not learned from; a Retry-After over 300 s is never
+    taken for a window. Without a Retry-After the budget drops by a tenth.
 
     A budget that grows shows nothing. So after two calm windows, at a full window, the
-    limiter *probes*: one request beyond B, alone, where the server's window surely holds
-    all B (at a wave's end, nothing else in flight; in fixed mode within one known window).
-    Accepted: B + 1, and the next round probes twice as many; a 429: the next round waits
-    twice as many windows (at most 16).
+    limiter probes: requests beyond B where the server's window surely holds all B (before
+    the oldest of them can leave it; in a fixed window, surely in the window that is full).
+    Accepted: B grows, and single probes follow until one is refused; the next round, a
+    window later, probes twice as many. Refused: the next round waits twice as many windows
+    (at most 16). A probe refused as expected holds no one.
 
 Robustness
     Every request `wait()` admits should be reported once: `answered()` with the HTTP status,
@@ -67,7 +90,7 @@ Robustness
     in flight. A thread that calls `wait()` again without reporting has its earlier request
     counted as answered then; one unreported for `forget_after_s` counts as accepted at its
     send time. A missing report can never wedge the limiter nor speed it up. A new token
-    starts with an empty window; B and W carry over.
+    starts with an empty window; B, W and the boundaries carry over.
 
     `rate_per_minute` is a ceiling: requests at least 60/rate_per_minute seconds apart,
     whatever was learned. `pause()` (the API is unreachable) holds every worker.
