@@ -357,7 +357,8 @@ def main() -> None:
         for i, (name, make) in enumerate(pacers):
             results.append(bench_runner(f"p{i}", make(), scenario, args, Path(tmp)))
             results[-1]["name"] = name
-            print(f"  {name}: done in {results[-1]['elapsed']:.1f} s", flush=True)
+            load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+            print(f"  {name}: done in {results[-1]['elapsed']:.1f} s (load {load})", flush=True)
             if args.timeline is not None:
                 write_timeline(args.timeline, args.scenario, args.pacers.split(",")[i], results[-1])
     limit_per_min = scenario.budget / scenario.window_s * 60
