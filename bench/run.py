@@ -1,17 +1,27 @@
-"""Benchmark: `jobrunner run` at a binding rate limit, today's Pacer beside the WindowLimiter.
+"""Benchmark: `jobrunner run` at a binding rate limit, pacers side by side.
 
-    .venv/bin/python bench/run.py SCENARIO [--latency-ms 300] [--concurrency 8]
+    .venv/bin/python bench/run.py SCENARIO [--pacers v2,new] [--phase F] [--latency-ms 300]
+                                           [--concurrency 8]
 
-Scenarios (each runs both pacers, one after the other, each against a fresh emulator that
-adds ~300 ms (±50) of latency before its rate-limit check, through the real SDK and today's
-`Runner(ledger, client, limiter=...)`):
+Scenarios (each runs the pacers named, one after the other, each against a fresh emulator
+that adds ~300 ms (±50) of latency before its rate-limit check, through the real SDK and
+today's `Runner(ledger, client, limiter=...)`):
 
     main        3,000 users, 300 per 60 s sliding window (the API's default)
+    sliding     1,500 users, 300 per 60 s sliding window
     small       600 users, 300 per 60 s
     short       600 users, 60 per 6 s sliding window
     fixed       1,500 users, 300 per 60 s, fixed window (resets on multiples of 60 s)
+    fixed-short 600 users, 60 per 6 s, fixed window (resets on multiples of 6 s)
     halve       1,650 users, 300 per 60 s, halved to 150 about 150 s into the run
     loop        the tutorial's sequential loop (SDK default transport) for --loop-s seconds
+
+Pacers: v1 the Pacer before the WindowLimiter (bench/pacer_v1.py), v2 the WindowLimiter
+before fixed windows were paced on their boundaries (bench/pacer_v2.py), new the one in
+jobrunner/limiter.py. A fixed window's outcome depends on where in it the run starts:
+`--phase F` starts each run so that its first request falls about F (0..1) of the way into
+a window (the column "phase" says where it fell). The SDK is imported before the first run,
+so no run's time includes the import.
 
 Reported for each pacer:
   * share of limit: created users per minute over the Runner's whole run (token and SDK
@@ -37,6 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pacer_v2  # today's WindowLimiter, kept for this comparison
 from pacer_v1 import Pacer  # the pacer before the WindowLimiter, kept for this comparison
 
 from jobrunner.config import Settings, parse_environment
@@ -61,9 +72,11 @@ class Scenario:
 
 SCENARIOS = {
     "main": Scenario(3000, 300, 60.0),
+    "sliding": Scenario(1500, 300, 60.0),
     "small": Scenario(600, 300, 60.0),
     "short": Scenario(600, 60, 6.0),
     "fixed": Scenario(1500, 300, 60.0, mode="fixed"),
+    "fixed-short": Scenario(600, 60, 6.0, mode="fixed"),
     "halve": Scenario(1650, 300, 60.0, halve_after_s=150.0),
 }
 
@@ -162,6 +175,8 @@ def bench_runner(name: str, pacer: Any, scenario: Scenario, args: Any, work: Pat
             timer = threading.Timer(scenario.halve_after_s, halve)
             timer.daemon = True
             timer.start()
+        if args.phase is not None:
+            wait_for_phase(args.phase * scenario.window_s, scenario.window_s)
         start = time.monotonic()
         result = runner.run()
         elapsed = time.monotonic() - start
@@ -173,8 +188,10 @@ def bench_runner(name: str, pacer: Any, scenario: Scenario, args: Any, work: Pat
         ledger.close()
     calls = client.calls
     first, last = min(c.sent for c in calls), max(c.answered for c in calls)
+    LEAD[0] = first - start
     return {
         "name": name,
+        "phase": (first % scenario.window_s) / scenario.window_s,
         "created": result.counts["created"],
         "elapsed": elapsed,
         "span": last - first,
@@ -187,8 +204,40 @@ def bench_runner(name: str, pacer: Any, scenario: Scenario, args: Any, work: Pat
     }
 
 
+LEAD = [0.05]  # seconds from runner.run() to its first API request, as the last run took
+
+
+def wait_for_phase(offset: float, window: float) -> None:
+    """Sleep until the emulator's clock (monotonic; fixed windows start on multiples of
+    `window`) is `offset` seconds into a window, less the lead time of the run's start."""
+    now = time.monotonic()
+    target = (now // window) * window + offset - LEAD[0]
+    while target < now + 0.5:
+        target += window
+    time.sleep(target - now)
+
+
+def write_timeline(folder: Path, scenario: str, pacer: str, r: dict) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    first = min(c.sent for c in r["calls"])
+    with open(folder / f"{scenario}-{pacer.strip()}.csv", "w") as out:
+        out.write(f"# first request at monotonic {first:.3f}\nsent,answered,status\n")
+        for c in sorted(r["calls"], key=lambda c: c.sent):
+            out.write(f"{c.sent - first:.4f},{c.answered - first:.4f},{c.status}\n")
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu unknown"
+
+
 def describe(pacer: Any) -> str:
-    if isinstance(pacer, WindowLimiter):
+    if isinstance(pacer, (WindowLimiter, pacer_v2.WindowLimiter)):
         if pacer.window_s is None:
             return "nothing (no 429)"
         return f"B={pacer.budget} W={pacer.window_s:.2f}s mode={pacer.mode}"
@@ -253,7 +302,23 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=None, help="instead of the scenario's")
     parser.add_argument("--loop-s", type=float, default=120)
     parser.add_argument(
-        "--only", choices=["pacer", "limiter"], default=None, help="run one pacer only"
+        "--pacers",
+        default="v2,new",
+        help="comma-separated, run in this order: v1 (bench/pacer_v1.py), v2 (bench/pacer_v2.py), "
+        "new (jobrunner/limiter.py)",
+    )
+    parser.add_argument(
+        "--timeline",
+        type=Path,
+        default=None,
+        help="write each pacer's API calls (seconds from its first request, status) to "
+        "DIR/SCENARIO-PACER.csv",
+    )
+    parser.add_argument(
+        "--phase",
+        type=float,
+        default=None,
+        help="start each run this far (0..1) into a window of the emulator's clock",
     )
     args = parser.parse_args()
     os.environ.setdefault("JOBRUNNER_LOG_LEVEL", "warning")
@@ -262,7 +327,7 @@ def main() -> None:
     log.configure(level="warning")
     print(
         f"# run benchmark, {time.strftime('%Y-%m-%d %H:%M')}, {platform.node()}, "
-        f"{os.cpu_count()} cores, Python {platform.python_version()}"
+        f"{os.cpu_count()} cores, {cpu_model()}, Python {platform.python_version()}"
     )
     if args.scenario == "loop":
         bench_tutorial_loop(args)
@@ -279,31 +344,38 @@ def main() -> None:
         + f"; latency {args.latency_ms:.0f} ms (±{args.latency_ms / 6:.0f}), "
         f"concurrency {args.concurrency}"
     )
-    pacers = [
-        ("today's Pacer", lambda: Pacer()),
-        ("WindowLimiter", lambda: WindowLimiter()),
-    ]
-    if args.only:
-        pacers = [pacers[0] if args.only == "pacer" else pacers[1]]
+    makers = {
+        "v1": ("Pacer (v1)", lambda: Pacer()),
+        "v2": ("WindowLimiter before (v2)", lambda: pacer_v2.WindowLimiter()),
+        "new": ("WindowLimiter now", lambda: WindowLimiter()),
+    }
+    pacers = [makers[name.strip()] for name in args.pacers.split(",")]
+    import PureCloudPlatformClientV2  # noqa: F401  (once, before any run is timed)
+
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for i, (name, make) in enumerate(pacers):
             results.append(bench_runner(f"p{i}", make(), scenario, args, Path(tmp)))
             results[-1]["name"] = name
-            print(f"  {name}: done in {results[-1]['elapsed']:.1f} s", flush=True)
+            load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+            print(f"  {name}: done in {results[-1]['elapsed']:.1f} s (load {load})", flush=True)
+            if args.timeline is not None:
+                write_timeline(args.timeline, args.scenario, args.pacers.split(",")[i], results[-1])
     limit_per_min = scenario.budget / scenario.window_s * 60
     print(
-        "| pacer | created | time (s) | share of limit | first request to last answer (s) "
-        "| ideal (s) | strict ratio | 429 share | calls per user | created twice | learned |"
+        "| pacer | phase | created | time (s) | share of limit | first request to last answer (s) "
+        "| ideal (s) | strict ratio | 429s | 429 share | calls per user | created twice "
+        "| learned |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         per_min = r["created"] / r["elapsed"] * 60
         ideal = max(0, r["created"] - scenario.budget) / scenario.budget * scenario.window_s
         print(
-            f"| {r['name']} | {r['created']:,} | {r['elapsed']:.1f} | "
+            f"| {r['name']} | {r['phase']:.2f} | {r['created']:,} | {r['elapsed']:.1f} | "
             f"{per_min / limit_per_min:.3f} | {r['span']:.1f} | {ideal:.1f} | "
-            f"{ideal / r['span']:.3f} | {r['limited'] / max(1, r['requests']):.2%} | "
+            f"{ideal / r['span']:.3f} | {r['limited']} | "
+            f"{r['limited'] / max(1, r['requests']):.2%} | "
             f"{r['requests'] / max(1, r['created']):.3f} | {r['duplicates']} | {r['learned']} |"
         )
     if scenario.halve_after_s is not None:

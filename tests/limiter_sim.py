@@ -130,6 +130,7 @@ def simulate(
     until: float | None = None,
     foreign: tuple[float, float] | None = None,
     report: bool | Callable[[Request], bool] = True,
+    slow: tuple[float, tuple[float, float]] | None = None,
 ) -> Result:
     """`users` requests to get accepted by `workers` workers through the limiter.
 
@@ -138,6 +139,8 @@ def simulate(
     `foreign`: (seconds after start, requests per second): another integration on the same
     token, from then on, evenly spaced; invisible to the limiter, counted by the server.
     `report`: False (or a predicate on the request): answers the caller forgets to report.
+    `slow`: (seconds after start, fwd): until then the way there takes `fwd` instead (a
+    client starved of CPU at its start, say).
     """
     rng = random.Random(seed)
     clock = FakeClock(start)
@@ -172,7 +175,8 @@ def simulate(
         in_flight += 1
         request = Request(now, ticket.kind)
         result.requests.append(request)
-        push(now + rng.uniform(*fwd), "arrive", (worker, ticket, request))
+        way = slow[1] if slow is not None and now < start + slow[0] else fwd
+        push(now + rng.uniform(*way), "arrive", (worker, ticket, request))
 
     for w in range(workers):
         push(start, "wake", (w, 0))
@@ -213,3 +217,58 @@ def simulate(
                 generation[w] += 1
                 push(now, "wake", (w, generation[w]))
     return result
+
+
+# The goal cases, today's limiter (bench/pacer_v2.py) beside this one:
+#     .venv/bin/python tests/limiter_sim.py [--seeds 5] [--phases 8]
+CASES = [  # (name, users, budget, window, mode)
+    ("1,500 people, 300 per 60 s, sliding", 1500, 300, 60.0, "sliding"),
+    ("600 people, 300 per 60 s, sliding", 600, 300, 60.0, "sliding"),
+    ("600 people, 60 per 6 s, sliding", 600, 60, 6.0, "sliding"),
+    ("600 people, 60 per 6 s, fixed", 600, 60, 6.0, "fixed"),
+]
+
+
+def _main() -> None:
+    import argparse
+    import sys
+    from pathlib import Path
+
+    parser = argparse.ArgumentParser(description="the goal cases in the simulation")
+    parser.add_argument("--seeds", type=int, default=5, help="latency draws per case")
+    parser.add_argument("--phases", type=int, default=8, help="starts across a fixed window")
+    args = parser.parse_args()
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+    import pacer_v2  # today's limiter, kept for this comparison
+
+    limiters = [("before (v2)", pacer_v2.WindowLimiter), ("now", WindowLimiter)]
+    print(
+        f"8 workers, 250-350 ms to the server; {args.seeds} seeds, fixed windows started at "
+        f"{args.phases} phases each"
+    )
+    print("| case | limiter | strict mean | strict min | strict max | 429s mean | 429 share max |")
+    print("|---|---|---|---|---|---|---|")
+    for name, users, budget, window, mode in CASES:
+        phases = [i * window / args.phases for i in range(args.phases)] if mode == "fixed" else [0]
+        for label, make in limiters:
+            ratios, rejected, shares = [], [], []
+            for seed in range(1, args.seeds + 1):
+                for phase in phases:
+                    result = simulate(
+                        SimServer(budget, window, mode),
+                        users,
+                        seed=seed,
+                        start=1000 * window + phase,
+                        limiter=lambda clock, make=make: make(clock=clock),
+                    )
+                    ratios.append(result.strict_ratio(budget, window))
+                    rejected.append(result.rejected)
+                    shares.append(result.rejected / len(result.requests))
+            print(
+                f"| {name} | {label} | {sum(ratios) / len(ratios):.3f} | {min(ratios):.3f} | "
+                f"{max(ratios):.3f} | {sum(rejected) / len(rejected):.1f} | {max(shares):.2%} |"
+            )
+
+
+if __name__ == "__main__":
+    _main()
