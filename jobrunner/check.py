@@ -72,7 +72,7 @@ def plan(ledger: Ledger, client: Any, limiter: Any = None) -> Plan:
     result = Plan()
     healable = any(ledger.healable())
     if ledger.work_left(steps.RUN_KINDS)[0] or healable or ledger.has_exists_rows():
-        client.authenticate()
+        ctx.authenticate()
         try:
             _plan(ctx, ledger, result)
         except StopRun as stop:

@@ -115,10 +115,47 @@ class RunContext:
     # -- the run ------------------------------------------------------------------------------
 
     def authenticate(self) -> None:
-        """The first token, before any work: a refused one stops here, nothing marked."""
+        """The first token, before any work: a refused one stops here, nothing marked. Then
+        the org the token reaches must be the ledger's (the first one is recorded)."""
         if hasattr(self.client, "on_new_token"):
             self.client.on_new_token = self.limiter.new_token
         self.client.authenticate()
+        self.bind_org()
+
+    def bind_org(self) -> None:
+        """A ledger belongs to one org: the first command that reaches an org records its
+        id, name and region; one whose credentials reach another org is refused here,
+        before any write, naming both (a client that cannot tell its org is not asked)."""
+        if not hasattr(self.client, "organization"):
+            return
+        from jobrunner.errors import JobrunnerError
+        from jobrunner.genesys import CallError
+        from jobrunner.steps.contract import StopRun
+
+        try:
+            org = self.caller.read("lookup", self.client.organization)
+        except StopRun as stop:
+            raise stop.error from None
+        except CallError as err:
+            raise JobrunnerError(
+                f"could not tell which org these credentials reach ({err}); nothing was sent"
+            ) from None
+        settings = getattr(self.client, "settings", None)
+        region = settings.endpoint.display if settings is not None else "unknown"
+        known = self.ledger.org()
+        if known is None:
+            self.ledger.bind_org(org.id, org.name, region)
+            log.info("org.bound", org_id=org.id, org=org.name, region=region)
+            return
+        if known["org_id"] != org.id:
+            from jobrunner.errors import ConfigError
+
+            raise ConfigError(
+                f"this ledger ({self.ledger.path}) belongs to the org {known['name']!r} "
+                f"({known['org_id']}, {known['region']}), but these credentials reach the org "
+                f"{org.name!r} ({org.id}, {region}); nothing was sent. For that org, start a "
+                "new ledger: --db NEW.db (or JOBRUNNER_DB) and ingest the file there"
+            )
 
     def set_fatal(self, error: JobrunnerError) -> None:
         """The run cannot go on: the first such error is what the command ends with."""

@@ -78,7 +78,9 @@ def report(ctx: click.Context, fmt: str, statuses: tuple[str, ...]) -> None:
     ledger = open_ledger(ctx)
     out = sys.stdout
     if fmt == "json":
-        render.write_json_report(out, ledger.counts(), report_rows(ledger, statuses or None))
+        render.write_json_report(
+            out, ledger.counts(), report_rows(ledger, statuses or None), org=ledger.org()
+        )
     elif fmt == "csv":
         render.write_csv_report(out, report_rows(ledger, statuses or None))
     else:
@@ -94,6 +96,7 @@ def report(ctx: click.Context, fmt: str, statuses: tuple[str, ...]) -> None:
             email_width=ledger.widest_email(shown, failed_steps=with_steps),
             steps=step_counts(ledger),
             settled=ledger.settled_counts(),
+            org=ledger.org(),
         )
 
 

@@ -23,11 +23,16 @@ def neutralise(value: Any) -> Any:
 
 
 def write_json_report(
-    out: TextIO, counts: Mapping[str, int], rows: Iterable[dict[str, Any]]
+    out: TextIO,
+    counts: Mapping[str, int],
+    rows: Iterable[dict[str, Any]],
+    org: Mapping[str, Any] | None = None,
 ) -> None:
-    """Streams {"counts": {...}, "rows": [...]} without holding every row in memory."""
+    """Streams {"counts": {...}, "org": {...}, "rows": [...]} without holding every row in
+    memory (`org`: the org the ledger belongs to, null before any command reached one)."""
     out.write('{"counts": ')
     out.write(json.dumps({s: counts.get(s, 0) for s in STATUSES}))
+    out.write(', "org": ' + json.dumps(dict(org) if org else None))
     out.write(', "rows": [')
     first = True
     for row in rows:
@@ -73,8 +78,11 @@ def write_table_report(
     email_width: int = 32,
     steps: Mapping[str, Mapping[str, int]] | None = None,
     settled: Mapping[tuple[str, str], int] | None = None,
+    org: Mapping[str, Any] | None = None,
 ) -> None:
-    """Counts per status (and per step), then the rows given, emails shown whole."""
+    """The org, counts per status (and per step), then the rows given, emails shown whole."""
+    if org:
+        out.write(f"org: {org['name'] or '(no name)'} ({org['org_id']}) at {org['region']}\n\n")
     total = sum(counts.values())
     width = max(len(s) for s in STATUSES)
     out.write(f"{'status':<{width}}  {'rows':>8}\n")

@@ -213,6 +213,21 @@ class GenesysClient:
                 return Named(str(e.id), e.name or "")
         return None
 
+    def organization(self) -> Named:
+        """The org the token belongs to: GET /api/v2/tokens/me (a client-credentials token
+        may read its own), else GET /api/v2/organizations/me (needs directory:organization
+        view) when the first is refused."""
+        try:
+            info = self._call(self._sdk_api("TokensApi").get_tokens_me)
+            org = getattr(info, "organization", None)
+        except ApiError as err:
+            if err.status not in (403, 404):
+                raise
+            org = self._call(self._sdk_api("OrganizationApi").get_organizations_me)
+        if org is None or not getattr(org, "id", None):
+            raise ApiError(502, "bad.answer", "the API did not say which org the token is for")
+        return Named(str(org.id), getattr(org, "name", None) or "")
+
     def home_division(self) -> Named:
         home = self._call(self._sdk_api("AuthorizationApi").get_authorization_divisions_home)
         return Named(str(home.id), home.name or "Home")

@@ -19,7 +19,7 @@ from jobrunner.ledger.model import (
     marks,
     row_of,
 )
-from jobrunner.ledger.store import Store
+from jobrunner.ledger.store import Store, utc_now_iso
 
 _FAILED_STEP = "rows.id IN (SELECT row_id FROM steps WHERE status = 'failed')"
 
@@ -56,6 +56,19 @@ class Reports(Store):
             "!= 'deleted') FROM rows WHERE status = 'exists'"
         ).fetchone()
         return {"there": there, "in_line": in_line, "deleted": deleted, "unknown": unknown}
+
+    def org(self) -> dict[str, Any] | None:
+        """The org this ledger belongs to: {org_id, name, region, bound_at}, or None."""
+        found = self.execute("SELECT org_id, name, region, bound_at FROM org").fetchone()
+        return dict(zip(("org_id", "name", "region", "bound_at"), found, strict=True)) if found else None
+
+    def bind_org(self, org_id: str, name: str | None, region: str) -> None:
+        """Record the org a command reached first (once: later ones are compared with it)."""
+        self.execute(
+            "INSERT INTO org (id, org_id, name, region, bound_at) VALUES (1, ?, ?, ?, ?) "
+            "ON CONFLICT (id) DO NOTHING",
+            (org_id, name, region, utc_now_iso()),
+        )
 
     def settled_counts(self) -> dict[tuple[str, str], int]:
         """(status, settled_by) -> rows: how created and exists rows were settled."""

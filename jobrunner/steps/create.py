@@ -87,6 +87,13 @@ def _perform(ctx: Context, work: RowWork) -> Outcome:
         )
     if row.settled_by == "restoring" and row.user_id:
         return _resume_restore(ctx, work, row.user_id)
+    if row.settled_by == "rolled_back" and row.user_id:
+        # --recreate-rolled-back: the user this ledger deleted is known by its id, so it is
+        # read and restored directly, never searched for (the search index lags behind a
+        # delete) and never created again.
+        if not work.mark_restoring(row.user_id):
+            return give_back()
+        return _resume_restore(ctx, work, row.user_id)
     if work.doubt:
         settled = _settle_by_lookup(ctx, work, new)
         if settled is not None:

@@ -6,7 +6,8 @@ when it is full, or when no more members of that queue can come in this run.
 Done: the call succeeded, for every member in it. Safe to repeat: a member already there is
 success. For people who were there before the job, the queue's members are read once per
 run (a few pages) and those already in it are done without a write.
-A batch refused with 404 names an id the queue service does not know: while a member is
+A batch refused with 404 (or 400 `invalid.id`: Genesys does not document which) names an
+id the queue service does not know: while a member is
 fresh from its create (ids take a few seconds to reach other services) the whole batch is
 sent again after a backoff; after that it is split in halves until the member at fault is
 found, and only that member's step fails.
@@ -57,7 +58,7 @@ def _send(ctx: Context, queue_id: str, claims: list[StepClaim]) -> list[Outcome]
     try:
         ctx.call(KIND, ctx.client.add_queue_members, queue_id, [c.row.user_id for c in claims])
     except ApiError as err:
-        if err.status != 404:
+        if not _unknown_member(err):
             raise
         if any(is_fresh(c.row, ctx.now()) for c in claims):
             return [
@@ -77,6 +78,12 @@ def _send(ctx: Context, queue_id: str, claims: list[StepClaim]) -> list[Outcome]
         with _members_lock:
             members.update(c.row.user_id for c in claims)
     return [done(f"added to {ctx.names.name_of(KIND, claims[0].target)}", claims=claims)]
+
+
+def _unknown_member(err: ApiError) -> bool:
+    """How the API refuses a batch for a member it does not know: Genesys does not say. A
+    404 for the whole batch, or a 400 `invalid.id`: both are split to find the member."""
+    return err.status == 404 or (err.status == 400 and err.code == "invalid.id")
 
 
 def queue_members(ctx: Context, queue_id: str) -> set[str]:
