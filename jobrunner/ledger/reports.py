@@ -60,7 +60,11 @@ class Reports(Store):
     def org(self) -> dict[str, Any] | None:
         """The org this ledger belongs to: {org_id, name, region, bound_at}, or None."""
         found = self.execute("SELECT org_id, name, region, bound_at FROM org").fetchone()
-        return dict(zip(("org_id", "name", "region", "bound_at"), found, strict=True)) if found else None
+        return (
+            dict(zip(("org_id", "name", "region", "bound_at"), found, strict=True))
+            if found
+            else None
+        )
 
     def bind_org(self, org_id: str, name: str | None, region: str) -> None:
         """Record the org a command reached first (once: later ones are compared with it)."""

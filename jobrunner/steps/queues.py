@@ -82,8 +82,10 @@ def _send(ctx: Context, queue_id: str, claims: list[StepClaim]) -> list[Outcome]
 
 def _unknown_member(err: ApiError) -> bool:
     """How the API refuses a batch for a member it does not know: Genesys does not say. A
-    404 for the whole batch, or a 400 `invalid.id`: both are split to find the member."""
-    return err.status == 404 or (err.status == 400 and err.code == "invalid.id")
+    404 for the whole batch, or a 400 naming an id (`invalid.id`, `invalid.value`): each is
+    split to find the member at fault (a 400 about the batch as a whole fails every member
+    alone the same way, and they all fail with it)."""
+    return err.status == 404 or (err.status == 400 and err.code in ("invalid.id", "invalid.value"))
 
 
 def queue_members(ctx: Context, queue_id: str) -> set[str]:
