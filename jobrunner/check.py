@@ -49,6 +49,7 @@ class Plan:
     memberships: int = 0
     queues: int = 0
     skills: int = 0
+    languages: int = 0
     managers: int = 0
     locations: int = 0
     resolved: dict[str, int] = field(default_factory=dict)  # kind -> names resolved
@@ -271,6 +272,8 @@ def _count(ledger: Ledger, result: Plan, blocked: set[int], there: set[int]) -> 
             result.role_grants += wants[(row_id, "role")]
         elif kind == "skills":
             result.skills += wants[(row_id, "skill")]
+        elif kind == "languages":
+            result.languages += wants[(row_id, "language")]
         elif kind == "queue":
             result.memberships += 1
             queues.add(target)

@@ -62,6 +62,7 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "roles_divisions": ("roles", "role"),
     "queues": ("queue",),
     "skills": ("skill",),
+    "languages": ("language", "sprachen", "langues", "idiomas"),
 }
 
 COLUMNS = tuple(ALIASES)

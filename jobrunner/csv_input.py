@@ -26,7 +26,9 @@ from jobrunner.errors import InputFileError
 
 KNOWN_COLUMNS = COLUMNS
 # Cells holding lists: `Role:[Division], Role`, `Queue, Queue`, `Skill:5, Skill`.
-LIST_COLUMNS = ("roles_divisions", "queues", "skills")
+LIST_COLUMNS = ("roles_divisions", "queues", "skills", "languages")
+# The list cells whose items carry a proficiency (`Name:N`, N from 0 to 5): column -> noun.
+LEVEL_COLUMNS = {"skills": "skill", "languages": "language"}
 
 # Genesys has no published limits for these; beyond them a value is a mistake, not a name.
 MAX_LENGTH = {
@@ -44,6 +46,7 @@ MAX_LENGTH = {
     "roles_divisions": 20_000,
     "queues": 20_000,
     "skills": 20_000,
+    "languages": 20_000,
 }
 # A field beyond this size cannot be a record at all: the file is refused.
 MAX_FIELD_BYTES = 16_000_000
@@ -87,12 +90,14 @@ class InputRow:
     roles_divisions: str | None = None
     queues: str | None = None
     skills: str | None = None
+    languages: str | None = None
     error_code: str | None = None
     error_message: str | None = None
     # The list cells, parsed (filled by validation):
     roles: tuple[tuple[str, str | None], ...] = ()  # (role, division or None: the row's)
     queue_names: tuple[str, ...] = ()
     skill_levels: tuple[tuple[str, float], ...] = ()  # (skill, proficiency 0..5)
+    language_levels: tuple[tuple[str, float], ...] = ()  # (language, proficiency 0..5)
 
     @property
     def valid(self) -> bool:
@@ -613,7 +618,7 @@ def _parse_lists(row: InputRow) -> None:
     """`Role:[Division; Division], Role` / `Queue, Queue` / `Skill:5, Skill` (no
     proficiency: 0). Inside a role's brackets a `;` separates divisions, as the admin UI's
     import writes a role granted in several; anywhere else it is refused."""
-    if not (row.roles_divisions or row.queues or row.skills):
+    if not (row.roles_divisions or row.queues or row.skills or row.languages):
         return
     roles: dict[tuple[str, str], tuple[str, str | None]] = {}
     for item in _items(row.roles_divisions):
@@ -638,32 +643,46 @@ def _parse_lists(row: InputRow) -> None:
             row.invalidate("queues_invalid", _semicolon("queues", item))
             return
         queues.setdefault(name_key(item), item)
-    skills: dict[str, tuple[str, float]] = {}
-    for item in _items(row.skills):
-        if ";" in item:
-            row.invalidate("skills_invalid", _semicolon("skills", item))
+    levels = {}
+    for column, noun in LEVEL_COLUMNS.items():
+        found = _levels(row, column, noun)
+        if found is None:
             return
-        skill, colon, level_text = item.partition(":")
-        skill, level_text = skill.strip(), level_text.strip()
-        level = _proficiency(level_text) if colon else 0.0
-        if not _visible(skill) or level is None or ":" in level_text:
-            row.invalidate(
-                "skills_invalid",
-                f"skills item {item!r} is not 'Skill' or 'Skill:N' with N from 0 to 5 (a skill "
-                "name holds no , or :)",
-            )
-            return
-        earlier = skills.setdefault(name_key(skill), (skill, level))
-        if earlier[1] != level:
-            row.invalidate(
-                "skills_invalid",
-                f"skill {skill!r} is given twice with different proficiencies "
-                f"({_level_text(earlier[1])} and {_level_text(level)})",
-            )
-            return
+        levels[column] = found
     row.roles = tuple(roles.values())
     row.queue_names = tuple(queues.values())
-    row.skill_levels = tuple(skills.values())
+    row.skill_levels = levels["skills"]
+    row.language_levels = levels["languages"]
+
+
+def _levels(row: InputRow, column: str, noun: str) -> tuple[tuple[str, float], ...] | None:
+    """`Name:5, Other:3` (no proficiency: 0) of a skills or languages cell; None when the
+    cell is invalid (the row is invalidated with the reason)."""
+    code = f"{column}_invalid"
+    found: dict[str, tuple[str, float]] = {}
+    for item in _items(getattr(row, column)):
+        if ";" in item:
+            row.invalidate(code, _semicolon(column, item))
+            return None
+        name, colon, level_text = item.partition(":")
+        name, level_text = name.strip(), level_text.strip()
+        level = _proficiency(level_text) if colon else 0.0
+        if not _visible(name) or level is None or ":" in level_text:
+            row.invalidate(
+                code,
+                f"{column} item {item!r} is not '{noun.title()}' or '{noun.title()}:N' with N "
+                f"from 0 to 5 (a {noun} name holds no , or :)",
+            )
+            return None
+        earlier = found.setdefault(name_key(name), (name, level))
+        if earlier[1] != level:
+            row.invalidate(
+                code,
+                f"{noun} {name!r} is given twice with different proficiencies "
+                f"({_level_text(earlier[1])} and {_level_text(level)})",
+            )
+            return None
+    return tuple(found.values())
 
 
 def _proficiency(text: str) -> float | None:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jobrunner.csv_input import CsvFile, InputRow, name_key, read_csv
+from jobrunner.csv_input import LEVEL_COLUMNS, CsvFile, InputRow, name_key, read_csv
 from jobrunner.ledger import (
     INPUT_FIELDS,
     PLAN_FIELDS,
@@ -124,9 +124,10 @@ def _values(row: InputRow, source_id: int, norm: str) -> dict[str, Any]:
         if row.roles
         else None,
         "queues": ", ".join(row.queue_names) if row.queue_names else None,
-        "skills": ", ".join(f"{skill}:{level:g}" for skill, level in row.skill_levels)
-        if row.skill_levels
-        else None,
+        **{
+            column: ", ".join(f"{name}:{level:g}" for name, level in levels) or None
+            for column, levels in _levels(row).items()
+        },
         "status": "pending" if row.valid else "invalid",
         "error_code": row.error_code,
         "error_message": row.error_message,
@@ -135,15 +136,18 @@ def _values(row: InputRow, source_id: int, norm: str) -> dict[str, Any]:
     }
 
 
+def _levels(row: InputRow) -> dict[str, tuple[tuple[str, float], ...]]:
+    """The skills and languages cells, parsed: column -> ((name, proficiency), ...)."""
+    return {"skills": row.skill_levels, "languages": row.language_levels}
+
+
 def _wants(row: InputRow) -> list[tuple[Any, ...]]:
     wants: list[tuple[Any, ...]] = []
-    if not (row.roles or row.queue_names or row.skill_levels):
-        return wants
     wants.extend(("role", role, name_key(role), division, None) for role, division in row.roles)
     wants.extend(("queue", queue, name_key(queue), None, None) for queue in row.queue_names)
-    wants.extend(
-        ("skill", skill, name_key(skill), None, level) for skill, level in row.skill_levels
-    )
+    for column, levels in _levels(row).items():
+        noun = LEVEL_COLUMNS[column]
+        wants.extend((noun, name, name_key(name), None, level) for name, level in levels)
     return wants
 
 

@@ -38,6 +38,7 @@ REPORT_FIELDS = (
     "settled_by",
     "user_state",
     "changes",
+    "languages",
 )
 # How a row's user id became known, as people read it.
 SETTLED = {

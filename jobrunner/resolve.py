@@ -22,7 +22,7 @@ from jobrunner.genesys import Named
 from jobrunner.ledger import Ledger
 from jobrunner.ledger.model import Row
 
-KINDS = ("division", "role", "queue", "skill", "location", "manager")
+KINDS = ("division", "role", "queue", "skill", "language", "location", "manager")
 MANAGER_IN_LEDGER = "row"  # a manager's object id when the manager is a row of this ledger
 
 

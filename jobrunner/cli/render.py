@@ -153,6 +153,7 @@ def write_plan(out: TextIO, plan: Any, where: str) -> None:
         ("role grants", plan.role_grants, ""),
         ("queue memberships", plan.memberships, queues),
         ("skill assignments", plan.skills, ""),
+        ("language assignments", plan.languages, ""),
         ("managers to set", plan.managers, ""),
         ("locations to set", plan.locations, ""),
     ):

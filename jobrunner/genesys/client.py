@@ -33,9 +33,20 @@ LISTINGS = {
     "role": ("AuthorizationApi", "get_authorization_roles", True),
     "queue": ("RoutingApi", "get_routing_queues", True),
     "skill": ("RoutingApi", "get_routing_skills", True),
+    "language": ("RoutingApi", "get_routing_languages", True),
     "location": ("LocationsApi", "get_locations", False),
 }
 PAGE_SIZE = 100
+# Routing assignments with a proficiency: kind -> (the SDK's post model, the bulk PATCH, the
+# user's listing).
+_LEVELS = {
+    "skill": ("UserRoutingSkillPost", "patch_user_routingskills_bulk", "get_user_routingskills"),
+    "language": (
+        "UserRoutingLanguagePost",
+        "patch_user_routinglanguages_bulk",
+        "get_user_routinglanguages",
+    ),
+}
 SEARCH_VALUES = 50  # emails in one search (`values` of one criterion)
 
 
@@ -252,13 +263,20 @@ class GenesysClient:
 
     def add_skills(self, user_id: str, skills: list[tuple[str, float]]) -> None:
         """PATCH .../routingskills/bulk: adds or updates (never removes), 50 at most."""
-        sdk = self._api.module
+        self._add_levels("skill", user_id, skills)
+
+    def add_languages(self, user_id: str, languages: list[tuple[str, float]]) -> None:
+        """PATCH .../routinglanguages/bulk: adds or updates (never removes), 50 at most."""
+        self._add_levels("language", user_id, languages)
+
+    def _add_levels(self, kind: str, user_id: str, levels: list[tuple[str, float]]) -> None:
+        model, method, _read = _LEVELS[kind]
         body = []
-        for skill_id, proficiency in skills:
-            skill = sdk.UserRoutingSkillPost()
-            skill.id, skill.proficiency = skill_id, float(proficiency)
-            body.append(skill)
-        self._call(self.users.patch_user_routingskills_bulk, user_id, body)
+        for object_id, proficiency in levels:
+            entry = getattr(self._api.module, model)()
+            entry.id, entry.proficiency = object_id, float(proficiency)
+            body.append(entry)
+        self._call(getattr(self.users, method), user_id, body)
 
     def add_queue_members(self, queue_id: str, user_ids: list[str]) -> None:
         """POST /routing/queues/{id}/members: 100 at most; a member already there is fine."""
@@ -364,7 +382,16 @@ class GenesysClient:
         }
 
     def user_skills(self, user_id: str) -> dict[str, float]:
-        listing = self._call(self.users.get_user_routingskills, user_id, page_size=PAGE_SIZE)
+        """skill id -> proficiency, of every skill the user has."""
+        return self._user_levels("skill", user_id)
+
+    def user_languages(self, user_id: str) -> dict[str, float]:
+        """language id -> proficiency, of every language the user has."""
+        return self._user_levels("language", user_id)
+
+    def _user_levels(self, kind: str, user_id: str) -> dict[str, float]:
+        _model, _write, method = _LEVELS[kind]
+        listing = self._call(getattr(self.users, method), user_id, page_size=PAGE_SIZE)
         return {str(s.id): float(s.proficiency or 0) for s in (listing.entities or [])}
 
     def queue_members_page(self, queue_id: str, page: int) -> tuple[set[str], bool]:

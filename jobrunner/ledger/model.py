@@ -125,9 +125,17 @@ INPUT_FIELDS = (
     "roles_divisions",
     "queues",
     "skills",
+    "languages",
 )
 # What comes after the create: the INPUT_FIELDS a create never sends.
-PLAN_FIELDS = ("email_manager", "location_work", "roles_divisions", "queues", "skills")
+PLAN_FIELDS = (
+    "email_manager",
+    "location_work",
+    "roles_divisions",
+    "queues",
+    "skills",
+    "languages",
+)
 
 
 def row_of(values: Sequence[Any]) -> Row:

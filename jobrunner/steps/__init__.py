@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from jobrunner.steps import (
     create,
     division,
+    languages,
     profile,
     queues,
     roles,
@@ -34,6 +35,7 @@ RUN_STEPS: tuple[StepKind, ...] = (
     division.STEP,
     roles.STEP,
     skills.STEP,
+    languages.STEP,
     queues.STEP,
     profile.STEP,
 )
