@@ -12,6 +12,7 @@ wait for a manager whose own row is invalid or failed.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -25,6 +26,7 @@ from jobrunner.resolve import NOT_FOUND, Found
 from jobrunner.runner import revive_healed
 from jobrunner.steps.contract import Outcome, StopRun
 
+DEFAULT_PER_MINUTE = 300.0  # Genesys' default budget for a client-credentials token
 SHOWN_AT_MOST = 25  # people whose changes are worked out one by one (3 or 4 reads each)
 SEARCH_BATCH = 50  # emails a search asks for at once
 
@@ -64,12 +66,19 @@ class Plan:
     # (manager email, why they wait, [(source, line)] of the reports)
     held: list[tuple[str, str, list[tuple[str, int]]]] = field(default_factory=list)
     calls: int = 0
+    # The requests `run` will send, by kind (steps.calls_for), and the budget they take
+    # at: requests a minute, and where that figure comes from.
+    run_calls: dict[str, int] = field(default_factory=dict)
+    per_minute: float = DEFAULT_PER_MINUTE
+    budget_from: str = "the API's default"
 
 
-def plan(ledger: Ledger, client: Any, limiter: Any = None) -> Plan:
+def plan(
+    ledger: Ledger, client: Any, limiter: Any = None, rate_per_minute: float | None = None
+) -> Plan:
     from jobrunner.limiter import WindowLimiter
 
-    ctx = RunContext(ledger, client, limiter or WindowLimiter(), owner="check")
+    ctx = RunContext(ledger, client, limiter or WindowLimiter(rate_per_minute), owner="check")
     result = Plan()
     healable = any(ledger.healable())
     if ledger.work_left(steps.RUN_KINDS)[0] or healable or ledger.has_exists_rows():
@@ -79,6 +88,11 @@ def plan(ledger: Ledger, client: Any, limiter: Any = None) -> Plan:
         except StopRun as stop:
             raise stop.error from None
     result.calls = sum(ctx.stats.calls.values())
+    learnt = ctx.limiter.rate_per_s() if hasattr(ctx.limiter, "rate_per_s") else None
+    if rate_per_minute:
+        result.per_minute, result.budget_from = rate_per_minute, "--rate-per-minute"
+    elif learnt:
+        result.per_minute, result.budget_from = learnt * 60, "learnt from the API's 429s"
     return result
 
 
@@ -265,11 +279,13 @@ def _count(ledger: Ledger, result: Plan, blocked: set[int], there: set[int]) -> 
     wants = ledger.wants_by_row()
     queues: set[str] = set()
     profiles: set[int] = set()
+    batches: Counter[tuple[str, str]] = Counter()
     for row_id, kind, target in ledger.open_steps():
         if row_id in left_out:
             continue
-        if kind == "roles":
-            result.role_grants += wants[(row_id, "role")]
+        batches[(kind, target)] += 1
+        if kind == "roles":  # a grant a step (one per row when an earlier jobrunner planned)
+            result.role_grants += 1 if target else wants[(row_id, "role")]
         elif kind == "skills":
             result.skills += wants[(row_id, "skill")]
         elif kind == "languages":
@@ -280,6 +296,9 @@ def _count(ledger: Ledger, result: Plan, blocked: set[int], there: set[int]) -> 
         elif kind == "profile":
             profiles.add(row_id)
     result.queues = len(queues)
+    result.run_calls = steps.calls_for(
+        result.creates, [(kind, target, n) for (kind, target), n in batches.items()]
+    )
     for row_id, manager, location in ledger.profile_fields():
         if row_id in profiles:
             result.managers += manager

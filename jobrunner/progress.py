@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from typing import Any, TextIO
 
-from jobrunner.steps import RUN_KINDS
+from jobrunner.steps import RUN_KINDS, calls_for
 
 STEPS_EVERY_S = 2.0  # how often the line asks the ledger how many steps are left
-QUEUE_BATCH = 100
 
 
 class Progress:
@@ -21,6 +19,7 @@ class Progress:
         self._thread: threading.Thread | None = None
         self._ctx: Any = None
         self._steps_left: dict[str, int] = {}
+        self._open: list[tuple[str, str, int]] = []
         self._steps_at = 0.0
 
     def start(self, ctx: Any) -> None:
@@ -40,16 +39,18 @@ class Progress:
             self._draw()
 
     def calls_left(self) -> int:
-        """Every request still to send: creates, steps, queue batches (100 members each)."""
+        """Every request still to send, counted as `check` counts them (steps.calls_for):
+        creates, steps, and the batches of the steps sent in batches."""
         ctx = self._ctx
         if time.monotonic() - self._steps_at >= STEPS_EVERY_S:
-            self._steps_left = ctx.ledger.steps_left(RUN_KINDS)
+            self._open = ctx.ledger.open_by_target(RUN_KINDS)
+            self._steps_left = {}
+            for kind, _target, n in self._open:
+                self._steps_left[kind] = self._steps_left.get(kind, 0) + n
             self._steps_at = time.monotonic()
         stats = ctx.stats
         creates = max(0, stats.total - stats.done)
-        steps = {k: n for k, n in self._steps_left.items() if k != "queue"}
-        queue = math.ceil(self._steps_left.get("queue", 0) / QUEUE_BATCH)
-        return creates + sum(steps.values()) + queue
+        return sum(calls_for(creates, self._open).values())
 
     def line(self) -> str:
         """This run's work against this run's plan: people settled of those to create, steps

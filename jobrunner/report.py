@@ -97,7 +97,12 @@ def _steps(found: list[tuple[Any, ...]]) -> dict[str, dict[str, Any]]:
                 break
         if statuses == {"done", "skipped"}:
             status = "done"
-        errors = [f"{t}: {e}" if t else e for t, s, e in parts if s in ("failed", "waiting") and e]
+        # A queue's error names its queue; a role grant's error names its grant itself.
+        errors = [
+            f"{t}: {e}" if t and name == "queues" else e
+            for t, s, e in parts
+            if s in ("failed", "waiting") and e
+        ]
         steps[name] = {"status": status, "error": "; ".join(errors) or None}
     return steps
 

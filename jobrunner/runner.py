@@ -100,7 +100,7 @@ def revive_healed(ledger: Ledger, resolution: Resolution) -> tuple[int, int]:
                 revive_steps.append((row_id, kind, target))
             continue
         if not any(
-            steps.step_of_name(f.kind) == kind and (not target or f.key == target)
+            steps.step_of_name(f.kind) == kind and (kind != "queue" or f.key == target)
             for f in blocked.get(row_id, [])
         ):
             revive_steps.append((row_id, kind, target))
@@ -311,7 +311,7 @@ class Runner:
                 lines=", ".join(f"{source}:{line}" for _r, source, line in uses[:10]),
             )
         rows: dict[int, tuple[str, str]] = {}
-        failing: dict[tuple[int, str, str], tuple[str, str]] = {}
+        failing: dict[tuple[int, str, str | None], tuple[str, str]] = {}
         for row_id, problems in resolution.problems_by_row().items():
             message = "; ".join(describe(f) for f in problems[:3])
             if len(problems) > 3:
@@ -321,7 +321,8 @@ class Runner:
                 kind = steps.step_of_name(found.kind)
                 if kind is None:
                     continue
-                target = found.key if kind == "queue" else ""
+                # A queue's step is the queue's; another kind's steps of the row all need it.
+                target = found.key if kind == "queue" else None
                 failing[(row_id, kind, target)] = (
                     "unknown_name",
                     f"{describe(found)} (see `jobrunner check`)",

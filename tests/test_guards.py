@@ -34,7 +34,7 @@ __all__ = ["emulator", "ledger_for"]  # pytest fixtures used by name
 
 run_against = functools.partial(emulated.run_against, policy=FAST)
 MEMBERS = "POST /api/v2/routing/queues/{id}/members"
-BULKADD = "POST /api/v2/authorization/subjects/{id}/bulkadd"
+ROLE_BATCH = "POST /api/v2/authorization/roles/{id}"  # one role for many people (issue 18)
 SKILLS = "PATCH /api/v2/users/{id}/routingskills/bulk"
 CREATE = "POST /api/v2/users"
 
@@ -309,14 +309,15 @@ def test_a_404_for_a_user_created_long_ago_fails_instead_of_waiting_for_the_id(
     ledger.execute("UPDATE rows SET settled_at = settled_at - 3600")
     ledger.close()
     emu.config.refused_permissions = set()
-    before = routes(emu)[BULKADD]
+    before = routes(emu).get(ROLE_BATCH, 0)
     out = run_process(ledger.path, emu, "--max-attempts", "5", timeout=60)
     assert out.startswith("exit 1\n"), out[-3000:]
     steps = steps_by_email(ledger.path, "roles")
     status, attempts, code, _message = steps[gone]
     assert (status, attempts) == ("failed", 1) and code and "not.found" in code
     assert {e for e, s in steps.items() if s[0] == "done"} == {p["email"] for p in people} - {gone}
-    assert routes(emu)[BULKADD] - before == len(people)  # each once, the gone one too
+    # One batch, split in halves to find the one at fault: never retried as if fresh.
+    assert routes(emu)[ROLE_BATCH] - before <= len(people)
 
 
 # -- h. the re-check before a create compares with what ingest stores --------------------------

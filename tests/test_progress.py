@@ -20,7 +20,9 @@ class _Limiter:
 
 
 def line(stats: RunStats, steps_left: dict[str, int]) -> str:
-    ledger = SimpleNamespace(steps_left=lambda kinds: dict(steps_left))
+    ledger = SimpleNamespace(
+        open_by_target=lambda kinds: [(kind, "", n) for kind, n in steps_left.items()]
+    )
     ctx: Any = SimpleNamespace(
         stats=stats,
         ledger=ledger,
@@ -48,3 +50,20 @@ def test_steps_added_during_the_run_never_show_more_done_than_planned() -> None:
     stats.steps["done"] = 43
     text = line(stats, {"roles": 2})
     assert "4/10 people" in text and "steps 43/45" in text
+
+
+def test_the_eta_counts_a_call_per_batch_for_batched_steps() -> None:
+    """250 queue members of one queue are 3 calls, 120 of another 2; 5 profiles are 5."""
+    stats = RunStats(total=0)
+    progress = Progress(io.StringIO())
+    progress._ctx = SimpleNamespace(
+        stats=stats,
+        ledger=SimpleNamespace(
+            open_by_target=lambda kinds: [
+                ("queue", "billing", 250),
+                ("queue", "sales", 120),
+                ("profile", "", 5),
+            ]
+        ),
+    )
+    assert progress.calls_left() == 3 + 2 + 5

@@ -22,6 +22,7 @@ from jobrunner.genesys import (
     UserDetail,
     work_phone,
 )
+from jobrunner.ledger.model import Row
 from jobrunner.steps import create, division, profile, queues, roles, rollback, skills
 from jobrunner.steps.contract import Stopping, StopRun
 
@@ -539,3 +540,73 @@ def test_a_delete_refused_for_a_version_is_sent_again() -> None:
     (outcome,) = perform(rollback.STEP, ctx, [claim(row(), "rollback")])
     assert (outcome.what, outcome.detail) == ("done", "deleted")
     assert len(client.sent("delete_user")) == 3
+
+
+# -- roles granted to many people per call ----------------------------------------------------
+
+
+def _roles_ctx(client: ScriptedClient, people: list[Row]) -> FakeContext:
+    names = FakeNames({("role", "agent"): "role-a", ("division", "support"): "div-s"})
+    ctx = FakeContext(client, names, clock=10_000.0)
+    for r in people:
+        ctx.wanted[(r.id, "role")] = [("Agent", "agent", "Support", None)]
+    return ctx
+
+
+def test_one_role_is_granted_to_a_whole_batch_in_one_call() -> None:
+    people = [row(f"p{i}@example.com") for i in range(5)]
+    client = ScriptedClient()
+    ctx = _roles_ctx(client, people)
+    outcomes = perform(roles.STEP, ctx, [claim(p, "roles", "agent|support") for p in people])
+    assert client.sent("grant_role_to_many") == [
+        ("role-a", "div-s", [f"user-p{i}@example.com" for i in range(5)])
+    ]
+    assert [(o.what, len(o.claims or ())) for o in outcomes] == [("done", 5)]
+
+
+@pytest.mark.parametrize(
+    "refusal", [ApiError(404, "not.found", "no"), ApiError(400, "invalid.id", "x")]
+)
+def test_a_role_batch_refused_for_one_id_is_split_to_find_it(refusal: ApiError) -> None:
+    people = [row(f"p{i}@example.com") for i in range(6)]
+
+    def grant(role_id: str, division_id: str, ids: list[str]) -> None:
+        if "user-p4@example.com" in ids:
+            raise refusal
+
+    client = ScriptedClient(grant_role_to_many=grant)
+    outcomes = perform(
+        roles.STEP, _roles_ctx(client, people), [claim(p, "roles", "agent|support") for p in people]
+    )
+    failed = [c.row.email for o in outcomes if o.what == "failed" for c in o.claims or ()]
+    done_ = sorted(c.row.email for o in outcomes if o.what == "done" for c in o.claims or ())
+    assert failed == ["p4@example.com"] and len(done_) == 5
+
+
+def test_a_role_batch_with_a_user_fresh_from_its_create_is_retried_whole() -> None:
+    people = [row("old@example.com"), row("new@example.com", settled_at=9_995.0)]
+    client = ScriptedClient(grant_role_to_many=ApiError(404, "not.found", "unknown subject"))
+    (outcome,) = perform(
+        roles.STEP, _roles_ctx(client, people), [claim(p, "roles", "agent|support") for p in people]
+    )
+    assert (outcome.what, outcome.fresh, len(outcome.claims or ())) == ("retry", True, 2)
+
+
+def test_people_brought_in_line_join_the_batch_with_only_what_they_miss() -> None:
+    holds = row("holds@example.com", status="exists", settled_by="conflict")
+    misses = row("misses@example.com", status="exists", settled_by="conflict")
+    new = row("new@example.com")
+    client = ScriptedClient(
+        user_grants=lambda user_id: {("role-a", "div-s")} if "holds" in user_id else set()
+    )
+    ctx = _roles_ctx(client, [holds, misses, new])
+    outcomes = perform(
+        roles.STEP, ctx, [claim(p, "roles", "agent|support") for p in (holds, misses, new)]
+    )
+    assert client.sent("grant_role_to_many") == [
+        ("role-a", "div-s", ["user-misses@example.com", "user-new@example.com"])
+    ]
+    assert sorted(o.detail or "" for o in outcomes) == [
+        "added Agent in Support",
+        "already holds Agent in Support",
+    ]

@@ -17,8 +17,15 @@ if TYPE_CHECKING:
 
 
 @click.command()
+@click.option(
+    "--rate-per-minute",
+    type=click.FloatRange(min=1, min_open=False),
+    default=None,
+    help="The org's budget of requests a minute, for the run's length (default: 300, "
+    "Genesys' default for a client-credentials token).",
+)
 @click.pass_context
-def check(ctx: click.Context) -> None:
+def check(ctx: click.Context, rate_per_minute: float | None) -> None:
     """Look every name the ledger's rows use up in the org and say what `run` would do.
 
     Divisions, roles, queues, skills, locations and managers are resolved with list and
@@ -30,7 +37,7 @@ def check(ctx: click.Context) -> None:
     from jobrunner.genesys import GenesysClient
 
     with api_command(ctx) as (settings, ledger):
-        result = plan(ledger, GenesysClient(settings, pool_size=1))
+        result = plan(ledger, GenesysClient(settings, pool_size=1), rate_per_minute=rate_per_minute)
     render.write_plan(sys.stdout, result, settings.endpoint.display)
     ctx.exit(1 if result.unknown else 0)
 

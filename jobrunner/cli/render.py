@@ -161,6 +161,15 @@ def write_plan(out: TextIO, plan: Any, where: str) -> None:
     if plan.resolved:
         kinds = ", ".join(f"{k} {n:,}" for k, n in sorted(plan.resolved.items()))
         out.write(f"  {'names resolved:':<22}{sum(plan.resolved.values()):>8,} ({kinds})\n")
+    if plan.run_calls:
+        total = sum(plan.run_calls.values())
+        minutes = total / plan.per_minute
+        by_kind = calls_text(plan.run_calls)
+        out.write(
+            f"  {'run takes:':<22}about {_duration(minutes * 60)} at {plan.per_minute:,.0f} "
+            f"requests a minute ({plan.budget_from}): {total:,} calls ({by_kind}), and the "
+            "reads of people brought in line\n"
+        )
     if plan.revived_rows or plan.revived_steps:
         out.write(
             f"  {'revived:':<22}{plan.revived_rows:>8,} rows, {plan.revived_steps:,} steps "
@@ -204,6 +213,16 @@ def write_plan(out: TextIO, plan: Any, where: str) -> None:
     )
     for kind, name, problem, uses in plan.unknown:
         out.write(f"  {kind:<9} {name!r}: {problem}; {_lines(uses)}\n")
+
+
+def _duration(seconds: float) -> str:
+    """`2 h 10 min`, `35 min`, `under a minute`."""
+    minutes = round(seconds / 60)
+    if minutes < 1:
+        return "under a minute"
+    if minutes < 60:
+        return f"{minutes} min"
+    return f"{minutes // 60} h {minutes % 60:02d} min"
 
 
 def _write_people(out: TextIO, people: Iterable[Any]) -> None:

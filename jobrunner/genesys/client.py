@@ -261,6 +261,19 @@ class GenesysClient:
             subject_type="PC_USER",
         )
 
+    def grant_role_to_many(self, role_id: str, division_id: str, user_ids: list[str]) -> None:
+        """POST /api/v2/authorization/roles/{roleId}?subjectType=PC_USER: every user given
+        gets the role in the division; a grant held already is fine."""
+        body = self._api.module.SubjectDivisions()
+        body.subject_ids = list(user_ids)
+        body.division_ids = [division_id]
+        self._call(
+            self._sdk_api("AuthorizationApi").post_authorization_role,
+            role_id,
+            body,
+            subject_type="PC_USER",
+        )
+
     def add_skills(self, user_id: str, skills: list[tuple[str, float]]) -> None:
         """PATCH .../routingskills/bulk: adds or updates (never removes), 50 at most."""
         self._add_levels("skill", user_id, skills)

@@ -147,19 +147,20 @@ class StepWork(Store):
                 [(*values, now, c.row.id, c.kind, c.target, owner) for c in claims],
             ).rowcount
 
-    def fail_steps(self, problems: dict[tuple[int, str, str], tuple[str, str]]) -> int:
+    def fail_steps(self, problems: dict[tuple[int, str, str | None], tuple[str, str]]) -> int:
         """Fail pending steps of people who exist that cannot be done (a name the org no
-        longer knows). Steps of a row not created yet keep waiting with their row."""
+        longer knows); a target None: every step of that kind of the row. Steps of a row
+        not created yet keep waiting with their row."""
         now = utc_now_iso()
         with self.transaction():
             return sum(
                 self.execute(
                     "UPDATE steps SET status = 'failed', error_code = ?, error_message = ?, "
-                    "updated_at = ? WHERE row_id = ? AND kind = ? AND target = ? "
+                    "updated_at = ? WHERE row_id = ? AND kind = ? AND (? IS NULL OR target = ?) "
                     "AND status = 'pending'",
-                    (code, message, now, *key),
+                    (code, message, now, row_id, kind, target, target),
                 ).rowcount
-                for key, (code, message) in problems.items()
+                for (row_id, kind, target), (code, message) in problems.items()
             )
 
     # -- what a step reads -------------------------------------------------------------------
@@ -219,6 +220,18 @@ class StepWork(Store):
                 list(kinds),
             ).fetchall()
         )
+
+    def open_by_target(self, kinds: Sequence[str]) -> list[tuple[str, str, int]]:
+        """(kind, target, steps still to do) of these kinds: what the calls left are."""
+        return [
+            tuple(r)  # type: ignore[misc]
+            for r in self.execute(
+                "SELECT s.kind, s.target, count(*) FROM steps AS s JOIN rows AS r "
+                f"ON r.id = s.row_id WHERE s.kind IN ({marks(kinds)}) AND {OPEN_STEP} "
+                "GROUP BY s.kind, s.target",
+                list(kinds),
+            )
+        ]
 
     def steps_not_done(self, kinds: Sequence[str]) -> int:
         """Steps of these kinds open, failed or held back: what keeps a run's exit code

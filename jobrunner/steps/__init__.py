@@ -11,6 +11,7 @@ Importing this package is cheap: `ingest` uses it to plan, without the SDK.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from jobrunner.steps import (
@@ -79,6 +80,22 @@ def steps_for_change(row: Any, changed: set[str]) -> list[tuple[str, str]]:
         targets += [t for t in (step.in_line(row) if step.in_line else []) if t not in targets]
         found += [(step.kind, target) for target in targets]
     return found
+
+
+def calls_for(creates: int, open_steps: Iterable[tuple[str, str, int]]) -> dict[str, int]:
+    """The requests the remaining work takes, by kind: a create a row, a call a step, and a
+    call per batch (per target, per batch_size people) for the steps claimed in batches.
+    `open_steps`: (kind, target, steps still to do). Reads (look-ups, people brought in
+    line) come on top. `check` says how long the run takes with it; the progress line's
+    ETA counts the same way."""
+    calls: dict[str, int] = {}
+    if creates:
+        calls[CREATE.kind] = creates
+    for kind, _target, n in open_steps:
+        step = BY_KIND.get(kind)
+        size = step.batch_size if step is not None and step.claim == "batch" else 1
+        calls[kind] = calls.get(kind, 0) + -(-n // size)
+    return calls
 
 
 def step_of_name(name_kind: str) -> str | None:
