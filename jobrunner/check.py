@@ -114,6 +114,10 @@ def _plan(ctx: RunContext, ledger: Ledger, result: Plan) -> None:
         for f in sorted(resolution.found.values(), key=lambda f: f.key)
         if f.held
     ]
+    # The names of people brought in line (`run --update-existing` plans their steps first,
+    # and so resolves them): looked up too, so their changes name what the org has.
+    if in_line := [row.id for row in ledger.to_bring_in_line()]:
+        ctx.names.resolver.resolve_into(resolution, ledger.names_in_use(in_line))
     dry = DryRun(ctx)
     budget = [SHOWN_AT_MOST]
     for row, user in found.values():

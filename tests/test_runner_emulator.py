@@ -519,7 +519,7 @@ def test_demo_runs_the_whole_job_in_its_own_ledger(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert "created 187 | exists 6 | failed 0 | pending 0 | invalid 7" in result.output
-    assert "steps: done 935 | failed 0 | still open 0" in result.output
+    assert "steps: done 1,148 | failed 0 | still open 0" in result.output
     assert "0 created more than once" in result.output
     # What the emulator recorded matches what the file asks for (see examples/users.csv).
     assert (

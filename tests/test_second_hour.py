@@ -200,6 +200,9 @@ def test_reports_of_a_manager_whose_own_row_is_invalid_wait_for_it(
         assert row["steps"]["profile"]["status"] == "waiting"
         assert "their own row, line 9 of first.csv, is invalid" in row["steps"]["profile"]["error"]
         assert "not a person of this file" not in json.dumps(row)
+    table = jobrunner(db, None, "report").output  # the table lists them, with why
+    for person in people[:-1]:
+        assert re.search(rf"created +{re.escape(person['email'])} +user \S+; profile waiting", table)
     # The lead's row fixed: the lead is created, and the reports' managers are set.
     lead["phone_work"] = "+13175550100"
     ingest(tmp_path, db, "fixed.csv", people)
@@ -267,3 +270,39 @@ def test_rollback_names_the_people_left_with_a_deleted_manager_and_clears_it_on_
     for person in people[:-1]:
         assert held(emu, person["email"])["manager"] is None, person["email"]
     assert emu.stats()["onboarding"][lead["email"]]["state"] == "deleted"
+
+
+def said_for(output: str, email: str) -> str:
+    """What `check` says `run --update-existing` would change for this person."""
+    found = re.search(rf"^  \S+ +{re.escape(email)}: (.*)$", output, re.MULTILINE)
+    assert found, output
+    return found.group(1)
+
+
+def test_check_says_what_update_existing_does_before_and_after_a_plain_run(
+    emulator: Any, tmp_path: Path
+) -> None:
+    people = team(5, leads=1, seed=27)
+    there = people[:2]  # in Home with nothing: the file moves them to Support
+    emu = emulator()
+    for person in there:
+        emu.directory.add_existing({"name": person["name"], "email": person["email"]})
+    db = tmp_path / "l.db"
+    ingest(tmp_path, db, "f.csv", people)
+    before = jobrunner(db, emu, "check")
+    assert before.exit_code == 0, before.output
+    planned = {p["email"]: said_for(before.output, p["email"]) for p in there}
+    # A grant without a division goes where the file puts the person (Support), not where
+    # they are now (Home): as the run grants it.
+    assert all("roles: added Employee in Support" in said for said in planned.values()), planned
+    assert jobrunner(db, emu, *RUN).exit_code == 0  # they are left as they are
+    # No work is left for their names; check still looks them up for what it would change.
+    after = jobrunner(db, emu, "check")
+    assert "not in the org" not in after.output and "not found" not in after.output, after.output
+    planned = {p["email"]: said_for(after.output, p["email"]) for p in there}
+    assert all("roles: added Employee in Support" in said for said in planned.values()), planned
+    assert all("profile: set manager, location" in said for said in planned.values()), planned
+    assert jobrunner(db, emu, *RUN, "--update-existing").exit_code == 0
+    report = json.loads(jobrunner(db, None, "report", "--format", "json").output)
+    done = {r["email"]: r["changes"] for r in report["rows"] if r["status"] == "exists"}
+    assert done == planned

@@ -157,7 +157,8 @@ def write_plan(out: TextIO, plan: Any, where: str) -> None:
         ("managers to set", plan.managers, ""),
         ("locations to set", plan.locations, ""),
     ):
-        out.write(f"  {label + ':':<22}{n:>8,}{extra}\n")
+        if n or label != "language assignments":  # a file without languages: not a line
+            out.write(f"  {label + ':':<22}{n:>8,}{extra}\n")
     if plan.resolved:
         kinds = ", ".join(f"{k} {n:,}" for k, n in sorted(plan.resolved.items()))
         out.write(f"  {'names resolved:':<22}{sum(plan.resolved.values()):>8,} ({kinds})\n")
@@ -165,10 +166,12 @@ def write_plan(out: TextIO, plan: Any, where: str) -> None:
         total = sum(plan.run_calls.values())
         minutes = total / plan.per_minute
         by_kind = calls_text(plan.run_calls)
+        took = _duration(minutes * 60)
+        reads = ", and the reads of people brought in line" if plan.changed else ""
         out.write(
-            f"  {'run takes:':<22}about {_duration(minutes * 60)} at {plan.per_minute:,.0f} "
-            f"requests a minute ({plan.budget_from}): {total:,} calls ({by_kind}), and the "
-            "reads of people brought in line\n"
+            f"  {'run takes:':<22}{'' if took.startswith('under') else 'about '}{took} at "
+            f"{plan.per_minute:,.0f} requests a minute ({plan.budget_from}): {total:,} calls "
+            f"({by_kind}){reads}\n"
         )
     if plan.revived_rows or plan.revived_steps:
         out.write(
@@ -269,7 +272,8 @@ def write_ingest_summary(stream: TextIO, summary: Any, db: Path) -> None:
         out("  (the file has a header and no rows)")
     out(f"  added:            {summary.added_pending:,} to create")
     if summary.updated:
-        again = f"; {summary.requeued:,} failed rows are pending again" if summary.requeued else ""
+        n = summary.requeued
+        again = f"; {n:,} failed {'row is' if n == 1 else 'rows are'} pending again" if n else ""
         out(f"  updated:          {summary.updated:,} (never sent: new values taken{again})")
     if summary.corrected:
         out(
@@ -379,8 +383,9 @@ def write_run_summary(stream: TextIO, result: Any) -> None:
     )
     if counts["failed"] or steps.get("failed"):
         out(
-            "failed rows and steps: `jobrunner report`; "
-            "retry them with `jobrunner run --retry-failed`"
+            "failed rows and steps: `jobrunner report` says why; a name fixed in the org "
+            "or in the file (ingest it again) is picked up by the next run, other failures "
+            "with `jobrunner run --retry-failed`"
         )
 
 

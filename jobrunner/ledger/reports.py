@@ -21,7 +21,12 @@ from jobrunner.ledger.model import (
 )
 from jobrunner.ledger.store import Store, utc_now_iso
 
-_FAILED_STEP = "rows.id IN (SELECT row_id FROM steps WHERE status = 'failed')"
+# A row with a failed step, or with a step held back (its person waits for a manager whose
+# own row is invalid or failed): the table lists both with the reason.
+_FAILED_STEP = (
+    "rows.id IN (SELECT s.row_id FROM steps AS s JOIN rows AS r ON r.id = s.row_id "
+    f"WHERE s.status = 'failed' OR {HELD_STEP})"
+)
 
 
 class Reports(Store):

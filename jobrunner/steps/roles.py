@@ -94,11 +94,21 @@ def _grant(ctx: Context, claim: StepClaim) -> tuple[str, str, str] | Outcome:
             if division_id is None:
                 return unknown("division", division)
         else:
-            division_id = row.division_id or _own_division(ctx, row)
+            division_id = _grant_division(ctx, row)
         where = division or row.division
         place = ctx.names.name_of("division", where) if where else "the user's division"
         return role_id, division_id, f"{ctx.names.name_of('role', name)} in {place}"
     return failed("plan_changed", f"the row no longer asks for {claim.target!r}")
+
+
+def _grant_division(ctx: Context, row: Row) -> str:
+    """The division of a grant the file gives without one: the row's (where the create puts
+    the person, and where a person brought in line is moved), known by its name even before
+    a create has recorded its id; else where the person is."""
+    if row.division_id:
+        return row.division_id
+    named = ctx.names.id_of("division", row.division) if row.division else None
+    return named or _own_division(ctx, row)
 
 
 def _own_division(ctx: Context, row: Row) -> str:
@@ -186,7 +196,7 @@ def _one_call_per_person(ctx: Context, claim: StepClaim) -> Outcome:
             if division_id is None:
                 return _for(unknown("division", division), [claim])
         else:
-            division_id = row.division_id or _own_division(ctx, row)
+            division_id = _grant_division(ctx, row)
         where = division or row.division or "the user's division"
         grants.setdefault((role_id, division_id), f"{name} in {where}")
     detail = f"{len(grants)} grants"
