@@ -202,7 +202,8 @@ def test_reports_of_a_manager_whose_own_row_is_invalid_wait_for_it(
         assert "not a person of this file" not in json.dumps(row)
     table = jobrunner(db, None, "report").output  # the table lists them, with why
     for person in people[:-1]:
-        assert re.search(rf"created +{re.escape(person['email'])} +user \S+; profile waiting", table)
+        email = re.escape(person["email"])
+        assert re.search(rf"created +{email} +user \S+; profile waiting", table)
     # The lead's row fixed: the lead is created, and the reports' managers are set.
     lead["phone_work"] = "+13175550100"
     ingest(tmp_path, db, "fixed.csv", people)
