@@ -252,7 +252,7 @@ def test_report_csv_fed_back_to_ingest_fixes_failed_rows(tmp_path: Path, db: Pat
     result = run(db, "ingest", str(g))
     assert result.exit_code == 0, result.output
     assert (
-        "updated:          1 (never sent: new values taken; 1 failed rows are pending again)"
+        "updated:          1 (never sent: new values taken; 1 failed row is pending again)"
         in (result.output)
     )
     assert "already present:  2" in result.output
@@ -290,7 +290,7 @@ def test_reingest_updates_rows_never_sent_and_people_with_a_user_follow_the_file
     result = run(db, "ingest", str(second))
     assert result.exit_code == 0, result.output
     out = result.output
-    assert "updated:          2" in out and "1 failed rows are pending again" in out
+    assert "updated:          2" in out and "1 failed row is pending again" in out
     assert "not updated:      2" in out
     assert "2: a create may have been sent: the row keeps the values a create sends" in out
     assert "line 4 (p2@example.com)" in out
