@@ -251,6 +251,28 @@ def test_a_profile_refused_for_a_stale_version_reads_the_user_and_sends_again() 
     assert outcome.user_version == 12
 
 
+def test_once_a_create_version_went_stale_the_run_reads_versions_first() -> None:
+    """Genesys moves a new user's version in its first seconds: after one stale create
+    version, the next person's PATCH goes with a version read first (2 calls, not 3)."""
+    conflict = ApiError(409, "general.conflict", "The version supplied (1) does not match")
+    client = ScriptedClient(update_user=[conflict, 12, 22], get_user=user(version=21))
+    ctx = FakeContext(client, FakeNames({("location", "dublin"): "loc-1"}))
+    first, second = row(location_work="Dublin"), row("bo@example.com", location_work="Dublin")
+    perform(profile.STEP, ctx, [claim(first, "profile")])
+    client.calls.clear()
+    (outcome,) = perform(profile.STEP, ctx, [claim(second, "profile")])
+    assert [name for name, _a, _k in client.calls] == ["get_user", "update_user"]
+    assert client.sent("update_user")[0][1] == 21 and outcome.user_version == 22
+    # A run that never saw a stale version sends the create's version, one call.
+    fresh = ScriptedClient(update_user=5)
+    perform(
+        profile.STEP,
+        FakeContext(fresh, FakeNames({("location", "dublin"): "loc-1"})),
+        [claim(second, "profile")],
+    )
+    assert [name for name, _a, _k in fresh.calls] == ["update_user"]
+
+
 def test_an_extension_alone_keeps_the_persons_work_number() -> None:
     """An empty phone cell changes nothing: the number stays, the extension is set."""
     r = row(status="exists", settled_by="conflict", extension="204")

@@ -129,7 +129,7 @@ def forget(
 
     The filters combine (a row must match each one given). A row whose person was created
     or found in the org, or whose create may have been sent, is never removed: it is named
-    and the command exits 1.
+    with why. Exit 0 when it forgot rows; 1 when it kept every row asked for.
     """
     from jobrunner.forget import plan_forget
     from jobrunner.lock import RunLock

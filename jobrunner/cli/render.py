@@ -445,6 +445,7 @@ def calls_text(calls: Mapping[str, int]) -> str:
         **{step.kind: step.calls for step in steps.RUN_STEPS},
         "restore": ("for restores", "for restores"),
         steps.ROLLBACK.kind: steps.ROLLBACK.calls,
+        steps.CLEAR_MANAGER.kind: steps.CLEAR_MANAGER.calls,
         "token": ("token", "tokens"),
     }
     shown = [f"{calls[k]:,} {names[k][calls[k] != 1]}" for k in names if calls.get(k)]

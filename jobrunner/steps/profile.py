@@ -6,7 +6,11 @@ report's profile waits until its manager (a row of the same ledger) has a user i
 manager whose create failed fails this step. For people already there the user is read
 first and only what differs is sent (an empty cell changes nothing); the other contacts
 the user has are sent back as they were, since `addresses` replaces them all. On a version
-mismatch (409) the user is read and the PATCH sent again. Done: the PATCH succeeded (or
+mismatch (409, or 400 "does not match") the user is read and the PATCH sent again. A new
+user's version moves on its own in its first seconds (other services attaching to it): once
+the create's version has been stale for one person, the rest of the run reads each user's
+version before its PATCH (two calls) instead of trying the create's first (one call when it
+holds, three when it does not). Done: the PATCH succeeded (or
 nothing differed). Safe to repeat: it sets values, it adds nothing (a location is set too:
 the user's locations become the file's one).
 """
@@ -15,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from jobrunner.genesys import UserDetail, digits_of
+from jobrunner.genesys import ApiError, UserDetail, digits_of
 from jobrunner.ledger.model import Row, StepClaim
 from jobrunner.resolve import MANAGER_IN_LEDGER, held_reason
 from jobrunner.steps.contract import (
@@ -31,6 +35,7 @@ from jobrunner.steps.contract import (
 )
 
 KIND = "profile"
+VERSIONS_MOVE = "versions move"  # the run's memo: a create's version went stale before its PATCH
 WORK_PHONE = ("PHONE", "WORK")
 
 
@@ -128,16 +133,25 @@ def perform(ctx: Context, claims: list[StepClaim]) -> Outcome:
     if isinstance(fields, Outcome):
         return fields
     user_id = str(row.user_id)  # claimed only once the person has a user
-    version = row.user_version
+    learnt = ctx.memo(KIND)
+    # The create's version, unless this run has seen new users' versions move (then None:
+    # read it first).
+    version = None if learnt.get(VERSIONS_MOVE) else row.user_version
     if brings_in_line(row):
         user = read_user(ctx, user_id)
         fields = differences(row, fields, user)
         if not fields:
             return done("no change")
         version = user.version
+    created_with = version if not brings_in_line(row) else None
 
     def write(version: int) -> int:
-        return int(ctx.call(KIND, ctx.client.update_user, user_id, version, **fields))
+        try:
+            return int(ctx.call(KIND, ctx.client.update_user, user_id, version, **fields))
+        except ApiError as err:
+            if err.version_conflict and created_with is not None and version == created_with:
+                learnt[VERSIONS_MOVE] = True
+            raise
 
     written = with_current_version(ctx, KIND, user_id, version, write)
     if isinstance(written, Outcome):
