@@ -115,7 +115,7 @@ def _demo(ctx: click.Context, folder: Path, progress: bool | None, kept: bool) -
             sys.stdout,
             ledger.counts(),
             report_rows(ledger, shown, failed_steps=True),
-            "exists, failed and invalid rows, and rows with a failed step",
+            "exists, failed and invalid rows, and rows with a failed or waiting step",
             email_width=ledger.widest_email(shown, failed_steps=True),
             steps=step_counts(ledger),
             settled=ledger.settled_counts(),

@@ -70,7 +70,7 @@ def ingest(obj: Obj, file: Path, default_country: str | None) -> None:
 def report(ctx: click.Context, fmt: str, statuses: tuple[str, ...]) -> None:
     """What happened to every row: counts per status and step, and the rows themselves.
 
-    The table lists failed and invalid rows, and rows with a failed step, with the reason;
+    The table lists exists, failed and invalid rows, and rows with a failed or waiting step;
     json and csv give every row with its steps.
     """
     from jobrunner.report import report_rows, step_counts
