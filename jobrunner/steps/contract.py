@@ -350,6 +350,50 @@ def with_current_version(
             version = current()
 
 
+def refused_for_an_unknown_id(err: Any) -> bool:
+    """How the API refuses a batch (a role for many people, a queue's new members) for one
+    id it does not know: Genesys does not say. A 404 for the whole batch, or a 400 naming
+    an id (`invalid.id`, `invalid.value`): each is split to find the one at fault (a 400
+    about the batch as a whole fails every one alone the same way, and they all fail)."""
+    return err.status == 404 or (err.status == 400 and err.code in ("invalid.id", "invalid.value"))
+
+
+def send_splitting(
+    ctx: Context,
+    claims: list[StepClaim],
+    send: Callable[[list[StepClaim]], Any],
+    sent: Callable[[list[StepClaim]], Outcome],
+    *,
+    not_known_yet: str,
+    not_known: str,
+) -> list[Outcome]:
+    """`send(claims)` as one call, then `sent(claims)`. A batch refused for an unknown id
+    is retried later while one of its people is fresh (the other services learn new ids in
+    seconds: `not_known_yet` says so), else split in halves until the one at fault fails
+    alone (`not_known`), the others going on."""
+    from jobrunner.genesys import ApiError
+
+    try:
+        send(claims)
+    except ApiError as err:
+        if not refused_for_an_unknown_id(err):
+            raise
+        if any(is_fresh(c.row, ctx.now()) for c in claims):
+            return [retry_later(err.code, f"{not_known_yet} ({err})", fresh=True, claims=claims)]
+        if len(claims) == 1:
+            return [failed(err.code, f"{not_known}: {err}", claims=claims)]
+        half = len(claims) // 2
+        return [
+            *send_splitting(
+                ctx, claims[:half], send, sent, not_known_yet=not_known_yet, not_known=not_known
+            ),
+            *send_splitting(
+                ctx, claims[half:], send, sent, not_known_yet=not_known_yet, not_known=not_known
+            ),
+        ]
+    return [sent(claims)]
+
+
 def one_if(wanted: bool) -> list[str]:
     """A plan of one step (target "") when `wanted`."""
     return [""] if wanted else []

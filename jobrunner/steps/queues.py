@@ -18,7 +18,6 @@ from __future__ import annotations
 import threading
 
 from jobrunner.csv_input import name_key
-from jobrunner.genesys import ApiError
 from jobrunner.ledger.model import StepClaim
 from jobrunner.steps.contract import (
     Context,
@@ -26,9 +25,7 @@ from jobrunner.steps.contract import (
     StepKind,
     brings_in_line,
     done,
-    failed,
-    is_fresh,
-    retry_later,
+    send_splitting,
     unknown,
 )
 
@@ -55,37 +52,24 @@ def perform(ctx: Context, claims: list[StepClaim]) -> list[Outcome]:
 
 
 def _send(ctx: Context, queue_id: str, claims: list[StepClaim]) -> list[Outcome]:
-    try:
-        ctx.call(KIND, ctx.client.add_queue_members, queue_id, [c.row.user_id for c in claims])
-    except ApiError as err:
-        if not _unknown_member(err):
-            raise
-        if any(is_fresh(c.row, ctx.now()) for c in claims):
-            return [
-                retry_later(
-                    err.code,
-                    f"a new member is not known to the queue yet ({err})",
-                    fresh=True,
-                    claims=claims,
-                )
-            ]
-        if len(claims) == 1:
-            return [failed(err.code, f"the queue does not know this user: {err}", claims=claims)]
-        half = len(claims) // 2
-        return _send(ctx, queue_id, claims[:half]) + _send(ctx, queue_id, claims[half:])
-    members = ctx.memo(KIND).get(queue_id)
-    if members is not None:
-        with _members_lock:
-            members.update(c.row.user_id for c in claims)
-    return [done(f"added to {ctx.names.name_of(KIND, claims[0].target)}", claims=claims)]
+    def send(batch: list[StepClaim]) -> None:
+        ctx.call(KIND, ctx.client.add_queue_members, queue_id, [c.row.user_id for c in batch])
 
+    def sent(batch: list[StepClaim]) -> Outcome:
+        members = ctx.memo(KIND).get(queue_id)
+        if members is not None:
+            with _members_lock:
+                members.update(c.row.user_id for c in batch)
+        return done(f"added to {ctx.names.name_of(KIND, batch[0].target)}", claims=batch)
 
-def _unknown_member(err: ApiError) -> bool:
-    """How the API refuses a batch for a member it does not know: Genesys does not say. A
-    404 for the whole batch, or a 400 naming an id (`invalid.id`, `invalid.value`): each is
-    split to find the member at fault (a 400 about the batch as a whole fails every member
-    alone the same way, and they all fail with it)."""
-    return err.status == 404 or (err.status == 400 and err.code in ("invalid.id", "invalid.value"))
+    return send_splitting(
+        ctx,
+        claims,
+        send,
+        sent,
+        not_known_yet="a new member is not known to the queue yet",
+        not_known="the queue does not know this user",
+    )
 
 
 def queue_members(ctx: Context, queue_id: str) -> set[str]:

@@ -25,7 +25,6 @@ import threading
 from dataclasses import replace
 
 from jobrunner.csv_input import name_key
-from jobrunner.genesys import ApiError
 from jobrunner.ledger.model import Row, StepClaim
 from jobrunner.steps.contract import (
     Context,
@@ -34,8 +33,7 @@ from jobrunner.steps.contract import (
     brings_in_line,
     done,
     failed,
-    is_fresh,
-    retry_later,
+    send_splitting,
     unknown,
 )
 
@@ -142,37 +140,26 @@ def _held(ctx: Context, row: Row) -> set[tuple[str, str]]:
 def _send(
     ctx: Context, role_id: str, division_id: str, label: str, claims: list[StepClaim]
 ) -> list[Outcome]:
-    users = [str(c.row.user_id) for c in claims]
-    try:
+    def send(batch: list[StepClaim]) -> None:
+        users = [str(c.row.user_id) for c in batch]
         ctx.call(KIND, ctx.client.grant_role_to_many, role_id, division_id, users)
-    except ApiError as err:
-        if not (err.status == 404 or (err.status == 400 and err.code in _ID_CODES)):
-            raise
-        if any(is_fresh(c.row, ctx.now()) for c in claims):
-            return [
-                retry_later(
-                    err.code,
-                    f"a new user is not known to the authorization service yet ({err})",
-                    fresh=True,
-                    claims=claims,
-                )
-            ]
-        if len(claims) == 1:
-            message = f"{label}: the API does not know this user: {err}"
-            return [failed(err.code, message, claims=claims)]
-        half = len(claims) // 2
-        return _send(ctx, role_id, division_id, label, claims[:half]) + _send(
-            ctx, role_id, division_id, label, claims[half:]
-        )
-    held = ctx.memo(KIND)
-    with _held_lock:
-        for c in claims:
-            if str(c.row.user_id) in held:
-                held[str(c.row.user_id)].add((role_id, division_id))
-    return [done(f"added {label}", claims=claims)]
 
+    def sent(batch: list[StepClaim]) -> Outcome:
+        held = ctx.memo(KIND)
+        with _held_lock:
+            for c in batch:
+                if str(c.row.user_id) in held:
+                    held[str(c.row.user_id)].add((role_id, division_id))
+        return done(f"added {label}", claims=batch)
 
-_ID_CODES = ("invalid.id", "invalid.value")
+    return send_splitting(
+        ctx,
+        claims,
+        send,
+        sent,
+        not_known_yet="a new user is not known to the authorization service yet",
+        not_known=f"{label}: the API does not know this user",
+    )
 
 
 def _for(outcome: Outcome, claims: list[StepClaim]) -> Outcome:
