@@ -101,223 +101,57 @@ from __future__ import annotations
 import bisect
 import math
 import threading
-import time
-from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass
 
-Clock = Callable[[], float]
-Sleep = Callable[[threading.Event, float], bool]  # True: stop was set
+from jobrunner.limiter.arrivals import Ticket, _counted_at
+from jobrunner.limiter.constants import (
+    _TICK,
+    DEFAULT_WINDOW_S,
+    EDGE_AT,
+    EDGE_SHARE,
+    FORGET_AFTER_S,
+    MAX_WINDOW_S,
+    MIN_EDGE_S,
+    POLL_S,
+    PROBE_FIRST,
+    PROBE_MAX,
+    RTT_SAMPLES,
+    RTT_SAMPLES_MIN,
+    TIMED_POLL_S,
+)
+from jobrunner.limiter.grid import _Grid
+from jobrunner.limiter.learning import _Learning
+from jobrunner.limiter.state import Clock, Sleep
 
-MAX_WINDOW_S = 300.0  # a Retry-After beyond this is never taken for a window
-DEFAULT_WINDOW_S = 60.0  # the documented per-token window, when a 429 has no Retry-After
-FORGET_AFTER_S = 60.0  # > the runner's connect + read timeouts (10 + 30 s)
-POLL_S = 0.05  # longest sleep while waiting for an answer (a test's, a probe's)
-TIMED_POLL_S = 0.25  # longest sleep while waiting for a slot to expire
-PROBE_FIRST = 2  # calm windows before the first growth probe
-PROBE_MAX = 16
-RTT_SAMPLES = 64  # the answers the spread of round trips is measured over
-RTT_SAMPLES_MIN = 8  # with fewer, a slot is held until its answer
-EDGE_AT = 0.5  # where in a boundary's interval its test goes (0: at once, 1: at the end)
-EDGE_SHARE = 0.0  # a boundary known to this share of W is not tested further
-MIN_EDGE_S = 0.05  # ... nor one known to this many seconds
-_LOG_KEEP_S = 2 * MAX_WINDOW_S + 10
-_TICK = 1e-6
-
-
-@dataclass(eq=False)
-class Ticket:
-    """One admitted request, as the mirror sees it."""
-
-    seq: int
-    sent: float
-    epoch: int  # token generation it was sent with
-    kind: str = "send"  # send | validate (a test) | edge (a boundary's test) | probe
-    state: str = "flight"  # flight | ok (counted) | rejected (429) | lost (never arrived)
-    counted_at: float = 0.0  # ok: the latest it can have arrived (see _offset); its slot
-    # is occupied until counted_at + W
-    answered: float | None = None
-    reuses: Ticket | None = None  # validate: the new wave's request it follows; probe: the
-    # oldest request of the full window it was sent into
-    boundary: int | None = None  # edge: the fixed window boundary it tests
-    window: int | None = None  # fixed: the latest boundary it was surely sent after
-
-    @property
-    def counted(self) -> bool:
-        return self.state in ("flight", "ok")
+__all__ = [
+    "DEFAULT_WINDOW_S",
+    "EDGE_AT",
+    "EDGE_SHARE",
+    "FORGET_AFTER_S",
+    "MAX_WINDOW_S",
+    "MIN_EDGE_S",
+    "POLL_S",
+    "PROBE_FIRST",
+    "PROBE_MAX",
+    "RTT_SAMPLES",
+    "RTT_SAMPLES_MIN",
+    "TIMED_POLL_S",
+    "Clock",
+    "Sleep",
+    "Ticket",
+    "WindowLimiter",
+]
 
 
-@dataclass
-class _Episode:
-    """The 429s answering requests that were sent before the first of them came back."""
-
-    kind: str  # first | relearn
-    opened_at: float
-    s_ref: float  # earliest send of a rejected request
-    lo: float | None  # the moment the window frees, in send time: lo < T <= hi
-    hi: float | None
-    prior: tuple[int | None, float | None, float, str]
-    external: bool = False
-    unsure: int = 0  # requests the budget may be short of
-    hold: float | None = None  # every worker waits until then (in send time): the earliest
-    # moment all of the episode's Retry-After values allow, and the margin
-
-    def add(self, sent: float, lo: float | None, hi: float | None) -> None:
-        self.s_ref = min(self.s_ref, sent)
-        if lo is None or hi is None or self.lo is None or self.hi is None:
-            return
-        if max(self.lo, lo) <= min(self.hi, hi):  # narrow; disjoint bounds: keep the first
-            self.lo, self.hi = max(self.lo, lo), min(self.hi, hi)
-
-
-class _Grid:
-    """A fixed window's boundaries, in send time (when a request must leave to arrive on
-    one): boundary n is x + n * w for some (x, w) that every observation allows. Each
-    observation says where one boundary lies; together they pin both the phase and the
-    length, the more closely the further apart they are."""
-
-    def __init__(self, w_lo: float, w_hi: float) -> None:
-        self._limits = (w_lo, w_hi)
-        self.w_lo, self.w_hi = w_lo, w_hi  # the lengths the observations allow
-        # (n, lo, hi, soft): lo <= boundary n <= hi. Soft: inferred from an answer beyond
-        # the budget, which a budget that grew explains too; hard: from a Retry-After.
-        self._obs: list[_Observation] = []
-        self._corners: list[tuple[float, float]] = []  # (x, w) of the region they allow
-
-    def observe(self, n: int, lo: float, hi: float, soft: bool = False) -> bool:
-        """Boundary n lies in [lo, hi]. If that contradicts the earlier observations, the
-        soft ones give way to a hard one; False if it still does (then nothing changes)."""
-        obs = [*self._obs, (n, lo, hi, soft)]
-        corners = _corners(obs, self._limits)
-        if not corners and not soft:
-            obs = [o for o in obs if not o[3]]
-            corners = _corners(obs, self._limits)
-        if not corners:
-            return False
-        hard = [o for o in obs if not o[3]]
-        hard_corners = _corners(hard, self._limits) if len(hard) < len(obs) else corners
-        self._obs = [o for o in obs if _binding(o, corners) or _binding(o, hard_corners)]
-        self._corners = corners
-        self.w_lo = min(w for _, w in corners)
-        self.w_hi = max(w for _, w in corners)
-        return True
-
-    def bounds(self, n: int) -> tuple[float, float]:
-        at = [x + n * w for x, w in self._corners]
-        return min(at), max(at)
-
-    def window_of(self, t: float) -> int:
-        """The window a request sent at t most likely lands in (the last boundary before)."""
-        x, w = self._centre()
-        return math.floor((t - x) / w)
-
-    def nearest(self, t: float) -> int:
-        """The boundary nearest to t."""
-        x, w = self._centre()
-        return round((t - x) / w)
-
-    def _centre(self) -> tuple[float, float]:
-        k = len(self._corners)
-        return sum(x for x, _ in self._corners) / k, sum(w for _, w in self._corners) / k
-
-
-_Observation = tuple[int, float, float, bool]
-
-
-def _corners(obs: list[_Observation], limits: tuple[float, float]) -> list[tuple[float, float]]:
-    """The corners of the region of (x, w) with lo <= x + n * w <= hi for every observation
-    and w within limits (a convex polygon; empty: none)."""
-    lines: list[tuple[float, float, float]] = []  # a * x + b * w = c
-    for n, lo, hi, _ in obs:
-        lines += [(1.0, float(n), c) for c in (lo, hi) if math.isfinite(c)]
-    lines += [(0.0, 1.0, limits[0]), (0.0, 1.0, limits[1])]
-    corners = []
-    for i, (a1, b1, c1) in enumerate(lines):
-        for a2, b2, c2 in lines[i + 1 :]:
-            det = a1 * b2 - a2 * b1
-            if abs(det) < 1e-12:
-                continue
-            x = (c1 * b2 - c2 * b1) / det
-            w = (a1 * c2 - a2 * c1) / det
-            tol = 1e-9 * max(1.0, abs(x))
-            if not limits[0] - tol <= w <= limits[1] + tol:
-                continue
-            if all(lo - tol <= x + n * w <= hi + tol for n, lo, hi, _ in obs):
-                corners.append((x, w))
-    return corners
-
-
-def _binding(ob: _Observation, corners: list[tuple[float, float]]) -> bool:
-    """Does this observation bound the region (a corner lies on one of its edges)?"""
-    n, lo, hi, _ = ob
-    return any(
-        min(abs(x + n * w - lo), abs(x + n * w - hi)) <= 1e-9 * max(1.0, abs(x)) for x, w in corners
-    )
-
-
-class WindowLimiter:
-    """Mirrors the API's rate-limit window for every worker. See the module docstring.
+class WindowLimiter(_Learning):
+    """Mirrors the API's rate-limit window for every worker. See the package docstring.
 
     Thread-safe: any number of workers share one. `clock` is monotonic seconds; `sleep(stop,
     seconds)` waits and returns True if `stop` was set (tests inject both).
-    """
 
-    def __init__(
-        self,
-        rate_per_minute: float | None = None,
-        *,
-        clock: Clock = time.monotonic,
-        sleep: Sleep | None = None,
-        forget_after_s: float = FORGET_AFTER_S,
-        probe: bool = True,
-    ) -> None:
-        self._clock = clock
-        self._sleep: Sleep = sleep or (lambda stop, seconds: stop.wait(seconds))
-        self._min_gap = 60.0 / rate_per_minute if rate_per_minute else 0.0
-        self._ceiling = rate_per_minute / 60.0 if rate_per_minute else None
-        self.forget_after_s = forget_after_s
-        self._probe = probe
-        self._lock = threading.Lock()
-        # What is learned.
-        self.budget: int | None = None
-        self.window_s: float | None = None  # the upper end of W's interval: what the mirror uses
-        self.window_lo = 0.0
-        self.mode = "unknown"  # or "fixed" (Retry-After pointed at boundaries)
-        self.limited = 0  # 429s seen
-        self._window_assumed = False  # W is the documented default, not measured
-        self._grid: _Grid | None = None  # mode "fixed": where the boundaries are
-        # The requests.
-        self._seq = 0
-        self._epoch = 0
-        self._log: list[Ticket] = []  # every admitted request of this epoch, in send order
-        self._keys: list[Ticket] = []  # answered and counted, by counted_at
-        self._flight: dict[int, Ticket] = {}  # in flight, this epoch
-        self._old: dict[int, Ticket] = {}  # in flight, sent with an older token
-        self._by_thread: dict[int, Ticket] = {}
-        self._waiters = 0  # threads inside wait()
-        self._last_admit = -math.inf
-        self._rtt: float | None = None
-        self._rtts: deque[float] = deque(maxlen=RTT_SAMPLES)
-        self._rtt_min = math.inf
-        # Holds.
-        self._paused_until = -math.inf  # pause(): the API is unreachable
-        self._held_until = -math.inf  # a 429's Retry-After
-        # Learning.
-        self._episode: _Episode | None = None
-        self._prev: tuple[float, float, float] | None = None  # last episode's T lo, T hi, s_ref
-        self._test: str | None = None  # "validate": armed
-        self._cohort_start = 0.0
-        self._cohort_first: Ticket | None = None
-        self._after_first = False  # the last episode was the first learning
-        self._solo: Ticket | None = None  # a test in flight: nobody else goes
-        self._round: list[Ticket] = []  # the probes of the last round
-        self._round_open = False  # more probes may join the round (none answered yet)
-        self._calm_since = 0.0
-        self._probe_every = PROBE_FIRST
-        self._probe_step = 1
-        self._probe_left = 0
-        self._probe_growth = False  # the probes left are for growth (else for a lower bound)
-        self._sure = False  # the budget is known exactly (a probe was refused at it, say)
+    Here: the interface, and the admission of each request. The state and the constructor
+    are `_LimiterState`'s (state.py); what answers and 429s teach, `_Learning`'s
+    (learning.py).
+    """
 
     # -- the interface the runner uses --------------------------------------------------
 
@@ -420,7 +254,9 @@ class WindowLimiter:
             learned = None
             if self.budget is not None and self.window_s is not None:
                 extra = (
-                    0.0 if self._grid is not None else max(0.0, (self._rtt or 0.0) - self._offset())
+                    0.0
+                    if self._grid is not None
+                    else max(0.0, (self._trips.average or 0.0) - self._offset())
                 )
                 learned = self.budget / (self.window_s + extra)
             if learned is None:
@@ -481,7 +317,10 @@ class WindowLimiter:
         first = bisect.bisect_right(keys, now - window, key=_counted_at)
         if probing:  # more probes join the round while none is answered
             owner = keys[first] if first < len(keys) else None
-            if owner is not None and now + 2 * (self._rtt or 0.0) < owner.sent + self.window_lo:
+            if (
+                owner is not None
+                and now + 2 * (self._trips.average or 0.0) < owner.sent + self.window_lo
+            ):
                 return self._admit(now, "probe", owner), 0.0
             return None, None
         occupied = len(self._flight) + len(keys) - first
@@ -556,42 +395,12 @@ class WindowLimiter:
         middle = (lo + hi) / 2
         return max(now, middle - math.ceil(middle - latest))
 
-    def _full_window(self, now: float, budget: int, grid: _Grid) -> int | None:
-        """The latest window a request sent now may land in that has no room, or None."""
-        n = grid.window_of(now)
-        full = None
-        for k in (n - 1, n, n + 1):
-            lo_k = grid.bounds(k)[0]
-            hi_next = grid.bounds(k + 1)[1]
-            if now + self._spread() >= lo_k and now < hi_next:  # it may land in window k
-                if self._count_landing(lo_k, hi_next) >= budget:
-                    full = k
-        return full
-
-    def _count_landing(self, lo: float, hi: float) -> int:
-        """Our requests that may count and may have arrived in [lo, hi)."""
-        log = self._log
-        i = bisect.bisect_left(log, lo - self._spread(), key=_sent)
-        j = bisect.bisect_left(log, hi, key=_sent)
-        return sum(1 for t in log[i:j] if t.counted and self._arrives_by(t) >= lo)
-
     def _edge_worth(self, lo: float, hi: float) -> bool:
         """Is a boundary known too loosely, and would a test of it tell? (An answer beyond
         the budget says the next window began only if the budget is exactly known.)"""
         if self._episode is not None or not self._sure:
             return False
         return hi - lo > max(self._spread(), MIN_EDGE_S, EDGE_SHARE * (self.window_s or 0.0))
-
-    def _count_window(self, n: int) -> int:
-        """Our requests sent when boundary n had surely passed (and n + 1 had not, as far as
-        we knew then), that may count: they hold window n's budget, unless the next window
-        began before them (then it also began before anything sent after them)."""
-        count = 0
-        for ticket in reversed(self._log):
-            if ticket.window is not None and ticket.window < n - 1:
-                break
-            count += ticket.window == n and ticket.counted
-        return count
 
     def _admit_in(self, now: float, kind: str, window: int) -> Ticket:
         ticket = self._admit(now, kind)
@@ -632,7 +441,7 @@ class WindowLimiter:
             return False
         if self._test is not None and self._probe_left <= 0:
             return False
-        if now + 2 * (self._rtt or 0.0) >= owner.sent + self.window_lo:
+        if now + 2 * (self._trips.average or 0.0) >= owner.sent + self.window_lo:
             return False
         return self._probe_scheduled(now)
 
@@ -648,404 +457,3 @@ class WindowLimiter:
             return False
         self._probe_left, self._probe_growth = self._probe_step, True
         return True
-
-    def _solo_block(self) -> float:
-        return max(1.0, 4 * (self._rtt or 0.25))
-
-    def _offset(self) -> float:
-        """The fastest round trip seen: the shortest way there plus the shortest way back,
-        the part of every round trip that is not spent waiting. Times of arrival are kept
-        less the shortest way there, so a request arrives, in those terms, no earlier than
-        its send and no later than its answer less this. (0 while too few answers are
-        known, or while W is only assumed: then a slot is held until the answer.)"""
-        if len(self._rtts) < RTT_SAMPLES_MIN or self._window_assumed:
-            return 0.0
-        return self._rtt_min
-
-    def _spread(self) -> float:
-        """How much later than its send a request on its way may arrive, in those terms."""
-        if len(self._rtts) < RTT_SAMPLES_MIN:
-            return self._rtt or 1.0
-        return max(self._rtts) - self._offset()
-
-    def _arrives_by(self, ticket: Ticket) -> float:
-        if ticket.answered is not None:
-            return max(ticket.sent, ticket.answered - self._offset())
-        return ticket.sent + self._spread()
-
-    def _hold(self) -> float:
-        hold = max(self._paused_until, self._held_until)
-        episode = self._episode
-        if episode is not None and episode.hold is not None:
-            hold = max(hold, episode.hold)
-        return hold
-
-    # -- answers --------------------------------------------------------------------------
-
-    def _own_ticket(self) -> Ticket | None:
-        """The calling thread's admitted request, else the oldest one in flight."""
-        ticket = self._by_thread.pop(threading.get_ident(), None)
-        if ticket is not None:
-            return ticket
-        pending = [*self._flight.values(), *self._old.values()]
-        if not pending:
-            return None
-        ticket = min(pending, key=lambda t: t.seq)
-        for thread, held in list(self._by_thread.items()):
-            if held is ticket:
-                del self._by_thread[thread]
-        return ticket
-
-    def _orphan_answer(self, now: float, status: int, retry_after: float | None) -> None:
-        """A report with no admitted request to match: learn nothing, lose nothing."""
-        if status == 429:
-            self.limited += 1
-            self._held_until = max(self._held_until, now + _hold_for(retry_after))
-            return
-        self._seq += 1
-        ticket = Ticket(self._seq, now, self._epoch, state="ok", counted_at=now)
-        self._log.append(ticket)
-        bisect.insort(self._keys, ticket, key=_counted_at)
-
-    def _report(
-        self,
-        ticket: Ticket,
-        now: float,
-        status: int | None,
-        retry_after: float | None,
-        lost: bool = False,
-    ) -> None:
-        if ticket.state != "flight":
-            return  # reported twice, or forgotten meanwhile
-        if status == 429:
-            self.limited += 1
-        if self._old.pop(ticket.seq, None) is not None:
-            ticket.state = "lost"  # an old token's request: its window is gone
-            return
-        self._flight.pop(ticket.seq, None)
-        if self._solo is ticket:
-            self._solo = None
-        if ticket.kind == "probe":
-            self._round_open = False
-        ticket.answered = now
-        if status is not None:
-            rtt = now - ticket.sent
-            self._rtt = rtt if self._rtt is None else 0.9 * self._rtt + 0.1 * rtt
-            self._rtts.append(rtt)
-            self._rtt_min = min(self._rtt_min, rtt)
-        if status == 429:
-            ticket.state = "rejected"
-            self._on_429(ticket, now, retry_after)
-        elif lost:
-            ticket.state = "lost"
-            self._after_neutral(ticket)
-        else:
-            ticket.state = "ok"
-            ticket.counted_at = self._arrives_by(ticket)
-            bisect.insort(self._keys, ticket, key=_counted_at)
-            if self._cohort_first is None and ticket.sent >= self._cohort_start:
-                self._cohort_first = ticket  # the first slot of the new wave to free
-            if status is None:
-                self._after_neutral(ticket)
-            else:
-                self._on_accepted(ticket)
-        self._maybe_close_episode(now)
-
-    def _after_neutral(self, ticket: Ticket) -> None:
-        """A test or probe that told nothing (no HTTP answer): try again later."""
-        if ticket.kind == "validate":
-            self._test = "validate"
-        elif ticket.kind == "probe":
-            self._probe_left = 0
-
-    def _on_accepted(self, ticket: Ticket) -> None:
-        if ticket.kind == "probe" and self.budget is not None:
-            self.budget += 1
-            self._sure = False
-            if self._probe_growth and self._probe_left <= 0:
-                self._probe_step = min(self._probe_step * 2, 64)
-                self._probe_every = 1
-                self._calm_since = ticket.sent
-        elif ticket.kind == "edge" and ticket.boundary is not None:
-            # The window began before this request arrived: it counts in that window.
-            self._observe(ticket.boundary, -math.inf, self._arrives_by(ticket), soft=True)
-            ticket.window = ticket.boundary
-
-    def _forget_stale(self, now: float) -> None:
-        for ticket in [t for t in self._flight.values() if now - t.sent > self.forget_after_s]:
-            # Never reported: counted as accepted when it was sent.
-            self._flight.pop(ticket.seq)
-            ticket.state, ticket.counted_at = "ok", ticket.sent
-            bisect.insort(self._keys, ticket, key=_counted_at)
-            if self._solo is ticket:
-                self._solo = None
-        for ticket in [t for t in self._old.values() if now - t.sent > self.forget_after_s]:
-            self._old.pop(ticket.seq)
-            ticket.state = "lost"
-
-    def _prune(self, now: float) -> None:
-        keys = self._keys
-        if keys and keys[0].counted_at < now - MAX_WINDOW_S - 30:
-            del keys[: bisect.bisect_left(keys, now - MAX_WINDOW_S - 1, key=_counted_at)]
-        log = self._log
-        if log and log[0].sent < now - _LOG_KEEP_S - 30:
-            del log[: bisect.bisect_left(log, now - _LOG_KEEP_S, key=_sent)]
-
-    # -- learning from 429s ------------------------------------------------------------------
-
-    def _on_429(self, ticket: Ticket, now: float, retry_after: float | None) -> None:
-        if retry_after is not None and retry_after > MAX_WINDOW_S:
-            # Some other limit: honoured, never mirrored.
-            self._held_until = max(self._held_until, now + retry_after)
-            return
-        lo = hi = hold = None
-        if retry_after is None:
-            self._held_until = max(self._held_until, now + _hold_for(retry_after))
-        else:
-            # Retry-After counts from the moment the server refused it, between its send
-            # and its answer (less the way back): the window frees in (lo, hi], and a
-            # request sent from hi on arrives after that.
-            lo = ticket.sent + max(retry_after - 1.0, 0.0)
-            hi = self._arrives_by(ticket) + max(retry_after, 1.0)
-            hold = self._arrives_by(ticket) + retry_after
-        episode = self._episode
-        if episode is not None and ticket.sent < episode.opened_at:
-            episode.add(ticket.sent, lo, hi)
-            if hold is not None:
-                episode.hold = hold if episode.hold is None else min(episode.hold, hold)
-            self._recompute()
-            return
-        if ticket.kind == "edge" and self._edge_refused(ticket, lo, hi):
-            self._sure = True  # (it surely had the whole budget)
-            return  # the window began later than halfway, as may be: no one waits
-        if ticket.kind == "probe" and self._probe_expected(ticket, lo, hi):
-            self._probe_refused(ticket)  # the window was full, as expected: no one waits
-            return
-        if hold is not None:
-            hold = max(hold, self._held_until)
-        if episode is not None:
-            self._close_episode(now)
-        prior = (self.budget, self.window_s, self.window_lo, self.mode)
-        kind = "first" if self.budget is None else "relearn"
-        self._episode = _Episode(kind, now, ticket.sent, lo, hi, prior, hold=hold)
-        self._test = None
-        self._probe_left = 0
-        self._recompute()
-
-    def _edge_refused(self, ticket: Ticket, lo: float | None, hi: float | None) -> bool:
-        """A boundary's test refused: the window begins after it left (and by Retry-After).
-        False if that contradicts what is known of the boundaries."""
-        n = ticket.boundary
-        if self._grid is None or n is None or lo is None or hi is None:
-            return False
-        return self._observe(n, max(ticket.sent, lo), hi)
-
-    def _probe_expected(self, ticket: Ticket, lo: float | None, hi: float | None) -> bool:
-        """Does a probe's 429 say what a full window says: free when its oldest request
-        leaves it (or, in a fixed window, at its next boundary)?"""
-        window = self.window_s
-        if lo is None or hi is None:
-            return True  # no Retry-After: nothing says otherwise (and everyone waits 1 s)
-        if window is None:
-            return False
-        grid = self._grid
-        if grid is not None:  # it was sent where it surely landed before the next boundary
-            n = ticket.boundary if ticket.boundary is not None else grid.nearest((lo + hi) / 2)
-            return self._observe(n, max(ticket.sent, lo), hi)
-        owner = ticket.reuses
-        return owner is not None and lo <= owner.counted_at + window
-
-    def _probe_refused(self, ticket: Ticket) -> None:
-        """The budget is known exactly; it has not grown: probe for growth less often."""
-        self._sure = True
-        self._probe_left = 0
-        if self._probe_growth:
-            self._probe_step = 1
-            self._probe_every = min(self._probe_every * 2, PROBE_MAX)
-        self._calm_since = ticket.sent
-
-    def _observe(self, n: int, lo: float, hi: float, soft: bool = False) -> bool:
-        """Boundary n of the fixed window lies in (lo, hi]; False (and the window is no longer
-        taken for a fixed one) if that contradicts what was learned of the boundaries."""
-        grid = self._grid
-        if grid is None:
-            return False
-        if grid.observe(n, lo, hi, soft):
-            self.window_lo, self.window_s = grid.w_lo, grid.w_hi
-            return True
-        self._leave_fixed()
-        return False
-
-    def _leave_fixed(self) -> None:
-        """The boundaries contradict what the server said: back to a window that may slide."""
-        self._grid = None
-        self.mode = "unknown"
-
-    def _recompute(self) -> None:
-        episode = self._episode
-        if episode is None:
-            return
-        budget, window, window_lo, mode = episode.prior
-        lo, hi, ref = episode.lo, episode.hi, episode.s_ref
-        if episode.kind == "first":
-            start = (lo if lo is not None else ref) - MAX_WINDOW_S - self._spread()
-            oldest = next((t for t in self._log if t.sent >= start and t.counted), None)
-            first = oldest.sent if oldest is not None else ref
-            # Accepted before the window could free: all of the burst, including requests
-            # sent just after the first rejected one that overtook it on the way.
-            end = max(ref, min(lo, episode.opened_at)) if lo is not None else ref
-            self.budget = max(1, self._count(first, end))
-            if lo is None or hi is None:
-                self.window_s = self.window_lo = DEFAULT_WINDOW_S
-                self._window_assumed = True
-            else:
-                # T less the first request's arrival: at most T's upper end less its send,
-                # at least T's lower end less the latest it can have arrived.
-                self.window_s = max(hi - first, 0.001)
-                latest = self._arrives_by(oldest) if oldest is not None else first
-                self.window_lo = min(max(lo - latest, 0.0), self.window_s)
-                self._window_assumed = False
-            self.mode = "unknown"
-            return
-        assert budget is not None and window is not None
-        if lo is None or hi is None:
-            seen = self._count(ref - window, ref)
-            self.budget = max(1, min(seen, budget) - max(1, budget // 10))
-            return
-        if self._grid is not None:
-            if self._relearn_fixed(episode, lo, hi, ref, budget):
-                return
-            self._leave_fixed()
-        seen = self._count(hi - window, ref)
-        self.budget, self.window_s, self.window_lo, self.mode = budget, window, window_lo, mode
-        if self._grid is None:
-            self.mode = "unknown"
-        if self._after_first and seen < budget - _tolerance(budget):
-            # Right after the first learning, a budget that seems to shrink at once: more
-            # likely a fixed window (the validation test's 429, which a sliding window no
-            # longer than our W, an upper bound, never gives; or a first burst across a
-            # boundary, which counted two windows' worth).
-            if self._fixed_fit(episode, lo, hi, ref, budget):
-                return
-        most = self._count(lo - window, ref)  # from the earliest the window can have begun
-        if most == 0:
-            # Nothing of ours is in the window this 429 implies: some other limit answered.
-            episode.external = True
-            return
-        # Counted from the latest moment the window can have begun: up to a second's worth
-        # too few. Probes at the next full window win those back.
-        self.budget = max(1, seen)
-        episode.unsure = most - self.budget
-
-    def _relearn_fixed(
-        self, episode: _Episode, lo: float, hi: float, ref: float, budget: int
-    ) -> bool:
-        """A 429 in a fixed window: if it points at the boundary after the window it was
-        sent in, the budget is what we sent in that window before it. False if it does not."""
-        grid = self._grid
-        assert grid is not None
-        n = grid.nearest((lo + hi) / 2)
-        if not grid.observe(n, lo, hi):
-            return False
-        self.window_s, self.window_lo, self.mode = grid.w_hi, grid.w_lo, "fixed"
-        start_lo, start_hi = grid.bounds(n - 1)
-        seen = self._count(start_hi, ref)
-        most = self._count_landing(start_lo, ref + self._spread())
-        self.budget = max(1, seen)
-        episode.unsure = max(0, most - seen)
-        return True
-
-    def _fixed_fit(self, episode: _Episode, lo: float, hi: float, ref: float, budget: int) -> bool:
-        """Are this T and the first episode's the boundaries of one fixed window, which
-        explains both counts with one budget (the first burst, which may have begun in an
-        earlier window, held as many windows' worth at most as it spanned)? Then that is
-        what is learned."""
-        if self._prev is None:
-            return False
-        prev_lo, prev_hi, prev_ref = self._prev
-        w_lo, w_hi = lo - prev_hi, hi - prev_lo
-        if w_lo < 0.5 or w_lo > MAX_WINDOW_S:
-            return False
-        slack = _tolerance(budget)
-        # In the window from that boundary to this 429: surely the new wave (it went after
-        # the hold), perhaps requests of the first burst still on their way at the boundary
-        # and requests sent with the refused one that overtook it.
-        least = self._count(prev_hi, ref)
-        most = self._count(prev_ref, ref + self._spread())
-        before_least = self._count(prev_hi - w_lo, prev_ref)  # the window before the boundary
-        before_most = self._count(prev_lo - w_hi, prev_ref)
-        began = self._log[0].sent if self._log else prev_ref
-        spanned = 1 + math.ceil(max(0.0, prev_ref - began) / w_lo)
-        if least == 0 or budget > spanned * most + slack:
-            return False
-        if before_most < least - slack or before_least > most + slack:
-            return False
-        grid = self._grid_from((prev_lo, prev_hi), (lo, hi))
-        if grid is None:
-            return False
-        self._grid = grid
-        self.window_lo, self.window_s, self.budget = grid.w_lo, grid.w_hi, least
-        self.mode = "fixed"
-        episode.unsure = most - least
-        return True
-
-    def _grid_from(self, b0: tuple[float, float], b1: tuple[float, float]) -> _Grid | None:
-        """The boundaries of a fixed window, two consecutive ones being known this closely
-        (in send time, within the margin); None if they cannot be."""
-        grid = _Grid(0.5, MAX_WINDOW_S)
-        if grid.observe(0, *b0) and grid.observe(1, *b1):
-            return grid
-        return None
-
-    def _count(self, start: float, end: float) -> int:
-        """Our requests sent in [start, end] that the server may have counted (a rejected
-        request does not count; those sent with it in the same instant may)."""
-        log = self._log
-        i = bisect.bisect_left(log, start, key=_sent)
-        j = bisect.bisect_right(log, end, key=_sent)
-        return sum(1 for t in log[i:j] if t.counted)
-
-    def _maybe_close_episode(self, now: float) -> None:
-        episode = self._episode
-        if episode is None:
-            return
-        if any(t.sent < episode.opened_at for t in self._flight.values()):
-            return
-        self._close_episode(now)
-
-    def _close_episode(self, now: float) -> None:
-        episode = self._episode
-        assert episode is not None
-        self._recompute()
-        self._episode = None
-        if episode.hold is not None:
-            self._held_until = max(self._held_until, episode.hold)
-        if episode.external:
-            return
-        if episode.lo is not None and episode.hi is not None and self.budget is not None:
-            self._prev = (episode.lo, episode.hi, episode.s_ref)
-        self._after_first = episode.kind == "first"
-        self._test = None if self._grid is not None else "validate"
-        self._cohort_start = max(now, self._held_until)
-        self._cohort_first = None
-        self._calm_since = self._cohort_start
-        self._probe_every = PROBE_FIRST
-        self._probe_step = 1
-        self._probe_left, self._probe_growth = episode.unsure, False
-        self._sure = episode.unsure == 0
-
-
-def _counted_at(ticket: Ticket) -> float:
-    return ticket.counted_at
-
-
-def _sent(ticket: Ticket) -> float:
-    return ticket.sent
-
-
-def _hold_for(retry_after: float | None) -> float:
-    return 1.0 if retry_after is None else retry_after
-
-
-def _tolerance(budget: int) -> int:
-    return max(2, budget // 10)
