@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import threading
 
-from jobrunner.csv_input import name_key
 from jobrunner.genesys import ApiError
 from jobrunner.ledger.model import StepClaim
 from jobrunner.steps.contract import (
@@ -31,6 +30,7 @@ from jobrunner.steps.contract import (
     retry_later,
     unknown,
 )
+from jobrunner.validation import name_key
 
 KIND = "queue"
 PER_CALL = 100

@@ -24,7 +24,6 @@ from __future__ import annotations
 import threading
 from dataclasses import replace
 
-from jobrunner.csv_input import name_key
 from jobrunner.genesys import ApiError
 from jobrunner.ledger.model import Row, StepClaim
 from jobrunner.steps.contract import (
@@ -38,6 +37,7 @@ from jobrunner.steps.contract import (
     retry_later,
     unknown,
 )
+from jobrunner.validation import name_key
 
 KIND = "roles"
 PER_CALL = 100
