@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jobrunner.csv_input import LEVEL_COLUMNS, CsvFile, InputRow, name_key, read_csv
+from jobrunner.csv_input import CsvFile, read_csv
 from jobrunner.ledger import (
     INPUT_FIELDS,
     PLAN_FIELDS,
@@ -31,6 +31,7 @@ from jobrunner.ledger import (
 )
 from jobrunner.log import get_logger
 from jobrunner.steps import planned_steps, steps_for_change
+from jobrunner.validation import LEVEL_COLUMNS, InputRow, name_key
 
 _BATCH = 500
 NAMED_AT_MOST = 10  # rows named one by one in the summary, per reason

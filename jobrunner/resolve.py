@@ -17,10 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from jobrunner.csv_input import is_uuid, key_of, name_key
 from jobrunner.genesys import Named
 from jobrunner.ledger import Ledger
 from jobrunner.ledger.model import Row
+from jobrunner.validation import is_uuid, key_of, name_key
 
 KINDS = ("division", "role", "queue", "skill", "language", "location", "manager")
 MANAGER_IN_LEDGER = "row"  # a manager's object id when the manager is a row of this ledger

@@ -37,7 +37,7 @@ def ingest(obj: Obj, file: Path, default_country: str | None) -> None:
     from jobrunner.ingest import ingest_into
 
     if default_country is not None:
-        from jobrunner.csv_input import check_country
+        from jobrunner.validation import check_country
 
         try:
             default_country = check_country(default_country)

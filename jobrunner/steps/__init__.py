@@ -28,8 +28,8 @@ from jobrunner.steps import (
 from jobrunner.steps.contract import StepKind
 
 if TYPE_CHECKING:
-    from jobrunner.csv_input import InputRow
     from jobrunner.ledger.model import Row
+    from jobrunner.validation import InputRow
 
 # The steps after a create that `run` does, in the order they are claimed and shown.
 RUN_STEPS: tuple[StepKind, ...] = (

@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from jobrunner.errors import JobrunnerError
 
 if TYPE_CHECKING:
-    from jobrunner.csv_input import InputRow
     from jobrunner.ledger.model import Row, StepClaim
+    from jobrunner.validation import InputRow
 
 # A user fresh from its create may be unknown to the other services for a few seconds: a 404
 # this soon after it is retried, not failed.

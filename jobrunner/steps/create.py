@@ -25,7 +25,6 @@ step shares (jobrunner/record.py).
 
 from __future__ import annotations
 
-from jobrunner.csv_input import recheck
 from jobrunner.errors import ConfigError, JobrunnerError
 from jobrunner.genesys import ApiError, CallError, FoundUser, NewUser, digits_of
 from jobrunner.ledger.model import Row
@@ -45,6 +44,7 @@ from jobrunner.steps.contract import (
     retry_later,
     with_current_version,
 )
+from jobrunner.validation import recheck
 
 KIND = "create"
 # Doubt levels of a row (the ledger's in_doubt column).

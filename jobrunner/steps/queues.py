@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import threading
 
-from jobrunner.csv_input import name_key
+from jobrunner.validation import name_key
 from jobrunner.ledger.model import StepClaim
 from jobrunner.steps.contract import (
     Context,
@@ -28,6 +28,7 @@ from jobrunner.steps.contract import (
     send_splitting,
     unknown,
 )
+from jobrunner.validation import name_key
 
 KIND = "queue"
 PER_CALL = 100

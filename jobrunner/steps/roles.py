@@ -24,7 +24,7 @@ from __future__ import annotations
 import threading
 from dataclasses import replace
 
-from jobrunner.csv_input import name_key
+from jobrunner.validation import name_key
 from jobrunner.ledger.model import Row, StepClaim
 from jobrunner.steps.contract import (
     Context,
@@ -36,6 +36,7 @@ from jobrunner.steps.contract import (
     send_splitting,
     unknown,
 )
+from jobrunner.validation import name_key
 
 KIND = "roles"
 PER_CALL = 100
