@@ -100,8 +100,9 @@ def generate(path: Path, rows: int, seed: int = 1, shape: str = "plain") -> None
             )
 
 
-def timed(cmd: list[str], cwd: Path) -> tuple[float, float]:
-    """(seconds, peak RSS MB) of one process."""
+def timed(cmd: list[str], cwd: Path) -> tuple[float, float, float]:
+    """(seconds, peak RSS MB, CPU seconds: user + system) of one process. The CPU time
+    barely moves when other work shares the cores; the wall time does."""
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -110,7 +111,7 @@ def timed(cmd: list[str], cwd: Path) -> tuple[float, float]:
         raise SystemExit(
             f"{cmd[0]} failed: {proc.stderr.read().decode()[-500:] if proc.stderr else ''}"
         )
-    return elapsed, usage.ru_maxrss / 1024
+    return elapsed, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
 
 
 def main() -> None:
@@ -158,34 +159,45 @@ def main() -> None:
                 work,
             )
         )
-    t_ours = statistics.median(t for t, _ in ours)
-    t_ref = statistics.median(t for t, _ in ref)
+    t_ours = statistics.median(t for t, _, _ in ours)
+    t_ref = statistics.median(t for t, _, _ in ref)
+    cpu_ours = statistics.median(c for _, _, c in ours)
+    cpu_ref = statistics.median(c for _, _, c in ref)
     print(
         f"# ingest benchmark, {time.strftime('%Y-%m-%d')}, {platform.node()}, "
         f"{os.cpu_count()} cores, Python {platform.python_version()}"
     )
+    which = subprocess.run(
+        [sys.executable, "-c", "import jobrunner; print(jobrunner.__file__)"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    print(f"jobrunner: {which} (as the jobrunner processes import it)")
     print(
         f"file: {args.rows:,} rows ({args.shape} shape), {size_mb:.1f} MB; {args.repeat} "
         "alternating runs each, medians"
     )
-    print("| command | time (s) | rows/s | peak RSS (MB) |")
-    print("|---|---|---|---|")
+    print("| command | time (s) | rows/s | CPU (s) | peak RSS (MB) |")
+    print("|---|---|---|---|---|")
     print(
         f"| sqlite-utils insert --csv (no validation) | {t_ref:.2f} | {args.rows / t_ref:,.0f} | "
-        f"{max(m for _, m in ref):.0f} |"
+        f"{cpu_ref:.2f} | {max(m for _, m, _ in ref):.0f} |"
     )
     print(
         f"| jobrunner ingest (validating) | {t_ours:.2f} | {args.rows / t_ours:,.0f} | "
-        f"{max(m for _, m in ours):.0f} |"
+        f"{cpu_ours:.2f} | {max(m for _, m, _ in ours):.0f} |"
     )
-    print(f"ratio jobrunner / sqlite-utils time: {t_ours / t_ref:.2f} (below 1 is faster)")
+    print(
+        f"ratio jobrunner / sqlite-utils time: {t_ours / t_ref:.2f}, CPU: {cpu_ours / cpu_ref:.2f} "
+        "(below 1 is faster)"
+    )
     print()
-    print("| rows | jobrunner ingest time (s) | peak RSS (MB) |")
-    print("|---|---|---|")
+    print("| rows | jobrunner ingest time (s) | CPU (s) | peak RSS (MB) |")
+    print("|---|---|---|---|")
     for rows in (args.rows // 4, args.rows, args.rows * 2):
         path = work / f"size{rows}.csv"
         generate(path, rows, seed=2, shape=args.shape)
-        t, m = timed(
+        t, m, c = timed(
             [
                 jobrunner,
                 "--log-level",
@@ -197,7 +209,7 @@ def main() -> None:
             ],
             work,
         )
-        print(f"| {rows:,} | {t:.2f} | {m:.0f} |")
+        print(f"| {rows:,} | {t:.2f} | {c:.2f} | {m:.0f} |")
     shutil.rmtree(work)
 
 

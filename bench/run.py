@@ -329,6 +329,9 @@ def main() -> None:
         f"# run benchmark, {time.strftime('%Y-%m-%d %H:%M')}, {platform.node()}, "
         f"{os.cpu_count()} cores, {cpu_model()}, Python {platform.python_version()}"
     )
+    import jobrunner
+
+    print(f"jobrunner: {jobrunner.__file__}")
     if args.scenario == "loop":
         bench_tutorial_loop(args)
         return
