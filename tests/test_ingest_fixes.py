@@ -251,9 +251,8 @@ def test_report_csv_fed_back_to_ingest_fixes_failed_rows(tmp_path: Path, db: Pat
     g = write(tmp_path, "fixed.csv", fixed)
     result = run(db, "ingest", str(g))
     assert result.exit_code == 0, result.output
-    assert (
-        "updated:          1 (never sent: new values taken; 1 failed row is pending again)"
-        in (result.output)
+    assert "updated:          1 (never sent: new values taken; 1 failed row is pending again)" in (
+        result.output
     )
     assert "already present:  2" in result.output
     got = rows(db)

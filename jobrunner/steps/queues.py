@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import threading
 
-from jobrunner.validation import name_key
 from jobrunner.ledger.model import StepClaim
 from jobrunner.steps.contract import (
     Context,

@@ -24,7 +24,6 @@ from __future__ import annotations
 import threading
 from dataclasses import replace
 
-from jobrunner.validation import name_key
 from jobrunner.ledger.model import Row, StepClaim
 from jobrunner.steps.contract import (
     Context,
