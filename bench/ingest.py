@@ -169,6 +169,7 @@ def main() -> None:
     )
     which = subprocess.run(
         [sys.executable, "-c", "import jobrunner; print(jobrunner.__file__)"],
+        cwd=work,  # as the timed processes run: `-c` puts the current folder first
         capture_output=True,
         text=True,
     ).stdout.strip()

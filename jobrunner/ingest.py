@@ -125,16 +125,19 @@ def _values(row: InputRow, source_id: int, norm: str) -> dict[str, Any]:
         if row.roles
         else None,
         "queues": ", ".join(row.queue_names) if row.queue_names else None,
-        **{
-            column: ", ".join(f"{name}:{level:g}" for name, level in levels) or None
-            for column, levels in _levels(row).items()
-        },
+        "skills": _levels_text(row.skill_levels),
+        "languages": _levels_text(row.language_levels),
         "status": "pending" if row.valid else "invalid",
         "error_code": row.error_code,
         "error_message": row.error_message,
         "wants": _wants(row) if row.valid else [],
         "steps": planned_steps(row) if row.valid else [],
     }
+
+
+def _levels_text(levels: tuple[tuple[str, float], ...]) -> str | None:
+    """A skills or languages cell in its canonical spelling: `Name:5, Other:3`."""
+    return ", ".join(f"{name}:{level:g}" for name, level in levels) if levels else None
 
 
 def _levels(row: InputRow) -> dict[str, tuple[tuple[str, float], ...]]:
@@ -144,6 +147,8 @@ def _levels(row: InputRow) -> dict[str, tuple[tuple[str, float], ...]]:
 
 def _wants(row: InputRow) -> list[tuple[Any, ...]]:
     wants: list[tuple[Any, ...]] = []
+    if not (row.roles or row.queue_names or row.skill_levels or row.language_levels):
+        return wants
     wants.extend(("role", role, name_key(role), division, None) for role, division in row.roles)
     wants.extend(("queue", queue, name_key(queue), None, None) for queue in row.queue_names)
     for column, levels in _levels(row).items():

@@ -15,6 +15,7 @@ import re
 import unicodedata
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from jobrunner.columns import COLUMNS, NAME_COLUMNS
 from jobrunner.errors import InputFileError
@@ -227,6 +228,7 @@ def is_uuid(value: str) -> bool:
     return len(value) == 36 and _canonical_uuid(value) == value
 
 
+@functools.lru_cache(maxsize=4096)
 def name_key(name: str) -> str:
     """How names are compared with the org's: ignoring case and outer spaces."""
     return name.strip().casefold()
@@ -260,75 +262,96 @@ def _semicolon(column: str, item: str) -> str:
     )
 
 
+# What a list cell failed on: (error code, message).
+Problem = tuple[str, str]
+
+
 def _parse_lists(row: InputRow) -> None:
     """`Role:[Division; Division], Role` / `Queue, Queue` / `Skill:5, Skill` (no
     proficiency: 0). Inside a role's brackets a `;` separates divisions, as the admin UI's
-    import writes a role granted in several; anywhere else it is refused."""
+    import writes a role granted in several; anywhere else it is refused. The first cell
+    refused (in that order) invalidates the row, and its lists stay empty."""
     if not (row.roles_divisions or row.queues or row.skills or row.languages):
         return
+    parsed: dict[str, tuple[Any, ...]] = {}
+    for column in ("roles_divisions", "queues", *LEVEL_COLUMNS):
+        cell = getattr(row, column)
+        value, problem = _parse_cell(column, cell) if cell else ((), None)
+        if problem:
+            row.invalidate(*problem)
+            return
+        parsed[column] = value
+    row.roles = parsed["roles_divisions"]
+    row.queue_names = parsed["queues"]
+    row.skill_levels = parsed["skills"]
+    row.language_levels = parsed["languages"]
+
+
+# A team's rows repeat the same list cells: each distinct cell is parsed once.
+@functools.lru_cache(maxsize=4096)
+def _parse_cell(column: str, cell: str) -> tuple[tuple[Any, ...], Problem | None]:
+    if column == "roles_divisions":
+        return _roles(cell)
+    if column == "queues":
+        return _queues(cell)
+    return _levels(cell, column, LEVEL_COLUMNS[column])
+
+
+def _roles(cell: str) -> tuple[tuple[tuple[str, str | None], ...], Problem | None]:
     roles: dict[tuple[str, str], tuple[str, str | None]] = {}
-    for item in _items(row.roles_divisions):
+    for item in _items(cell):
         match = _ROLE_ITEM.fullmatch(item)
         role, divisions = (match.group(1), match.group(2)) if match else ("", None)
         if match and ";" in role:
-            row.invalidate("roles_invalid", _semicolon("roles_divisions", item))
-            return
+            return (), ("roles_invalid", _semicolon("roles_divisions", item))
         names = [d.strip() for d in divisions.split(";")] if divisions is not None else [None]
         if not match or not _visible(role) or not all(d is None or _visible(d) for d in names):
-            row.invalidate(
+            return (), (
                 "roles_invalid",
                 f"roles_divisions item {item!r} is not 'Role' or 'Role:[Division]' (a role name "
                 "holds no , or :; several divisions: 'Role:[Division; Division]')",
             )
-            return
         for division in names:
             roles.setdefault((name_key(role), name_key(division or "")), (role, division))
+    return tuple(roles.values()), None
+
+
+def _queues(cell: str) -> tuple[tuple[str, ...], Problem | None]:
     queues: dict[str, str] = {}
-    for item in _items(row.queues):
+    for item in _items(cell):
         if ";" in item:
-            row.invalidate("queues_invalid", _semicolon("queues", item))
-            return
+            return (), ("queues_invalid", _semicolon("queues", item))
         queues.setdefault(name_key(item), item)
-    levels = {}
-    for column, noun in LEVEL_COLUMNS.items():
-        found = _levels(row, column, noun)
-        if found is None:
-            return
-        levels[column] = found
-    row.roles = tuple(roles.values())
-    row.queue_names = tuple(queues.values())
-    row.skill_levels = levels["skills"]
-    row.language_levels = levels["languages"]
+    return tuple(queues.values()), None
 
 
-def _levels(row: InputRow, column: str, noun: str) -> tuple[tuple[str, float], ...] | None:
-    """`Name:5, Other:3` (no proficiency: 0) of a skills or languages cell; None when the
-    cell is invalid (the row is invalidated with the reason)."""
+def _levels(
+    cell: str, column: str, noun: str
+) -> tuple[tuple[tuple[str, float], ...], Problem | None]:
+    """`Name:5, Other:3` (no proficiency: 0) of a skills or languages cell, or why the cell
+    is refused."""
     code = f"{column}_invalid"
     found: dict[str, tuple[str, float]] = {}
-    for item in _items(getattr(row, column)):
+    for item in _items(cell):
         if ";" in item:
-            row.invalidate(code, _semicolon(column, item))
-            return None
+            return (), (code, _semicolon(column, item))
         name, colon, level_text = item.partition(":")
         name, level_text = name.strip(), level_text.strip()
         level = _proficiency(level_text) if colon else 0.0
         if not _visible(name) or level is None or ":" in level_text:
-            row.invalidate(
+            return (), (
                 code,
                 f"{column} item {item!r} is not '{noun.title()}' or '{noun.title()}:N' with N "
                 f"from 0 to 5 (a {noun} name holds no , or :)",
             )
-            return None
         earlier = found.setdefault(name_key(name), (name, level))
         if earlier[1] != level:
-            row.invalidate(
+            return (), (
                 code,
                 f"{noun} {name!r} is given twice with different proficiencies "
                 f"({_level_text(earlier[1])} and {_level_text(level)})",
             )
-            return None
-    return tuple(found.values())
+    return tuple(found.values()), None
 
 
 def _proficiency(text: str) -> float | None:
