@@ -305,7 +305,7 @@ def main() -> None:
         "--pacers",
         default="v2,new",
         help="comma-separated, run in this order: v1 (bench/pacer_v1.py), v2 (bench/pacer_v2.py), "
-        "new (jobrunner/limiter.py)",
+        "new (jobrunner/limiter/)",
     )
     parser.add_argument(
         "--timeline",

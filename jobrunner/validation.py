@@ -393,7 +393,7 @@ def email_problem(email: str) -> str | None:
         if (
             len(local) <= 64
             and domain.rsplit(".", 1)[-1].lower() not in _SPECIAL_TLDS
-            and not _RESERVED_LABEL.search(domain)
+            and ("--" not in domain or not _RESERVED_LABEL.search(domain))
         ):
             return None
     from email_validator import EmailNotValidError, validate_email

@@ -55,9 +55,12 @@ PERMISSIONS: dict[str, str] = {s.kind: s.permission for s in ALL if s.permission
 LABELS: dict[str, str] = {s.kind: s.shown_as for s in ALL}
 
 
+_PLANS = tuple((step.kind, step.plan) for step in RUN_STEPS if step.plan)
+
+
 def planned_steps(row: InputRow) -> list[tuple[str, str]]:
     """The (kind, target) steps a valid row needs after its create."""
-    return [(step.kind, target) for step in RUN_STEPS if step.plan for target in step.plan(row)]
+    return [(kind, target) for kind, plan in _PLANS for target in plan(row)]
 
 
 def brought_in_line_steps(row: Row) -> tuple[tuple[str, str], ...]:
@@ -86,7 +89,7 @@ def calls_for(creates: int, open_steps: Iterable[tuple[str, str, int]]) -> dict[
     """The requests the remaining work takes, by kind: a create a row, a call a step, and a
     call per batch (per target, per batch_size people) for the steps claimed in batches.
     `open_steps`: (kind, target, steps still to do). Reads (look-ups, people brought in
-    line) come on top. `check` says how long the run takes with it; the progress line's
+    line, a batch's newest person read back: one in a hundred people) come on top. `check` says how long the run takes with it; the progress line's
     ETA counts the same way."""
     calls: dict[str, int] = {}
     if creates:
