@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -87,3 +88,42 @@ def wait_for_event(
     if required:
         raise AssertionError(f"no {event} event; stderr so far: {''.join(seen)[-2000:]}")
     return None
+
+
+def kill_9_during(
+    db: Path,
+    emu: Emulator,
+    args: Iterable[str],
+    pauses: Iterable[float],
+    *,
+    event: str = "step.done",
+    after_kill: Callable[[], None] | None = None,
+) -> int:
+    """For each pause: `jobrunner ARGS` on this ledger until its log says `event`, then the
+    pause, then kill -9 (`after_kill` looks at the ledger each time). Stops early when a
+    run ends first (or never says `event`). How many kills landed."""
+    args = tuple(args)
+    kills = 0
+    for pause in pauses:
+        proc = spawn(db, emu, *args)
+        if not wait_for_event(proc, event, 60, required=False):
+            proc.kill()
+            proc.communicate(timeout=10)
+            break
+        time.sleep(pause)
+        if proc.poll() is not None:
+            proc.communicate(timeout=10)
+            break
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=10)
+        kills += 1
+        if after_kill is not None:
+            after_kill()
+    return kills
+
+
+def finish(db: Path, emu: Emulator, *args: str, timeout: float = 180) -> None:
+    """`jobrunner ARGS` on this ledger to its end, which must be exit 0."""
+    final = spawn(db, emu, *args)
+    _out, err = final.communicate(timeout=timeout)
+    assert final.returncode == 0, err[-3000:]

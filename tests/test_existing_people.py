@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import json
 import random
-import signal
 import sqlite3
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from emulated import spawn, wait_for_event
+from emulated import finish, kill_9_during
 from test_onboarding import (  # the same fixtures and helpers
     FAST,
     ORG,
@@ -225,21 +223,9 @@ OPTIONS = ("--no-progress", "--max-attempts", "50")
 
 def kill_loop(db: Path, emu: Emulator, event: str, *args: str, rounds: int = 6) -> int:
     rng = random.Random(len(args) + rounds)
-    kills = 0
-    for _ in range(rounds):
-        proc = spawn(db, emu, *args, *OPTIONS)
-        seen = wait_for_event(proc, event, 60, required=False)
-        if not seen or proc.poll() is not None:
-            proc.kill()
-            proc.communicate(timeout=10)
-            break
-        time.sleep(rng.uniform(0.0, 0.5))
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate(timeout=10)
-        kills += 1
-    final = spawn(db, emu, *args, *OPTIONS)
-    _out, err = final.communicate(timeout=180)
-    assert final.returncode == 0, err[-3000:]
+    pauses = (rng.uniform(0.0, 0.5) for _ in range(rounds))
+    kills = kill_9_during(db, emu, (*args, *OPTIONS), pauses, event=event)
+    finish(db, emu, *args, *OPTIONS)
     return kills
 
 

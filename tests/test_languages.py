@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import json
 import random
-import signal
 import sqlite3
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from emulated import spawn, wait_for_event
+from emulated import finish, kill_9_during
 from test_onboarding import emulator, team
 from test_second_hour import jobrunner
 
@@ -115,24 +113,9 @@ def test_kill_9_between_language_steps_sends_each_once(emulator: Any, tmp_path: 
     emu = emulator(latency_ms=30, latency_jitter_ms=20, seed=9)
     db = tmp_path / "l.db"
     jobrunner(db, None, "ingest", str(write(tmp_path, "f.csv", people, "Idiomas")))
-    kills = 0
-    for delay in (0.4, 0.8, 0.3):
-        proc = spawn(db, emu, *RUN)
-        if not wait_for_event(proc, "step.done", 60, required=False):
-            proc.kill()
-            proc.communicate(timeout=10)
-            break
-        time.sleep(delay)
-        if proc.poll() is not None:
-            proc.communicate(timeout=10)
-            break
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate(timeout=10)
-        kills += 1
+    kills = kill_9_during(db, emu, RUN, (0.4, 0.8, 0.3))
     assert kills >= 2
-    final = spawn(db, emu, *RUN)
-    _out, err = final.communicate(timeout=180)
-    assert final.returncode == 0, err[-3000:]
+    finish(db, emu, *RUN)
     for person in people:
         assert languages_of(emu, person["email"]) == wanted(person), person["email"]
     assert set(emu.stats()["creations_by_email"].values()) == {1}

@@ -9,9 +9,7 @@ import io
 import json
 import math
 import random
-import signal
 import sqlite3
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +18,7 @@ from typing import Any
 import emulated
 import pytest
 from click.testing import CliRunner
-from emulated import emulators, env_for, settings_for, spawn, wait_for_event
+from emulated import emulators, env_for, finish, kill_9_during, settings_for
 
 from jobrunner.cli import cli
 from jobrunner.emulator.org import read_org_file
@@ -374,28 +372,20 @@ def test_kill_9_between_and_during_steps_does_every_step_exactly_once(
     db = ledger.path
     ledger.close()
     rng = random.Random(99)
-    kills = steps_in_flight = 0
-    for _ in range(8):
-        proc = spawn(db, emu, *RUN_ARGS)
-        if not wait_for_event(proc, "step.done", 60, required=False):
-            proc.kill()
-            proc.communicate(timeout=10)
-            break
-        time.sleep(rng.uniform(0.0, 0.8))
-        if proc.poll() is not None:
-            break
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate(timeout=10)
-        kills += 1
+    in_flight: list[int] = []
+
+    def count_steps_in_flight() -> None:
         conn = sqlite3.connect(db)
-        steps_in_flight += conn.execute(
-            "SELECT count(*) FROM steps WHERE status = 'in_progress'"
-        ).fetchone()[0]
+        in_flight.append(
+            conn.execute("SELECT count(*) FROM steps WHERE status = 'in_progress'").fetchone()[0]
+        )
         conn.close()
+
+    pauses = (rng.uniform(0.0, 0.8) for _ in range(8))
+    kills = kill_9_during(db, emu, RUN_ARGS, pauses, after_kill=count_steps_in_flight)
+    steps_in_flight = sum(in_flight)
     assert kills >= 3 and steps_in_flight > 0  # the kills really landed during steps
-    final = spawn(db, emu, *RUN_ARGS)
-    _out, err = final.communicate(timeout=180)
-    assert final.returncode == 0, err[-3000:]
+    finish(db, emu, *RUN_ARGS)
     conn = sqlite3.connect(db)
     try:
         statuses = Counter(r[0] for r in conn.execute("SELECT status FROM steps"))

@@ -8,15 +8,13 @@ from __future__ import annotations
 import copy
 import json
 import re
-import signal
 import sqlite3
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
-from emulated import spawn, wait_for_event
+from emulated import finish, kill_9_during
 from test_existing_people import WRITES
 from test_onboarding import (  # the same fixtures and helpers
     SKILLS,
@@ -125,24 +123,9 @@ def test_kill_9_during_the_converging_run_sends_nothing_twice_and_loses_nothing(
     assert jobrunner(db, emu, *RUN).exit_code == 0
     fixed = corrected(people, range(20))
     ingest(tmp_path, db, "fixed.csv", fixed)
-    kills = 0
-    for delay in (0.3, 0.6, 0.2, 0.9, 0.4):
-        proc = spawn(db, emu, *RUN)
-        if not wait_for_event(proc, "step.done", 60, required=False):
-            proc.kill()
-            proc.communicate(timeout=10)
-            break
-        time.sleep(delay)
-        if proc.poll() is not None:
-            proc.communicate(timeout=10)
-            break
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate(timeout=10)
-        kills += 1
+    kills = kill_9_during(db, emu, RUN, (0.3, 0.6, 0.2, 0.9, 0.4))
     assert kills >= 2
-    final = spawn(db, emu, *RUN)
-    _out, err = final.communicate(timeout=180)
-    assert final.returncode == 0, err[-3000:]
+    finish(db, emu, *RUN)
     for person in fixed:
         assert held(emu, person["email"]) == expected(person), person["email"]
     assert set(emu.stats()["creations_by_email"].values()) == {1}
