@@ -239,6 +239,7 @@ class DryRun:
         self.update_existing = True
         self.restore_deleted = False
         self.step_delay_s = 0.0
+        self.dry_run = True
         self.sent: list[tuple[str, str]] = []
 
     def now(self) -> float:

@@ -55,6 +55,7 @@ class RunContext:
     rand: Callable[[], float] = random.random
     owner: str = field(default_factory=new_owner)
     step_delay_s: float = field(default_factory=lambda: STEP_DELAY_S)
+    dry_run: bool = False  # never for a run: `check` wraps it in its DryRun
     stats: RunStats = field(default_factory=RunStats)
     stop: threading.Event = field(default_factory=threading.Event)
 

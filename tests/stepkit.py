@@ -112,6 +112,7 @@ class FakeContext:
     update_existing: bool = False
     restore_deleted: bool = False
     step_delay_s: float = 0.0
+    dry_run: bool = False
     clock: float = 1000.0
     wanted: dict[tuple[int, str], list[tuple[str, str, str | None, float | None]]] = field(
         default_factory=dict

@@ -166,6 +166,37 @@ def test_a_queue_batch_with_a_fresh_member_is_retried_whole() -> None:
     assert len(client.sent("add_queue_members")) == 1
 
 
+def test_an_answered_queue_batch_with_fresh_members_is_checked_on_its_newest() -> None:
+    # Genesys does not say what a batch with an id it does not know yet answers: it may add
+    # the others and skip that one with a success. The newest member is read back.
+    people = [
+        row("old@example.com"),
+        row("newer@example.com", settled_at=9_980.0),
+        row("newest@example.com", settled_at=9_990.0),
+    ]
+    client = ScriptedClient(user_queue_ids=set())  # skipped: in no queue, joined or not
+    (outcome,) = perform(
+        queues.STEP, _queue_ctx(client), [claim(p, "queue", "support") for p in people]
+    )
+    assert (outcome.what, outcome.fresh, len(outcome.claims or ())) == ("retry", True, 3)
+    assert "newest@example.com does not have it yet" in (outcome.message or "")
+    assert [args for args in client.sent("user_queue_ids")] == [
+        ("user-newest@example.com",),
+        ("user-newest@example.com", False),
+    ]
+    client = ScriptedClient(user_queue_ids=[set(), {"q-1"}])  # a member, not joined
+    (outcome,) = perform(
+        queues.STEP, _queue_ctx(client), [claim(p, "queue", "support") for p in people]
+    )
+    assert (outcome.what, len(outcome.claims or ())) == ("done", 3)
+    # Nobody fresh: nothing to read back.
+    client = ScriptedClient(user_queue_ids=set())
+    (outcome,) = perform(
+        queues.STEP, _queue_ctx(client), [claim(row("old@example.com"), "queue", "support")]
+    )
+    assert outcome.what == "done" and client.sent("user_queue_ids") == []
+
+
 def test_members_already_in_the_queue_need_no_write() -> None:
     there = row("there@example.com", status="exists", settled_by="conflict")
     new = row("new@example.com")
@@ -612,6 +643,23 @@ def test_a_role_batch_with_a_user_fresh_from_its_create_is_retried_whole() -> No
         roles.STEP, _roles_ctx(client, people), [claim(p, "roles", "agent|support") for p in people]
     )
     assert (outcome.what, outcome.fresh, len(outcome.claims or ())) == ("retry", True, 2)
+
+
+def test_an_answered_role_batch_with_fresh_people_is_checked_on_its_newest() -> None:
+    people = [row("old@example.com"), row("new@example.com", settled_at=9_995.0)]
+    client = ScriptedClient(user_grants=[set(), {("role-a", "div-s")}])
+    ctx = _roles_ctx(client, people)
+    claims = [claim(p, "roles", "agent|support") for p in people]
+    (outcome,) = perform(roles.STEP, ctx, claims)
+    assert (outcome.what, outcome.fresh, len(outcome.claims or ())) == ("retry", True, 2)
+    assert client.sent("user_grants") == [("user-new@example.com",)]
+    (outcome,) = perform(roles.STEP, ctx, claims)  # sent again; now the newest holds it
+    assert (outcome.what, len(outcome.claims or ())) == ("done", 2)
+    assert len(client.sent("grant_role_to_many")) == 2
+    # A read back that 404s (the service does not know the id yet) is "not yet".
+    client = ScriptedClient(user_grants=ApiError(404, "not.found", "no such subject"))
+    (outcome,) = perform(roles.STEP, _roles_ctx(client, people), claims)
+    assert (outcome.what, outcome.fresh) == ("retry", True)
 
 
 def test_people_brought_in_line_join_the_batch_with_only_what_they_miss() -> None:

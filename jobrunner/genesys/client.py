@@ -407,6 +407,27 @@ class GenesysClient:
         listing = self._call(getattr(self.users, method), user_id, page_size=PAGE_SIZE)
         return {str(s.id): float(s.proficiency or 0) for s in (listing.entities or [])}
 
+    def user_queue_ids(self, user_id: str, joined: bool | None = None) -> set[str]:
+        """The ids of the queues the user is a member of (GET /api/v2/users/{id}/queues,
+        every page: a new user has few). `joined`: None asks for the API's default listing
+        (joined members), False for the queues the user is a member of but has not joined."""
+        found: set[str] = set()
+        page = 1
+        extra = {} if joined is None else {"joined": joined}
+        while True:
+            listing = self._call(
+                self._sdk_api("UsersApi").get_user_queues,
+                user_id,
+                page_size=PAGE_SIZE,
+                page_number=page,
+                **extra,
+            )
+            ids = {str(q.id) for q in (listing.entities or [])}
+            found |= ids
+            if not ids or not getattr(listing, "next_uri", None):
+                return found
+            page += 1
+
     def queue_members_page(self, queue_id: str, page: int) -> tuple[set[str], bool]:
         """One page of a queue's members (user ids); the listing has no total: a next page
         exists while it says so."""

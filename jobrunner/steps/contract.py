@@ -173,6 +173,7 @@ class Context(Protocol):
     update_existing: bool  # --update-existing
     restore_deleted: bool  # --restore-deleted
     step_delay_s: float  # a new user's steps wait this long after its create
+    dry_run: bool  # `check`: writes are only recorded, so nothing is read back after one
 
     def now(self) -> float: ...
 
@@ -366,11 +367,18 @@ def send_splitting(
     *,
     not_known_yet: str,
     not_known: str,
+    holds: Callable[[StepClaim], bool] | None = None,
 ) -> list[Outcome]:
     """`send(claims)` as one call, then `sent(claims)`. A batch refused for an unknown id
     is retried later while one of its people is fresh (the other services learn new ids in
     seconds: `not_known_yet` says so), else split in halves until the one at fault fails
-    alone (`not_known`), the others going on."""
+    alone (`not_known`), the others going on.
+
+    Genesys does not document what such a batch answers; it may also grant the others and
+    skip the id it does not know yet, with a success. So an answered batch with fresh people
+    in it is checked: `holds(claim)` reads whether its newest person has what was sent (the
+    services learn ids in the order they were made: if the newest is known, all are). If not,
+    the whole batch goes again later (what is held already is no change to the API)."""
     from jobrunner.genesys import ApiError
 
     try:
@@ -385,13 +393,50 @@ def send_splitting(
         half = len(claims) // 2
         return [
             *send_splitting(
-                ctx, claims[:half], send, sent, not_known_yet=not_known_yet, not_known=not_known
+                ctx,
+                claims[:half],
+                send,
+                sent,
+                not_known_yet=not_known_yet,
+                not_known=not_known,
+                holds=holds,
             ),
             *send_splitting(
-                ctx, claims[half:], send, sent, not_known_yet=not_known_yet, not_known=not_known
+                ctx,
+                claims[half:],
+                send,
+                sent,
+                not_known_yet=not_known_yet,
+                not_known=not_known,
+                holds=holds,
             ),
         ]
+    fresh = [c for c in claims if is_fresh(c.row, ctx.now())]
+    if holds is not None and fresh and not ctx.dry_run:
+        newest = max(fresh, key=lambda c: c.row.settled_at or 0.0)
+        if not _holds(holds, newest):
+            return [
+                retry_later(
+                    "not_applied_yet",
+                    f"{not_known_yet}: the API answered, but {newest.row.email} does not "
+                    "have it yet (a new id skipped); sent again later",
+                    fresh=True,
+                    claims=claims,
+                )
+            ]
     return [sent(claims)]
+
+
+def _holds(holds: Callable[[StepClaim], bool], claim: StepClaim) -> bool:
+    """`holds(claim)`; an id the service does not know yet holds nothing."""
+    from jobrunner.genesys import ApiError
+
+    try:
+        return holds(claim)
+    except ApiError as err:
+        if refused_for_an_unknown_id(err):
+            return False
+        raise
 
 
 def one_if(wanted: bool) -> list[str]:

@@ -62,6 +62,13 @@ def _send(ctx: Context, queue_id: str, claims: list[StepClaim]) -> list[Outcome]
                 members.update(c.row.user_id for c in batch)
         return done(f"added to {ctx.names.name_of(KIND, batch[0].target)}", claims=batch)
 
+    def holds(claim: StepClaim) -> bool:
+        """Is the person a member (joined, else not joined: Genesys lists them apart)?"""
+        user_id = claim.row.user_id
+        return queue_id in ctx.read(KIND, ctx.client.user_queue_ids, user_id) or (
+            queue_id in ctx.read(KIND, ctx.client.user_queue_ids, user_id, False)
+        )
+
     return send_splitting(
         ctx,
         claims,
@@ -69,6 +76,7 @@ def _send(ctx: Context, queue_id: str, claims: list[StepClaim]) -> list[Outcome]
         sent,
         not_known_yet="a new member is not known to the queue yet",
         not_known="the queue does not know this user",
+        holds=holds,
     )
 
 

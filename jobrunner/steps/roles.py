@@ -46,9 +46,12 @@ _held_lock = threading.Lock()
 def targets(row: object) -> list[str]:
     """The row's grants as step targets: `role|division` (name keys; the division the row's
     own when the file names none)."""
+    roles = getattr(row, "roles", ())
+    if not roles:
+        return []
     own = name_key(getattr(row, "division", None) or "")
     found: list[str] = []
-    for role, division in getattr(row, "roles", ()):
+    for role, division in roles:
         target = f"{name_key(role)}{SEP}{name_key(division) if division else own}"
         if target not in found:
             found.append(target)
@@ -152,6 +155,10 @@ def _send(
                     held[str(c.row.user_id)].add((role_id, division_id))
         return done(f"added {label}", claims=batch)
 
+    def holds(claim: StepClaim) -> bool:
+        grants = ctx.read(KIND, ctx.client.user_grants, claim.row.user_id)
+        return (role_id, division_id) in grants
+
     return send_splitting(
         ctx,
         claims,
@@ -159,6 +166,7 @@ def _send(
         sent,
         not_known_yet="a new user is not known to the authorization service yet",
         not_known=f"{label}: the API does not know this user",
+        holds=holds,
     )
 
 
