@@ -49,6 +49,7 @@ row_log = get_logger("jobrunner.create")
 # A step refused (403) before the same call worked for anyone goes back this much later, so
 # the other rows' steps are tried first.
 REFUSED_RETRY_S = 2.0
+FRESH_RETRY_S = (1.0, 3.0)  # a step refused for a new id: tried again this long after
 
 
 @dataclass
@@ -304,7 +305,14 @@ class Recorder:
                 code, message = outcome.exhausted or (outcome.code, outcome.message)
                 self._fail_steps(claims, code, f"{message} (gave up after {attempts} attempts)")
                 return
-            delay = self.policy.delay(attempts, self.rand)
+            # A new id the other services do not know yet is no failure: no attempt counts
+            # (a later server error still has all its tries), and it is tried again in a
+            # second or three, as long as the id is new.
+            delay = (
+                FRESH_RETRY_S[0] + self.rand() * (FRESH_RETRY_S[1] - FRESH_RETRY_S[0])
+                if outcome.fresh
+                else self.policy.delay(attempts, self.rand)
+            )
             log.info(
                 "step.retry",
                 step=claims[0].kind,
@@ -317,7 +325,7 @@ class Recorder:
                 claims,
                 owner,
                 next_attempt_at=self.clock() + delay,
-                count_attempt=True,
+                count_attempt=not outcome.fresh,
                 error_code=outcome.code,
                 error_message=outcome.message,
             )

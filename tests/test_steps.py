@@ -662,6 +662,36 @@ def test_an_answered_role_batch_with_fresh_people_is_checked_on_its_newest() -> 
     assert (outcome.what, outcome.fresh) == ("retry", True)
 
 
+def test_a_read_back_that_cannot_say_leaves_the_answered_batch_done() -> None:
+    people = [row("old@example.com"), row("new@example.com", settled_at=9_995.0)]
+    client = ScriptedClient(user_grants=ApiError(403, "missing.permissions", "no"))
+    (outcome,) = perform(
+        roles.STEP, _roles_ctx(client, people), [claim(p, "roles", "agent|support") for p in people]
+    )
+    assert (outcome.what, len(outcome.claims or ())) == ("done", 2)
+
+
+def test_the_read_back_is_of_the_newest_id_not_of_a_restored_one() -> None:
+    # A person restored a moment ago has an old id every service knows: it stands for nothing.
+    made = row("made@example.com", settled_at=9_990.0)
+    restored = row("restored@example.com", settled_at=9_998.0, settled_by="restore")
+    client = ScriptedClient(user_grants=set())
+    ctx = _roles_ctx(client, [made, restored])
+    (outcome,) = perform(
+        roles.STEP, ctx, [claim(p, "roles", "agent|support") for p in (made, restored)]
+    )
+    # (the restored person's grants are read first, as for everyone brought in line)
+    assert client.sent("user_grants")[-1] == ("user-made@example.com",)
+    assert outcome.what == "retry"
+    # Nobody made by a create: nothing read back.
+    client = ScriptedClient(user_grants=set())
+    (outcome,) = perform(
+        roles.STEP, _roles_ctx(client, [restored]), [claim(restored, "roles", "agent|support")]
+    )
+    assert outcome.what == "done"
+    assert client.sent("user_grants") == [("user-restored@example.com",)]  # in line, only
+
+
 def test_people_brought_in_line_join_the_batch_with_only_what_they_miss() -> None:
     holds = row("holds@example.com", status="exists", settled_by="conflict")
     misses = row("misses@example.com", status="exists", settled_by="conflict")

@@ -88,9 +88,10 @@ def steps_for_change(row: Any, changed: set[str]) -> list[tuple[str, str]]:
 def calls_for(creates: int, open_steps: Iterable[tuple[str, str, int]]) -> dict[str, int]:
     """The requests the remaining work takes, by kind: a create a row, a call a step, and a
     call per batch (per target, per batch_size people) for the steps claimed in batches.
-    `open_steps`: (kind, target, steps still to do). Reads (look-ups, people brought in
-    line, a batch's newest person read back: one in a hundred people) come on top. `check` says how long the run takes with it; the progress line's
-    ETA counts the same way."""
+    `open_steps`: (kind, target, steps still to do). Reads come on top: look-ups, people
+    brought in line, and a batch's newest person read back (one or two reads a batch, about
+    one in a hundred people). `check` says how long the run takes with it; the progress
+    line's ETA counts the same way."""
     calls: dict[str, int] = {}
     if creates:
         calls[CREATE.kind] = creates
