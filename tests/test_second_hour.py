@@ -231,6 +231,28 @@ def test_check_tells_the_whole_plan_and_sends_no_write(emulator: Any, tmp_path: 
     assert searches < 8  # one search for many people, not one each
 
 
+def test_check_says_a_new_manager_of_the_file_is_set_once_the_run_creates_them(
+    emulator: Any, tmp_path: Path
+) -> None:
+    people = team(6, leads=1, seed=26)
+    emu = emulator()
+    db = tmp_path / "l.db"
+    first = [{**p, "email_manager": "maria.gonzalez@example.com"} for p in people[:2]]
+    ingest(tmp_path, db, "first.csv", first)  # two the job creates first
+    assert jobrunner(db, emu, *RUN).exit_code == 0
+    # The whole file: the two now report to the team lead, a new row (line 7) not yet made.
+    lead = people[-1]["email"]
+    ingest(tmp_path, db, "all.csv", people)
+    checked = jobrunner(db, emu, "check")
+    assert checked.exit_code == 0, checked.output
+    said = f"profile: manager {lead} set once the run creates them (line 7 of all.csv)"
+    assert checked.output.count(said) == 2, checked.output
+    assert "has no user" not in checked.output
+    assert jobrunner(db, emu, *RUN).exit_code == 0
+    for person in people[:-1]:
+        assert held(emu, person["email"])["manager"] == lead
+
+
 def test_rollback_names_the_people_left_with_a_deleted_manager_and_clears_it_on_request(
     emulator: Any, tmp_path: Path
 ) -> None:

@@ -257,6 +257,24 @@ def test_a_profile_whose_managers_own_row_failed_waits_naming_that_row() -> None
     assert ctx.client.calls == []
 
 
+def test_a_profile_whose_manager_the_run_creates_first_waits_for_it() -> None:
+    r = row(email_manager="boss@example.com")
+    ctx = FakeContext(ScriptedClient(), FakeNames({("manager", "boss@example.com"): "row"}))
+    ctx.managers["boss@example.com"] = {
+        "line": 4,
+        "source": "f.csv",
+        "status": "pending",
+        "user_id": None,
+        "error_message": None,
+    }
+    (outcome,) = perform(profile.STEP, ctx, [claim(r, "profile")])
+    assert (outcome.what, outcome.code) == ("wait", "manager_pending")
+    assert outcome.detail == (
+        "manager boss@example.com set once the run creates them (line 4 of f.csv)"
+    )
+    assert ctx.client.calls == []
+
+
 def test_a_profile_whose_manager_was_rolled_back_fails() -> None:
     r = row(email_manager="boss@example.com")
     ctx = FakeContext(ScriptedClient(), FakeNames({("manager", "boss@example.com"): "row"}))

@@ -54,6 +54,15 @@ def manager_id(ctx: Context, email: str) -> str | Outcome:
             "the file again",
             f"waits for its manager {email}",
         )
+    if row is not None and not row["user_id"] and row["status"] in ("pending", "in_progress"):
+        # The run creates the manager first (a report's profile is claimed after that);
+        # `check` meets this in its plan, and a run only if the manager was revived meanwhile.
+        where = f"line {row['line']} of {row['source']}"
+        return wait_for(
+            "manager_pending",
+            f"waits for its manager {email} ({where}), whom the run creates first",
+            f"manager {email} set once the run creates them ({where})",
+        )
     if row is None or not row["user_id"]:
         where = f"line {row['line']} of {row['source']}" if row else "no row"
         why = (row or {}).get("error_message") or (row or {}).get("status") or "gone"
