@@ -2,17 +2,18 @@
 the job or were restored, every field the file gives: title, department, phone, extension).
 
 Sends: PATCH /api/v2/users/{userId} with the user's version and only the fields to set. A
-report's profile waits until its manager (a row of the same ledger) has a user id; a
-manager whose create failed fails this step. For people already there the user is read
-first and only what differs is sent (an empty cell changes nothing); the other contacts
-the user has are sent back as they were, since `addresses` replaces them all. On a version
-mismatch (409, or 400 "does not match") the user is read and the PATCH sent again. A new
-user's version moves on its own in its first seconds (other services attaching to it): once
-the create's version has been stale for one person, the rest of the run reads each user's
-version before its PATCH (two calls) instead of trying the create's first (one call when it
-holds, three when it does not). Done: the PATCH succeeded (or
-nothing differed). Safe to repeat: it sets values, it adds nothing (a location is set too:
-the user's locations become the file's one).
+report's profile waits until its manager (a row of the same ledger) has a user id: while the
+run is still to create the manager, or until a manager's invalid or failed row is fixed; a
+manager with no user otherwise (rolled back, not found again) fails this step. For people
+already there the user is read first and only what differs is sent (an empty cell changes
+nothing); the other contacts the user has are sent back as they were, since `addresses`
+replaces them all. On a version mismatch (409, or 400 "does not match") the user is read and
+the PATCH sent again. A new user's version moves on its own in its first seconds (other
+services attaching to it): once the create's version has been stale for one person, the rest
+of the run reads each user's version before its PATCH (two calls) instead of trying the
+create's first (one call when it holds, three when it does not). Done: the PATCH succeeded
+(or nothing differed). Safe to repeat: it sets values, it adds nothing (a location is set
+too: the user's locations become the file's one).
 """
 
 from __future__ import annotations
@@ -46,7 +47,13 @@ def manager_id(ctx: Context, email: str) -> str | Outcome:
     if found != MANAGER_IN_LEDGER:
         return str(found)
     row = ctx.manager_row(email)
-    if row is not None and not row["user_id"] and row["status"] in ("invalid", "failed"):
+    if row is None:
+        return failed("manager_missing", f"the manager {email} (no row) has no user: gone")
+    if row["user_id"]:
+        return str(row["user_id"])
+    where = f"line {row['line']} of {row['source']}"
+    status = row["status"]
+    if status in ("invalid", "failed"):
         # The manager's own row can be fixed (a corrected file): the report waits for it.
         return wait_for(
             "manager_held",
@@ -54,22 +61,18 @@ def manager_id(ctx: Context, email: str) -> str | Outcome:
             "the file again",
             f"waits for its manager {email}",
         )
-    if row is not None and not row["user_id"] and row["status"] in ("pending", "in_progress"):
-        # The run creates the manager first (a report's profile is claimed after that);
-        # `check` meets this in its plan, and a run only if the manager was revived meanwhile.
-        where = f"line {row['line']} of {row['source']}"
+    if status in ("pending", "in_progress"):
+        # The run creates the manager first (a report's profile is claimed after that):
+        # `check` meets this in its plan, a run only if a `check` beside it revived the row.
         return wait_for(
             "manager_pending",
             f"waits for its manager {email} ({where}), whom the run creates first",
             f"manager {email} set once the run creates them ({where})",
         )
-    if row is None or not row["user_id"]:
-        where = f"line {row['line']} of {row['source']}" if row else "no row"
-        why = (row or {}).get("error_message") or (row or {}).get("status") or "gone"
-        if row and row["status"] == "exists":
-            why += " (each run looks the id up again; then `jobrunner run --retry-failed`)"
-        return failed("manager_missing", f"the manager {email} ({where}) has no user: {why}")
-    return str(row["user_id"])
+    why = row.get("error_message") or status or "gone"
+    if status == "exists":
+        why += " (each run looks the id up again; then `jobrunner run --retry-failed`)"
+    return failed("manager_missing", f"the manager {email} ({where}) has no user: {why}")
 
 
 def wanted(ctx: Context, row: Row) -> dict[str, Any] | Outcome:
